@@ -1,0 +1,7 @@
+"""python -m tailer"""
+
+import sys
+
+from tailer.cli import main
+
+sys.exit(main())

@@ -1,0 +1,309 @@
+"""The QuantConnect client: the only module that speaks HTTP to QuantConnect."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeGuard
+
+import requests
+import structlog
+
+from tailer.auth import QcAuth
+from tailer.budget import RequestBudget
+from tailer.errors import (
+    ApiError,
+    AuthError,
+    NotFoundError,
+    ProtocolError,
+    TransientError,
+    UnreachableError,
+    WindowTooLargeError,
+)
+from tailer.retry import (
+    AuthRejected,
+    RetryPolicy,
+    Sleep,
+    auth_retrying,
+    parse_retry_after,
+    transient_retrying,
+)
+
+log = structlog.get_logger(__name__)
+
+TERMINAL_STATUSES = frozenset(
+    {"Stopped", "Liquidated", "Deleted", "Completed", "RuntimeError", "DeployError", "Invalid"}
+)
+LIST_STATUSES = ("Running", "Stopped", "RuntimeError", "Liquidated")
+_AUTH_ERRORS = ("Hash doesn't match", "UserID not valid")
+_USER_AGENT = "qc-tail/0.1 (+https://pypi.org/project/qc-tailer/)"
+
+
+@dataclass(frozen=True, slots=True)
+class LogWindow:
+    """One answer of /live/logs/read: project-wide rows and where the deployment begins."""
+
+    logs: tuple[str, ...]
+    length: int
+    deployment_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A live deployment as /live/read and /live/list describe it."""
+
+    project_id: int
+    deploy_id: str
+    status: str
+    launched: datetime | None = None
+    stopped: datetime | None = None
+    project_name: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """Unknown statuses count as running: better to poll too long than to stop early."""
+        return self.status in TERMINAL_STATUSES
+
+
+def parse_time(value: object) -> datetime | None:
+    """``YYYY-MM-DD HH:MM:SS`` (UTC) or ISO-8601, as the API sends either."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip().replace("Z", "+00:00")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class QcApi:
+    """Typed calls to the QuantConnect REST API, with retries, budget and clock correction."""
+
+    def __init__(
+        self,
+        base_url: str,
+        auth: QcAuth,
+        *,
+        timeout: float = 30.0,
+        policy: RetryPolicy | None = None,
+        session: requests.Session | None = None,
+        budget: RequestBudget | None = None,
+        sleep: Sleep = time.sleep,
+        stop_event: threading.Event | None = None,
+        ca_bundle: Path | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.auth = auth
+        self.timeout = (min(10.0, timeout), timeout)
+        self.policy = policy or RetryPolicy()
+        self.budget = budget or RequestBudget()
+        self._sleep = sleep
+        self._stop_event = stop_event
+        self.session = session or requests.Session()
+        self.session.trust_env = False  # no ~/.netrc or proxy variables near our credentials
+        self.session.headers["User-Agent"] = _USER_AGENT
+        self._verify: bool | str = str(ca_bundle) if ca_bundle else True
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    def authenticate(self) -> None:
+        self.call("/authenticate", {})
+
+    def read_logs(self, project_id: int, deploy_id: str, start: int, end: int) -> LogWindow:
+        body = {
+            "format": "json",
+            "projectId": project_id,
+            "algorithmId": deploy_id,
+            "startLine": start,
+            "endLine": end,
+        }
+        data = self.call("/live/logs/read", body)
+        logs, length, offset = data.get("logs"), data.get("length"), data.get("deploymentOffset")
+        if not isinstance(logs, list) or not all(isinstance(line, str) for line in logs):
+            raise ProtocolError("/live/logs/read: 'logs' is not a list of strings")
+        if not _is_count(length) or not _is_count(offset):
+            raise ProtocolError(f"/live/logs/read: bad length={length!r} offset={offset!r}")
+        if offset > length or len(logs) > max(0, end - start):
+            raise ProtocolError(
+                f"/live/logs/read: inconsistent answer (offset {offset}, length {length}, "
+                f"{len(logs)} rows for a window of {end - start})"
+            )
+        return LogWindow(tuple(logs), length, offset)
+
+    def read_live(self, project_id: int) -> Deployment:
+        data = self.call("/live/read", {"projectId": project_id})
+        return _deployment(data, project_id)
+
+    def list_live(
+        self, status: str | None = None, project_id: int | None = None
+    ) -> list[Deployment]:
+        body: dict[str, Any] = {}
+        if status is not None:
+            body["status"] = status
+        if project_id is not None:
+            body["projectId"] = project_id
+        live = self.call("/live/list", body).get("live")
+        if not isinstance(live, list):
+            raise ProtocolError("/live/list: 'live' is not a list")
+        found = []
+        for item in live:
+            if isinstance(item, dict) and _is_count(item.get("projectId")):
+                found.append(_deployment(item, item["projectId"]))
+        return found
+
+    def project_name(self, project_id: int) -> str | None:
+        projects = self.call("/projects/read", {"projectId": project_id}).get("projects")
+        if isinstance(projects, list):
+            for project in projects:
+                if isinstance(project, dict) and project.get("projectId") == project_id:
+                    name = project.get("name")
+                    return name if isinstance(name, str) else None
+        return None
+
+    # -- transport -----------------------------------------------------------------------
+
+    def call(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to ``path``: transient failures retried, refusals re-signed."""
+        transient = transient_retrying(self.policy, sleep=self._sleep, stop_event=self._stop_event)
+        try:
+            return transient(self._signed_call, path, body)
+        except TransientError as exc:
+            raise UnreachableError(f"{self.base_url}{path}: giving up for now: {exc}") from None
+
+    def _signed_call(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        attempts = auth_retrying(self.policy, sleep=self._sleep, stop_event=self._stop_event)
+        try:
+            return attempts(self._post_once, path, body)
+        except AuthRejected as exc:
+            raise self._auth_error(str(exc)) from None
+
+    def _post_once(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        with self.budget.slot():
+            try:
+                response = self.session.post(
+                    self.base_url + path,
+                    json=dict(body),
+                    auth=self.auth,
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                    verify=self._verify,
+                )
+            except requests.exceptions.SSLError as exc:
+                raise ApiError(f"{path}: TLS verification failed: {_reason(exc)}") from None
+            except requests.RequestException as exc:
+                raise TransientError(f"{path}: {type(exc).__name__}: {_reason(exc)}") from None
+        self.auth.clock.observe(response.headers.get("Date"))
+        return self._classify(path, response)
+
+    def _classify(self, path: str, response: requests.Response) -> dict[str, Any]:
+        status = response.status_code
+        if status == 429:
+            retry_after = _retry_after(response)
+            self.budget.throttled(retry_after)
+            raise TransientError(f"{path}: HTTP 429", status=429, retry_after=retry_after)
+        if status in (401, 403):
+            raise AuthRejected(f"{path}: HTTP {status}")
+        if 300 <= status < 400:
+            where = response.headers.get("Location", "?")
+            raise ApiError(f"{path}: HTTP {status} redirect to {where} not followed", status=status)
+        if status >= 500 or status == 408:
+            raise TransientError(f"{path}: HTTP {status}", status=status)
+        if status != 200:
+            raise ApiError(f"{path}: HTTP {status}: {_snippet(response)}", status=status)
+        try:
+            data = json.loads(response.content)
+        except ValueError:
+            raise ProtocolError(f"{path}: the answer is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise ProtocolError(f"{path}: the answer is not a JSON object")
+        self.budget.succeeded()
+        if data.get("success") is not True:
+            raise _refusal(path, _errors(data))
+        return data
+
+    def _auth_error(self, detail: str) -> AuthError:
+        skew = self.auth.clock.last_skew
+        if skew is not None and abs(skew) >= 5:
+            why = (
+                f"the local clock is {round(skew)} s off the server's and the request was "
+                "still refused even when signed with the server's time: check the clock (NTP) "
+                "and the credentials"
+            )
+        else:
+            why = (
+                "the local clock agrees with the server's, so the user id or API token is "
+                "wrong: check QC_USER_ID / api.user_id and QC_API_TOKEN / api.api_token_file"
+            )
+        tries = self.policy.auth_attempts
+        return AuthError(
+            f"QuantConnect refused the credentials of user {self.auth.user_id} "
+            f"({tries} freshly signed attempts, last: {detail}); {why}",
+            skew=skew,
+        )
+
+
+def _is_count(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
+
+
+def _errors(data: Mapping[str, Any]) -> list[str]:
+    for key in ("errors", "messages"):
+        value = data.get(key)
+        if isinstance(value, list) and value:
+            return [str(item) for item in value]
+    message = data.get("Message") or data.get("message")
+    return [str(message)] if message else ["success is not true, and no error was given"]
+
+
+def _refusal(path: str, errors: list[str]) -> Exception:
+    first = errors[0]
+    text = f"{path}: {'; '.join(errors)}"[:500]
+    if first.startswith(_AUTH_ERRORS):
+        return AuthRejected(text)
+    lowered = first.lower()
+    if "no live deployment" in lowered or "not found" in lowered or "does not exist" in lowered:
+        return NotFoundError(text)
+    if (
+        "pages up to" in lowered
+        or "page size" in lowered
+        or "maximum number of log lines" in (lowered)
+    ):
+        return WindowTooLargeError(text)
+    return ApiError(text)
+
+
+def _deployment(data: Mapping[str, Any], project_id: int) -> Deployment:
+    deploy_id, status = data.get("deployId"), data.get("status")
+    if not isinstance(deploy_id, str) or not deploy_id:
+        raise ProtocolError("deployment without a deployId")
+    name = data.get("projectName")
+    return Deployment(
+        project_id=project_id,
+        deploy_id=deploy_id,
+        status=status if isinstance(status, str) else "Undefined",
+        launched=parse_time(data.get("launched")),
+        stopped=parse_time(data.get("stopped")),
+        project_name=name if isinstance(name, str) and name else None,
+    )
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    return parse_retry_after(response.headers.get("Retry-After"))
+
+
+def _snippet(response: requests.Response) -> str:
+    text = response.text.strip().replace("\n", " ")
+    return text[:200] or "(empty body)"
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause's message, short and free of request headers."""
+    while exc.__context__ is not None and exc.__context__ is not exc:
+        exc = exc.__context__
+    return str(exc)[:300] or type(exc).__name__

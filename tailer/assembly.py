@@ -1,0 +1,43 @@
+"""Builds the running objects (API client, followers, outputs) from a validated Config."""
+
+from __future__ import annotations
+
+from tailer.api import QcApi
+from tailer.auth import QcAuth, ServerClock
+from tailer.budget import RequestBudget
+from tailer.config import Config
+from tailer.errors import ConfigError
+from tailer.retry import RetryPolicy, interruptible_sleep
+from tailer.shutdown import Shutdown
+
+ONE_SHOT = RetryPolicy(max_time=60.0, cap=10.0)
+"""For commands that answer and exit: a minute of retries, then exit 69."""
+
+FOLLOWING = RetryPolicy(max_attempts=4, cap=30.0)
+"""For followers: a few quick retries per request; the scheduler backs off beyond that."""
+
+
+def build_api(config: Config, shutdown: Shutdown, policy: RetryPolicy = ONE_SHOT) -> QcApi:
+    """The QuantConnect client, or a ConfigError saying which credential is missing."""
+    api = config.api
+    if api.user_id is None:
+        raise ConfigError(
+            "no QuantConnect user id: set QC_USER_ID or api.user_id", key="api.user_id"
+        )
+    if not api.api_token:
+        raise ConfigError(
+            "no QuantConnect API token: set QC_API_TOKEN, api.api_token_file, "
+            "or the systemd credential qc-api-token",
+            key="api.api_token_file",
+        )
+    return QcApi(
+        api.base_url,
+        QcAuth(api.user_id, api.api_token, ServerClock()),
+        timeout=api.timeout,
+        policy=policy,
+        budget=RequestBudget(api.max_in_flight, api.max_requests_per_minute),
+        sleep=interruptible_sleep(shutdown.event),
+        stop_event=shutdown.event,
+        ca_bundle=api.ca_bundle,
+    )
+

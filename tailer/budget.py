@@ -1,0 +1,71 @@
+"""The process-wide request budget: concurrency, an optional rate cap, and 429 slow-down."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+
+class RequestBudget:
+    """Shared by every deployment, so many followers cannot overrun the API together.
+
+    Concurrency follows TCP's congestion window: a 429 halves the number of requests allowed
+    in flight (and pauses everyone for its Retry-After), each success earns a little back, up
+    to ``max_in_flight``. ``per_minute`` (0 = none) spaces request starts evenly.
+    """
+
+    def __init__(
+        self,
+        max_in_flight: int = 4,
+        per_minute: int = 0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.max_in_flight = max_in_flight
+        self.window = float(max_in_flight)
+        self._spacing = 60.0 / per_minute if per_minute > 0 else 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._next_start = 0.0
+        self._paused_until = 0.0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one request's place for the duration of the block."""
+        self._acquire()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._in_flight -= 1
+                self._cond.notify_all()
+
+    def _acquire(self) -> None:
+        while True:
+            with self._cond:
+                while self._in_flight >= max(1, int(self.window)):
+                    self._cond.wait()
+                now = self._clock()
+                start = max(now, self._next_start, self._paused_until)
+                if start <= now:
+                    self._in_flight += 1
+                    self._next_start = now + self._spacing
+                    return
+            self._sleep(start - now)
+
+    def succeeded(self) -> None:
+        with self._cond:
+            self.window = min(float(self.max_in_flight), self.window + 1.0 / self.window)
+            self._cond.notify_all()
+
+    def throttled(self, retry_after: float | None) -> None:
+        """A 429: halve the window, and hold every request back for ``retry_after``."""
+        with self._cond:
+            self.window = max(1.0, self.window / 2)
+            if retry_after:
+                self._paused_until = max(self._paused_until, self._clock() + retry_after)

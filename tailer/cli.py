@@ -1,0 +1,131 @@
+"""argv -> config -> objects -> run; maps errors to exit codes. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from tailer import __version__, commands, logs
+from tailer.errors import QcTailError
+from tailer.shutdown import Interrupted, Shutdown
+
+EX_SOFTWARE = 70
+EX_INTERRUPTED = 130
+
+log = structlog.get_logger(__name__)
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text.lstrip("+"))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text}")
+    return value
+
+
+def _globals(parser: argparse.ArgumentParser, default: object) -> None:
+    """Global options, accepted before or after the command name."""
+    parser.add_argument("--config", metavar="PATH", default=default, help="TOML config file")
+    parser.add_argument("--base-url", metavar="URL", default=default, help="API base URL")
+    parser.add_argument("--log-level", choices=logs.LEVELS, default=default)
+    parser.add_argument("--log-format", choices=("console", "json"), default=default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qc-tail", description="Follow QuantConnect live-algorithm logs like tail -f."
+    )
+    parser.add_argument("--version", action="version", version=f"qc-tail {__version__}")
+    _globals(parser, None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, run: Callable[..., int]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        _globals(p, argparse.SUPPRESS)
+        p.set_defaults(run=run)
+        return p
+
+    tail = command(
+        "tail", "print a deployment's last lines, and follow them with -f", commands.tail
+    )
+    tail.add_argument("project_id", type=int, metavar="PROJECT_ID")
+    tail.add_argument("--deploy", metavar="DEPLOY_ID", help="default: the current deployment")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep following new lines")
+    where = tail.add_mutually_exclusive_group()
+    where.add_argument("-n", "--lines", type=_count, default=10, metavar="N")
+    where.add_argument("--from-start", action="store_true", help="from the deployment's start")
+    tail.add_argument("--format", choices=("text", "json"), default="text")
+    tail.add_argument("--prefix", action=argparse.BooleanOptionalAction, default=False)
+    tail.add_argument("--interval", type=_positive_float, metavar="SECONDS")
+
+    listing = command("list", "list live deployments", commands.list_deployments)
+    listing.add_argument("--status", choices=("Running", "Stopped", "RuntimeError", "Liquidated"))
+    listing.add_argument("--format", choices=("table", "json"), default="table")
+
+    command(
+        "check", "validate the config and credentials; show what would be followed", commands.check
+    )
+
+    demo = command(
+        "demo", "follow a built-in emulator's lively algorithms (no account)", commands.demo
+    )
+    demo.add_argument("--seconds", type=_positive_float, help="stop after this long")
+
+    emulator = command("emulator", "serve the QuantConnect API emulator", commands.emulator)
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=0)
+    emulator.add_argument("--user-id", type=int, default=1234)
+    emulator.add_argument("--api-token", default=None, help="default: a random token")
+    emulator.add_argument("--publish-interval", type=float, default=0.0, metavar="SECONDS")
+    emulator.add_argument("--max-lines", type=int, default=100_000)
+    emulator.add_argument("--quiet", action="store_true", help="no lively demo algorithms")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    shutdown = Shutdown()
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    logs.configure(args.log_level or "info", args.log_format)
+    try:
+        shutdown.install()
+        code: int = args.run(args, shutdown, dict(os.environ))
+        sys.stdout.flush()
+        return code
+    except Interrupted as exc:
+        return EX_INTERRUPTED if exc.signum == signal.SIGINT else 0
+    except KeyboardInterrupt:
+        return EX_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
+    except QcTailError as exc:
+        print(f"qc-tail: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception:
+        log.exception("internal_error", hint="this is a bug in qc-tail; please report it")
+        return EX_SOFTWARE
+
+
+def _silence_stdout() -> None:
+    """The reader went away (``| head``): end quietly, without a flush error at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""What each command does, given parsed arguments: wiring and a loop, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import secrets
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from tailer.api import QcApi
+from tailer.assembly import FOLLOWING, ONE_SHOT, build_api
+from tailer.config import Config, load_config
+from tailer.errors import NotFoundError
+from tailer.follower import ProjectFollower, Start
+from tailer.scheduler import Scheduler
+from tailer.shutdown import Shutdown
+from tailer.sinks.stdout import StdoutSink
+
+Env = Mapping[str, str]
+
+
+def load(args: argparse.Namespace, env: Env) -> Config:
+    """The config named by --config or $QC_TAIL_CONFIG (else defaults), plus --base-url."""
+    path = getattr(args, "config", None) or env.get("QC_TAIL_CONFIG")
+    overrides = dict(env)
+    if getattr(args, "base_url", None):
+        overrides["QC_BASE_URL"] = args.base_url
+    return load_config(Path(path) if path else None, overrides)
+
+
+def tail(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
+    config = load(args, env)
+    api = build_api(config, shutdown, FOLLOWING if args.follow else ONE_SHOT)
+    start = Start("deployment") if args.from_start else Start("last", args.lines)
+    follower = ProjectFollower(
+        api,
+        args.project_id,
+        deploy_id=args.deploy,
+        start=start,
+        drain=config.poll.drain,
+        wait_for_deployment=args.follow,
+    )
+    sink = StdoutSink(sys.stdout, format=args.format, prefix=args.prefix)
+    interval = args.interval or config.poll.interval
+    scheduler = Scheduler(
+        [follower],
+        [sink],
+        shutdown,
+        interval=interval,
+        max_interval=args.interval or config.poll.max_interval,
+    )
+    if args.follow:
+        scheduler.run()
+    else:
+        scheduler.poll_once()
+    return 0
+
+
+def list_deployments(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
+    api = build_api(load(args, env), shutdown)
+    deployments = api.list_live(status=args.status)
+    names = _project_names(api, {d.project_id: d.project_name for d in deployments})
+    rows = [
+        {
+            "project_id": d.project_id,
+            "name": names.get(d.project_id) or "",
+            "deploy_id": d.deploy_id,
+            "status": d.status,
+            "launched": d.launched.isoformat() if d.launched else None,
+            "stopped": d.stopped.isoformat() if d.stopped else None,
+        }
+        for d in deployments
+    ]
+    if args.format == "json":
+        sys.stdout.writelines(json.dumps(row) + "\n" for row in rows)
+        return 0
+    header = ("PROJECT", "NAME", "DEPLOY", "STATUS", "LAUNCHED")
+    table = [header] + [
+        (
+            str(r["project_id"]),
+            str(r["name"]),
+            str(r["deploy_id"]),
+            str(r["status"]),
+            str(r["launched"] or "-"),
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    return 0
+
+
+def check(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
+    config = load(args, env)
+    print(f"config: {config.source or '(none: defaults and environment)'}: ok")
+    api = build_api(config, shutdown)
+    api.authenticate()
+    skew = api.auth.clock.last_skew
+    print(f"credentials: ok (user {config.api.user_id}, clock skew {round(skew or 0)} s)")
+    for entry in config.follows:
+        try:
+            current = api.read_live(entry.project_id)
+        except NotFoundError:
+            print(f"follow: project {entry.project_id}: no live deployment yet (will wait)")
+            continue
+        name = entry.name or current.project_name or entry.project_id
+        target = entry.deploy_id or f"{current.deploy_id} (current, across redeploys)"
+        print(f"follow: project {entry.project_id} [{name}]: {target}, status {current.status}")
+    if config.discovery.enabled:
+        running = api.list_live(status="Running")
+        limit = set(config.discovery.projects)
+        found = [d for d in running if not limit or d.project_id in limit]
+        print(f"discovery: {len(found)} running deployment(s) would be followed")
+        for d in found:
+            print(f"  project {d.project_id} [{d.project_name or '-'}]: {d.deploy_id}")
+    return 0
+
+
+def demo(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
+    from tailer.emulator import Emulator, Scenery
+
+    token = secrets.token_hex(16)
+    with Emulator(user_id=1234, api_token=token, publish_interval=1.0).start() as emu:
+        scenery = Scenery(emu, seed=None)
+        scenery.start()
+        try:
+            config = load_config(None, {})
+            config = dataclasses.replace(
+                config,
+                api=dataclasses.replace(
+                    config.api, base_url=emu.base_url, user_id=1234, api_token=token
+                ),
+            )
+            api = build_api(config, shutdown, FOLLOWING)
+            followers = [
+                ProjectFollower(api, project_id, start=Start("last", 3))
+                for project_id in scenery.project_ids
+            ]
+            sink = StdoutSink(sys.stdout, prefix=True)
+            scheduler = Scheduler(followers, [sink], shutdown, interval=0.5, max_interval=1.0)
+            if args.seconds:
+                threading.Timer(args.seconds, shutdown.event.set).start()
+            scheduler.run()
+        finally:
+            scenery.stop()
+    return 0
+
+
+def emulator(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
+    from tailer.emulator import serve
+
+    serve(
+        args.host,
+        args.port,
+        user_id=args.user_id,
+        api_token=args.api_token or secrets.token_hex(16),
+        publish_interval=args.publish_interval,
+        max_lines=args.max_lines,
+        lively=not args.quiet,
+        stop=shutdown.event,
+        out=sys.stdout,
+    )
+    return 0
+
+
+def _project_names(api: QcApi, known: Mapping[int, str | None]) -> dict[int, str | None]:
+    """Project names, asking /projects/read only for those the listing left out."""
+    return {pid: name or api.project_name(pid) for pid, name in known.items()}

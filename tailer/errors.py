@@ -1,0 +1,103 @@
+"""The small exception tree of qc-tail; cli.py alone maps it to exit codes.
+
+    QcTailError                    base; carries ``exit_code``
+    ├── ConfigError        (78)    a config key or file is wrong: names the file and dotted key
+    │   └── StateError     (78)    a cursor file is corrupt or of an unknown version
+    ├── LockedError        (75)    another instance holds the state directory
+    ├── AuthError          (77)    credentials rejected even with a fresh, correctly timed hash
+    ├── UnreachableError   (69)    transient failures outlasted the retry policy
+    ├── ApiError            (1)    the API answered, but refused the request
+    │   ├── NotFoundError          no such project or no live deployment
+    │   └── WindowTooLargeError    the server wants smaller log windows
+    ├── TransientError      (1)    worth retrying: network, timeout, 429, 5xx, broken JSON
+    │   └── ProtocolError          the answer is not the API's protocol (wrong shape or types)
+    └── OutputError         (1)    an output could not take the lines (disk full, I/O error)
+
+No message ever holds the API token, its hash or an Authorization header.
+"""
+
+from __future__ import annotations
+
+EX_UNAVAILABLE = 69
+EX_TEMPFAIL = 75
+EX_NOPERM = 77
+EX_CONFIG = 78
+
+
+class QcTailError(Exception):
+    """Base of every error qc-tail raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(QcTailError):
+    """A configuration file, key or value is invalid."""
+
+    exit_code = EX_CONFIG
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+        self.path = path
+        self.key = key
+        where = ": ".join(part for part in (path, key) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class StateError(ConfigError):
+    """A saved cursor cannot be trusted; refusing beats silently starting over."""
+
+
+class LockedError(QcTailError):
+    """Another qc-tail process already works on this state directory."""
+
+    exit_code = EX_TEMPFAIL
+
+
+class AuthError(QcTailError):
+    """QuantConnect rejected the credentials (or the clock) even after fresh signatures."""
+
+    exit_code = EX_NOPERM
+
+    def __init__(self, message: str, *, skew: float | None = None) -> None:
+        self.skew = skew
+        super().__init__(message)
+
+
+class UnreachableError(QcTailError):
+    """The API could not be reached before the retry policy gave up."""
+
+    exit_code = EX_UNAVAILABLE
+
+
+class ApiError(QcTailError):
+    """The API answered, but said no (``success: false`` or an unexpected 4xx)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class NotFoundError(ApiError):
+    """The project, or its live deployment, does not exist."""
+
+
+class WindowTooLargeError(ApiError):
+    """The server refused the log window as too large; the caller should halve it."""
+
+
+class TransientError(QcTailError):
+    """A failure that may pass: retry with backoff, honouring ``retry_after`` when given."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class ProtocolError(TransientError):
+    """The API answered with something that breaks its own protocol; retried, never trusted."""
+
+
+class OutputError(QcTailError):
+    """An output could not durably take lines; the cursor must not move."""

@@ -1,0 +1,209 @@
+"""One follow entry: a project's current deployment across redeploys, or one pinned deployment."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+
+from tailer.api import Deployment, QcApi
+from tailer.cursor import Cursor
+from tailer.errors import NotFoundError
+from tailer.reader import Batch, DeploymentReader
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Where a deployment with no saved cursor starts: ``end``, ``deployment`` or ``project``,
+    or ``last`` with ``count`` lines before the end (``tail -n``)."""
+
+    kind: str = "deployment"
+    count: int = 0
+
+
+class ProjectFollower:
+    """Yields a project's new lines in order, deployment after deployment.
+
+    Deployments form a chain, oldest first: the one followed now and, before it, those
+    superseded by a redeploy that are still drained (their last lines can arrive minutes
+    late). A deployment's lines end where its successor's begin, so each poll reads the
+    successor's offset before the older deployment's lines. New rows are attributed to the
+    latest deployment only after ``/live/read`` confirms no newer one exists.
+    """
+
+    def __init__(
+        self,
+        api: QcApi,
+        project_id: int,
+        *,
+        name: str | None = None,
+        deploy_id: str | None = None,
+        start: Start = Start(),
+        saved: Mapping[str, Cursor] | None = None,
+        drain: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+        wait_for_deployment: bool = True,
+    ) -> None:
+        self.api = api
+        self._wait = wait_for_deployment
+        self.project_id = project_id
+        self.pinned = deploy_id
+        self.name = name
+        self._start = start
+        self._saved = dict(saved or {})
+        self._drain = drain
+        self._clock = clock
+        self.chain: list[DeploymentReader] = []
+        self._superseded: dict[str, float] = {}  # deploy id -> when a successor appeared
+        self._successor: DeploymentReader | None = None  # for a pinned deployment
+        self.deployment: Deployment | None = None
+        self._waiting_logged = False
+
+    @property
+    def readers(self) -> list[DeploymentReader]:
+        return list(self.chain)
+
+    def poll(self) -> Iterator[Batch]:
+        """New lines (and gaps) from the committed cursors; commit each batch to go on."""
+        if not self.chain and not self._begin():
+            return
+        self._forget_drained()
+        for index, reader in enumerate(list(self.chain)[:-1]):
+            successor = self.chain[index + 1]
+            successor.probe()
+            yield from self._drain_reader(reader, successor.offset)
+        yield from self._follow_last()
+
+    def commit(self, batch: Batch) -> None:
+        for reader in self.chain:
+            if reader.deploy_id == batch.cursor.deploy_id:
+                reader.commit(batch)
+                return
+
+    # -- the last deployment of the chain -------------------------------------------------
+
+    def _follow_last(self) -> Iterator[Batch]:
+        reader = self.chain[-1]
+        if self._successor is not None:
+            self._successor.probe()
+            yield from self._drain_reader(reader, self._successor.offset)
+            return
+        batch = reader.read()
+        if batch is None:
+            return
+        if batch.lines and self._newer_deployment(reader):
+            yield from self.poll()  # re-read with the new chain; the batch is not trusted
+            return
+        safe_end = reader.length  # rows below it were ours when /live/read said we were latest
+        while batch is not None:
+            yield batch
+            if reader.cursor != batch.cursor:
+                return  # not committed: the outputs could not take it
+            batch = reader.read(safe_end)
+
+    def _drain_reader(self, reader: DeploymentReader, end: int) -> Iterator[Batch]:
+        while (batch := reader.read(end)) is not None:
+            yield batch
+            if reader.cursor != batch.cursor:
+                return
+
+    def _newer_deployment(self, reader: DeploymentReader) -> bool:
+        """Ask the API which deployment is current; extend the chain if it moved on."""
+        current = self.api.read_live(self.project_id)
+        if current.deploy_id == reader.deploy_id:
+            self.deployment = current
+            return False
+        successors = self._successors(reader.deploy_id, current)
+        log.info(
+            "redeployed",
+            project=self.project_id,
+            old=reader.deploy_id,
+            new=[deployment.deploy_id for deployment in successors],
+        )
+        if self.pinned:
+            self._superseded[reader.deploy_id] = self._clock()
+            self._successor = self._reader(successors[0], Start("deployment"))
+            return True
+        for deployment in successors:
+            self._superseded[self.chain[-1].deploy_id] = self._clock()
+            self.chain.append(self._reader(deployment, Start("deployment")))
+        self.deployment = current
+        return True
+
+    def _successors(self, deploy_id: str, current: Deployment) -> list[Deployment]:
+        """The deployments launched after ``deploy_id``, up to the current one, in order."""
+        listed = self._listed()
+        ids = [deployment.deploy_id for deployment in listed]
+        if deploy_id in ids and current.deploy_id in ids:
+            later = listed[ids.index(deploy_id) + 1 : ids.index(current.deploy_id) + 1]
+            if later:
+                return later
+        return [current]
+
+    def _listed(self) -> list[Deployment]:
+        """The project's deployments, oldest first."""
+        listed = self.api.list_live(project_id=self.project_id)
+        never = datetime.max.replace(tzinfo=UTC)
+        return sorted(listed, key=lambda deployment: deployment.launched or never)
+
+    # -- starting and ending ----------------------------------------------------------------
+
+    def _begin(self) -> bool:
+        """Find the deployment to follow; False while the project has none."""
+        try:
+            current = self.api.read_live(self.project_id)
+        except NotFoundError as exc:
+            if not self._wait:
+                raise NotFoundError(f"project {self.project_id} has no live deployment") from exc
+            if not self._waiting_logged:
+                log.warning("no_deployment", project=self.project_id, hint="waiting for one")
+                self._waiting_logged = True
+            return False
+        self.deployment = current
+        if self.name is None:
+            self.name = current.project_name or str(self.project_id)
+        if self._start.kind == "project" and not self.pinned:
+            older = [d for d in self._listed() if d.deploy_id != current.deploy_id]
+            for deployment in older:
+                self.chain.append(self._reader(deployment, Start("deployment")))
+                self._superseded[deployment.deploy_id] = self._clock()
+        end = None
+        if self.pinned and self.pinned != current.deploy_id:
+            self._successor = self._reader(self._successors(self.pinned, current)[0], Start())
+            end = self._successor.offset
+        target = Deployment(self.project_id, self.pinned or current.deploy_id, "Undefined")
+        self.chain.append(self._reader(target, None, end))
+        return True
+
+    def _reader(
+        self, deployment: Deployment, start: Start | None, end: int | None = None
+    ) -> DeploymentReader:
+        """A reader at the saved cursor, or placed by ``start`` (the configured one if None)."""
+        name = self.name or str(self.project_id)
+        saved = self._saved.pop(deployment.deploy_id, None)
+        if saved is not None:
+            return DeploymentReader(self.api, saved, name)
+        reader = DeploymentReader(self.api, Cursor(self.project_id, deployment.deploy_id), name)
+        reader.probe()
+        start = start or self._start
+        if start.kind in ("end", "last"):
+            visible = reader.visible(end)
+            skip = max(0, visible - start.count) if start.kind == "last" else visible
+            reader.cursor = Cursor(self.project_id, deployment.deploy_id, position=skip)
+        return reader
+
+    def _forget_drained(self) -> None:
+        """Drop superseded deployments whose drain period is over."""
+        now = self._clock()
+        while len(self.chain) > 1:
+            oldest = self.chain[0]
+            since = self._superseded.get(oldest.deploy_id)
+            if since is None or now - since < self._drain or not oldest.caught_up:
+                return
+            log.info("drained", deploy=self.chain[0].deploy_id)
+            self.chain.pop(0)

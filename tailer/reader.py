@@ -1,0 +1,197 @@
+"""One deployment's lines, read in windows below 250, checked and realigned against trimming."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import structlog
+
+from tailer.api import LogWindow, QcApi
+from tailer.cursor import Cursor
+from tailer.errors import ProtocolError, WindowTooLargeError
+from tailer.records import Gap, Line, fingerprint
+
+log = structlog.get_logger(__name__)
+
+MAX_WINDOW = 249
+"""``endLine - startLine`` must stay below 250; never send more."""
+
+_OFFSET_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Lines (or a gap) ready for the outputs, and the cursor to save once they have them."""
+
+    lines: tuple[Line, ...]
+    gap: Gap | None
+    cursor: Cursor
+
+
+class DeploymentReader:
+    """Reads a deployment's next lines from its committed cursor, one window per call.
+
+    Every read starts one line early, at the last line delivered, and checks it against the
+    cursor's fingerprint: if the API trimmed old lines since, the numbers have shifted and the
+    reader searches back for that line by content (``realign``); if it is gone, the lines in
+    between are reported as a gap, never skipped in silence nor read twice.
+    """
+
+    def __init__(
+        self,
+        api: QcApi,
+        cursor: Cursor,
+        name: str,
+        *,
+        offset: int = 0,
+        window: int = MAX_WINDOW,
+    ) -> None:
+        self.api = api
+        self.cursor = cursor
+        self.name = name
+        self.offset = offset  # the deploymentOffset the API last reported
+        self.length = 0  # the project's row count the API last reported
+        self.window = min(window, MAX_WINDOW)
+        self.caught_up = False  # the last read found nothing new
+
+    @property
+    def deploy_id(self) -> str:
+        return self.cursor.deploy_id
+
+    @property
+    def project_id(self) -> int:
+        return self.cursor.project_id
+
+    def probe(self) -> LogWindow:
+        """Learn the deployment's offset and the project's length (one small request)."""
+        window = self._fetch(self.length, self.length + 1)
+        self.offset, self.length = window.deployment_offset, window.length
+        return window
+
+    def visible(self, end: int | None = None) -> int:
+        """How many of the deployment's lines the API serves now (after a probe or read)."""
+        return max(0, (self.length if end is None else end) - self.offset)
+
+    def read(self, end: int | None = None) -> Batch | None:
+        """The next window of new lines, a gap, or None when caught up.
+
+        ``end`` is the project-wide line where this deployment stops (its successor's offset),
+        or None while it is the project's latest deployment.
+        """
+        for _ in range(_OFFSET_RETRIES):
+            cursor = self.cursor
+            first = cursor.line_number(self.offset)
+            checked = bool(cursor.tail) and cursor.position > cursor.trimmed
+            start = first - 1 if checked else first
+            stop = start + self.window
+            if end is not None:
+                if first >= end and not checked:
+                    self.caught_up = True
+                    return None
+                stop = min(stop, max(end, start + 1))
+            window = self._fetch(start, stop)
+            self.length = window.length
+            if window.deployment_offset != self.offset:
+                log.info(
+                    "offset_moved",
+                    deploy=self.deploy_id,
+                    was=self.offset,
+                    now=window.deployment_offset,
+                )
+                self.offset = window.deployment_offset
+                continue
+            rows = list(window.logs)
+            if checked:
+                if not rows or fingerprint(rows[0]) != cursor.tail[-1]:
+                    return self._realign(end)
+                rows = rows[1:]
+            if end is not None:
+                rows = rows[: max(0, end - first)]
+            self.caught_up = not rows
+            return self._batch(rows, first) if rows else None
+        raise ProtocolError(f"{self.deploy_id}: deploymentOffset keeps moving; retrying later")
+
+    def commit(self, batch: Batch) -> None:
+        """The outputs have the batch: move on."""
+        self.cursor = batch.cursor
+
+    def _batch(self, rows: list[str], first: int) -> Batch:
+        cursor = self.cursor
+        lines = tuple(
+            Line(self.project_id, self.deploy_id, self.name, first + i, cursor.position + i, row)
+            for i, row in enumerate(rows)
+        )
+        return Batch(lines, None, cursor.advance(rows))
+
+    def _fetch(self, start: int, stop: int) -> LogWindow:
+        """One window, halving the window size if the server asks for smaller pages."""
+        while True:
+            try:
+                return self.api.read_logs(self.project_id, self.deploy_id, start, stop)
+            except WindowTooLargeError:
+                if stop - start <= 2:
+                    raise
+                self.window = max(2, (stop - start) // 2)
+                log.warning("window_shrunk", deploy=self.deploy_id, window=self.window)
+                stop = start + self.window
+
+    def _realign(self, end: int | None) -> Batch | None:
+        """The line before the cursor is not where it was: find it by content, or give a gap."""
+        cursor = self.cursor
+        expected = cursor.line_number(self.offset) - 1
+        found = self._search(cursor.tail, expected)
+        if found is not None:
+            shift = expected - found
+            log.warning("realigned", deploy=self.deploy_id, shift=shift, position=cursor.position)
+            self.cursor = replace(cursor, trimmed=cursor.trimmed + shift)
+            return self.read(end)
+        return self._gap(end)
+
+    def _search(self, tail: tuple[str, ...], expected: int) -> int | None:
+        """The project-wide index where ``tail`` now ends, searching back from ``expected``.
+
+        Trimming only moves lines to lower numbers, so the search runs downwards, window by
+        window (overlapping by the tail's length), until the deployment's first line.
+        """
+        hi = min(expected, self.length - 1)
+        overlap = len(tail) - 1
+        while hi >= self.offset:
+            lo = max(self.offset, hi - self.window + 1)
+            window = self._fetch(lo, hi + 1)
+            if window.deployment_offset != self.offset:
+                self.offset = window.deployment_offset
+                return None if self.offset > hi else self._search(tail, expected)
+            prints = [fingerprint(row) for row in window.logs]
+            for i in range(len(prints) - 1, -1, -1):
+                if prints[i] == tail[-1] and _ends_with(prints[: i + 1], tail, lo == self.offset):
+                    return lo + i
+            if lo == self.offset:
+                return None
+            hi = min(hi - 1, lo + overlap - 1) if overlap else lo - 1
+        return None
+
+    def _gap(self, end: int | None) -> Batch:
+        """The last line delivered is gone: what follows it, up to the first line left, is lost."""
+        cursor = self.cursor
+        lost: int | None = None
+        if cursor.total is not None:
+            lost = max(0, cursor.total - self.visible(end) - cursor.position)
+        position = cursor.position + (lost or 0)
+        gap = Gap(self.project_id, self.deploy_id, self.name, lost, position)
+        after = replace(cursor, position=position, trimmed=position, tail=())
+        log.warning(
+            "gap",
+            deploy=self.deploy_id,
+            name=self.name,
+            lost=lost if lost is not None else "unknown",
+            hint="the API removed lines (retention) before they could be read",
+        )
+        return Batch((), gap, after)
+
+
+def _ends_with(prints: list[str], tail: tuple[str, ...], at_start: bool) -> bool:
+    """Whether ``prints`` ends with ``tail``; a shorter run suffices at the deployment's start."""
+    n = min(len(prints), len(tail))
+    if n < len(tail) and not at_start:
+        return False
+    return tuple(prints[-n:]) == tail[-n:]

@@ -1,0 +1,49 @@
+"""The records that flow from followers to outputs: log lines and gaps."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+_STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2})(?= |$)")
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One log line of one deployment."""
+
+    project_id: int
+    deploy_id: str
+    name: str
+    number: int  # project-wide line number, as the API numbered it when read
+    position: int  # index within the deployment, as the cursor counts it (stable across trims)
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Lines the API removed (retention) before they could be read."""
+
+    project_id: int
+    deploy_id: str
+    name: str
+    lost: int | None  # None: the API does not let the count be known
+    position: int  # the position of the first line after the gap
+
+
+def line_time(text: str) -> datetime | None:
+    """The line's own ``YYYY-MM-DD HH:MM:SS`` (algorithm time zone, naive), if it has one."""
+    match = _STAMP.match(text)
+    if not match:
+        return None
+    try:
+        return datetime.fromisoformat(f"{match[1]}T{match[2]}")
+    except ValueError:
+        return None
+
+
+def fingerprint(text: str) -> str:
+    """A short, stable digest of a line's text, kept in cursors to recognise it later."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]

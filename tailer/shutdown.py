@@ -1,0 +1,76 @@
+"""Signals turned into a clean stop: finish the write in hand, save cursors, then leave."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+
+class Interrupted(BaseException):
+    """Raised in the main thread to leave a blocking wait when SIGTERM or SIGINT arrives.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+class Shutdown:
+    """The stop flag, and the signal handlers that set it.
+
+    Outside a critical section a signal interrupts at once (a request or a wait in progress
+    is abandoned: nothing was delivered, so nothing is lost). Inside one (writing lines,
+    saving a cursor) it is deferred to the section's end.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self._critical = 0
+        self._on_hangup: list[Callable[[], None]] = []
+        self.hangups = 0
+
+    @property
+    def requested(self) -> bool:
+        return self.event.is_set()
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGHUP, self._hangup)
+
+    def on_hangup(self, callback: Callable[[], None]) -> None:
+        self._on_hangup.append(callback)
+
+    def request(self, signum: int = signal.SIGTERM) -> None:
+        self.signum = signum
+        self.event.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True if a stop was requested."""
+        return self.event.wait(max(0.0, seconds))
+
+    @contextmanager
+    def critical(self) -> Iterator[None]:
+        self._critical += 1
+        try:
+            yield
+        finally:
+            self._critical -= 1
+        if self._critical == 0 and self.event.is_set() and self.signum is not None:
+            raise Interrupted(self.signum)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.request(signum)
+        if self._critical == 0:
+            raise Interrupted(signum)
+
+    def _hangup(self, signum: int, frame: FrameType | None) -> None:
+        self.hangups += 1
+        for callback in self._on_hangup:
+            callback()

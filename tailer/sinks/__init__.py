@@ -1,0 +1,21 @@
+"""Outputs: where delivered lines go. They share one small interface."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from tailer.records import Gap, Line
+
+Record = Line | Gap
+
+
+class Sink(Protocol):
+    """An output. ``write`` takes records in order; ``flush`` returns once they are durable
+    (as far as this output can make them so); only then may the cursor move."""
+
+    def write(self, records: Sequence[Record]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...

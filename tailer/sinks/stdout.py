@@ -1,0 +1,85 @@
+"""Standard output: raw lines (optionally prefixed) or one JSON object per line."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from tailer.records import Gap, Line, line_time
+from tailer.sinks import Record
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\[\]]")
+
+
+def display_name(name: str) -> str:
+    """A name safe inside ``[...]``: no brackets or control characters, at most 64 chars."""
+    return _UNSAFE.sub("_", name)[:64] or "_"
+
+
+def line_object(line: Line) -> dict[str, Any]:
+    stamp = line_time(line.text)
+    return {
+        "type": "line",
+        "project_id": line.project_id,
+        "deploy_id": line.deploy_id,
+        "name": line.name,
+        "line": line.number,
+        "position": line.position,
+        "time": stamp.isoformat() if stamp else None,
+        "text": line.text,
+    }
+
+
+def gap_object(gap: Gap) -> dict[str, Any]:
+    return {
+        "type": "gap",
+        "project_id": gap.project_id,
+        "deploy_id": gap.deploy_id,
+        "name": gap.name,
+        "lost": gap.lost,
+        "position": gap.position,
+    }
+
+
+class StdoutSink:
+    """Writes to a text stream; data only (events go to stderr).
+
+    In text mode a prefix ``[name] `` marks each line when ``prefix`` is on; once a project
+    has shown a second deployment in this run, its lines carry the deploy id too. Every
+    physical line of a multi-line text gets the prefix, so no line can pose as another's.
+    """
+
+    def __init__(self, stream: TextIO, *, format: str = "text", prefix: bool = False) -> None:
+        self.stream = stream
+        self.format = format
+        self.prefix = prefix
+        self._deployments: dict[int, set[str]] = {}
+
+    def write(self, records: Sequence[Record]) -> None:
+        out = []
+        for record in records:
+            if self.format == "json":
+                obj = line_object(record) if isinstance(record, Line) else gap_object(record)
+                out.append(json.dumps(obj, ensure_ascii=False) + "\n")
+            elif isinstance(record, Line):
+                out.append(self._text(record))
+        self.stream.write("".join(out))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.flush()
+
+    def _text(self, line: Line) -> str:
+        if not self.prefix:
+            return line.text + "\n"
+        seen = self._deployments.setdefault(line.project_id, set())
+        seen.add(line.deploy_id)
+        label = display_name(line.name)
+        if len(seen) > 1:
+            label += " " + display_name(line.deploy_id)[:10]
+        head = f"[{label}] "
+        return "".join(head + part + "\n" for part in line.text.split("\n"))
