@@ -40,4 +40,3 @@ def build_api(config: Config, shutdown: Shutdown, policy: RetryPolicy = ONE_SHOT
         stop_event=shutdown.event,
         ca_bundle=api.ca_bundle,
     )
-

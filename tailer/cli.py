@@ -118,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:
         log.exception("internal_error", hint="this is a bug in qc-tail; please report it")
         return EX_SOFTWARE
+    finally:
+        shutdown.uninstall()
 
 
 def _silence_stdout() -> None:

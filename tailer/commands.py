@@ -128,7 +128,7 @@ def demo(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
 
     token = secrets.token_hex(16)
     with Emulator(user_id=1234, api_token=token, publish_interval=1.0).start() as emu:
-        scenery = Scenery(emu, seed=None)
+        scenery = Scenery(emu, seed=secrets.randbelow(2**31))
         scenery.start()
         try:
             config = load_config(None, {})

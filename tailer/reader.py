@@ -31,10 +31,12 @@ class Batch:
 class DeploymentReader:
     """Reads a deployment's next lines from its committed cursor, one window per call.
 
-    Every read starts one line early, at the last line delivered, and checks it against the
-    cursor's fingerprint: if the API trimmed old lines since, the numbers have shifted and the
-    reader searches back for that line by content (``realign``); if it is gone, the lines in
-    between are reported as a gap, never skipped in silence nor read twice.
+    Every read starts a few lines early, at the last lines delivered, and checks them against
+    the cursor's fingerprints: if the API trimmed old lines since, the numbers have shifted and
+    the reader searches back for those lines by content (``realign``); if they are gone, the
+    lines in between are reported as a gap, never skipped in silence nor read twice. (A shift
+    is invisible only when the lines around the cursor repeat with a period that divides it:
+    content is all the API offers to tell them apart.)
     """
 
     def __init__(
@@ -81,11 +83,11 @@ class DeploymentReader:
         for _ in range(_OFFSET_RETRIES):
             cursor = self.cursor
             first = cursor.line_number(self.offset)
-            checked = bool(cursor.tail) and cursor.position > cursor.trimmed
-            start = first - 1 if checked else first
+            checked = min(len(cursor.tail), cursor.position - cursor.trimmed, self.window - 1)
+            start = first - max(0, checked)
             stop = start + self.window
             if end is not None:
-                if first >= end and not checked:
+                if first >= end and checked <= 0:
                     self.caught_up = True
                     return None
                 stop = min(stop, max(end, start + 1))
@@ -101,12 +103,14 @@ class DeploymentReader:
                 self.offset = window.deployment_offset
                 continue
             rows = list(window.logs)
-            if checked:
-                if not rows or fingerprint(rows[0]) != cursor.tail[-1]:
+            if checked > 0:
+                if [fingerprint(row) for row in rows[:checked]] != list(cursor.tail[-checked:]):
                     return self._realign(end)
-                rows = rows[1:]
+                rows = rows[checked:]
             if end is not None:
                 rows = rows[: max(0, end - first)]
+                # Aligned, and the successor marks the end: the deployment's size is known.
+                self.cursor = replace(cursor, total=cursor.trimmed + end - self.offset)
             self.caught_up = not rows
             return self._batch(rows, first) if rows else None
         raise ProtocolError(f"{self.deploy_id}: deploymentOffset keeps moving; retrying later")

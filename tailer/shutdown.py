@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 
 class Interrupted(BaseException):
@@ -34,15 +35,21 @@ class Shutdown:
         self._critical = 0
         self._on_hangup: list[Callable[[], None]] = []
         self.hangups = 0
+        self._previous: dict[int, Any] = {}
 
     @property
     def requested(self) -> bool:
         return self.event.is_set()
 
     def install(self) -> None:
-        signal.signal(signal.SIGTERM, self._handle)
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGHUP, self._hangup)
+        """Take SIGTERM, SIGINT and SIGHUP (main thread only); ``uninstall`` gives them back."""
+        for signum, handler in _handlers(self):
+            self._previous[signum] = signal.signal(signum, handler)
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
 
     def on_hangup(self, callback: Callable[[], None]) -> None:
         self._on_hangup.append(callback)
@@ -74,3 +81,11 @@ class Shutdown:
         self.hangups += 1
         for callback in self._on_hangup:
             callback()
+
+
+def _handlers(shutdown: Shutdown) -> list[tuple[int, Callable[[int, FrameType | None], None]]]:
+    return [
+        (signal.SIGTERM, shutdown._handle),
+        (signal.SIGINT, shutdown._handle),
+        (signal.SIGHUP, shutdown._hangup),
+    ]

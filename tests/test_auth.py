@@ -10,8 +10,7 @@ from tailer.auth import QcAuth, ServerClock, auth_headers, signature
 # sha256("abc:1700000000"), and base64("1234:" + that), computed with sha256sum and base64.
 KNOWN_HASH = "bd3c65e40382f265264d55f094fd93b4fc17091e094df758b8eb909bb0127b26"
 KNOWN_BASIC = (
-    "MTIzNDpiZDNjNjVlNDAzODJmMjY1MjY0ZDU1ZjA5NGZkOTNiNGZjMTcwOTFlMDk0ZGY3NThiOGViOTA5YmIw"
-    "MTI3YjI2"
+    "MTIzNDpiZDNjNjVlNDAzODJmMjY1MjY0ZDU1ZjA5NGZkOTNiNGZjMTcwOTFlMDk0ZGY3NThiOGViOTA5YmIwMTI3YjI2"
 )
 
 

@@ -1,0 +1,191 @@
+"""A faithful QuantConnect REST API emulator on loopback, for tests, benchmarks and demos."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Self, TextIO
+
+from tailer.emulator.faults import Fault, Faults
+from tailer.emulator.model import Model
+from tailer.emulator.scenery import Scenery
+from tailer.emulator.server import Api, ApiServer, Stats
+
+__all__ = ["Emulator", "Fault", "Scenery", "Stats", "serve"]
+
+
+class Emulator:
+    """The API emulator: a model of projects and deployments, served over HTTP on demand.
+
+    ``publish_interval`` is the seconds between automatic snapshots (0: every write is
+    published at once); ``skew`` is added to the emulator's clock (its ``Date`` header and its
+    timestamp check); ``latency`` is slept before every answer.
+    """
+
+    def __init__(
+        self,
+        user_id: int,
+        api_token: str,
+        *,
+        publish_interval: float = 0.0,
+        max_lines: int = 100_000,
+        max_window: int = 250,
+        auth_failure: str = "401",
+        skew: float = 0.0,
+        seed: int = 0,
+        latency: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.user_id, self.api_token = user_id, api_token
+        self.publish_interval = publish_interval
+        self.faults = Faults()
+        self.model = Model(max_lines=max_lines, seed=seed, clock=lambda: clock() + skew)
+        self.api = Api(
+            self.model,
+            self.faults,
+            user_id=user_id,
+            api_token=api_token,
+            max_window=max_window,
+            auth_failure=auth_failure,
+            skew=skew,
+            latency=latency,
+            clock=clock,
+        )
+        self._server: ApiServer | None = None
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+
+    @property
+    def stats(self) -> Stats:
+        return self.api.stats
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the emulator is not serving; call start() first")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/api/v2"
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> Self:
+        """Serve in a daemon thread (and publish snapshots in another, if periodic)."""
+        if self._server is not None:
+            raise RuntimeError("the emulator is already serving")
+        self._server = ApiServer((host, port), self.api)
+        server = self._server
+        self._spawn("qc-emulator-http", lambda: server.serve_forever(poll_interval=0.05))
+        if self.publish_interval > 0:
+            self._spawn("qc-emulator-publisher", self._publish_periodically)
+        return self
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _publish_periodically(self) -> None:
+        while not self._stopping.wait(self.publish_interval):
+            self.model.publish()
+
+    def stop(self) -> None:
+        """Stop serving: release stalled requests, cut kept-alive connections, join threads."""
+        self._stopping.set()
+        self.api.closing.set()
+        self.api.answering.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.cut_connections()
+            self._server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def stall(self, stalled: bool = True) -> None:
+        """While stalled, requests are accepted but not answered."""
+        if stalled:
+            self.api.answering.clear()
+        else:
+            self.api.answering.set()
+
+    def add_project(self, project_id: int, name: str) -> None:
+        self.model.add_project(project_id, name)
+
+    def deploy(self, project_id: int) -> str:
+        """A new Running deployment; the previous one, if still Running, becomes Stopped."""
+        return self.model.deploy(project_id)
+
+    def stop_deployment(self, project_id: int, status: str = "Stopped") -> None:
+        self.model.stop_deployment(project_id, status)
+
+    def write(self, project_id: int, lines: Iterable[str], deploy_id: str | None = None) -> None:
+        """Lines for a deployment (the latest by default), visible from the next snapshot."""
+        self.model.write(project_id, lines, deploy_id, publish=self.publish_interval <= 0)
+
+    def publish(self, project_id: int | None = None) -> None:
+        """Take a snapshot now: pending lines become visible (of every project if None)."""
+        self.model.publish(project_id)
+
+    def trim(self, project_id: int, n: int) -> None:
+        self.model.trim(project_id, n)
+
+    def published(self, project_id: int, deploy_id: str) -> list[str]:
+        return self.model.published(project_id, deploy_id)
+
+    def visible(self, project_id: int) -> list[str]:
+        return self.model.visible(project_id)
+
+    def deployment_offset(self, project_id: int, deploy_id: str) -> int:
+        return self.model.deployment_offset(project_id, deploy_id)
+
+    def length(self, project_id: int) -> int:
+        return self.model.length(project_id)
+
+    def deploy_ids(self, project_id: int) -> list[str]:
+        return self.model.deploy_ids(project_id)
+
+    @property
+    def project_ids(self) -> list[int]:
+        return [project_id for project_id, _ in self.model.projects()]
+
+
+def serve(
+    host: str,
+    port: int,
+    *,
+    user_id: int,
+    api_token: str,
+    publish_interval: float,
+    max_lines: int,
+    lively: bool,
+    stop: threading.Event,
+    out: TextIO,
+) -> None:
+    """Serve until ``stop`` is set, after printing how to point qc-tail at the emulator."""
+    emulator = Emulator(
+        user_id, api_token, publish_interval=publish_interval, max_lines=max_lines
+    ).start(host, port)
+    scenery = Scenery(emulator).start() if lively else None
+    try:
+        projects = " ".join(str(p) for p in emulator.project_ids) or "none (lively is off)"
+        out.write(
+            f"export QC_BASE_URL={emulator.base_url} QC_USER_ID={user_id} "
+            f"QC_API_TOKEN={api_token}  # projects: {projects}\n"
+        )
+        out.flush()
+        stop.wait()
+    finally:
+        if scenery is not None:
+            scenery.stop()
+        emulator.stop()

@@ -1,0 +1,280 @@
+"""The emulator's HTTP face: http.server, the auth check, faults on the wire, the endpoints."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import json
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import Message
+from email.utils import formatdate
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from tailer.emulator.faults import Faults, Reply, auth_reply, fault_reply, json_reply, refusal
+from tailer.emulator.model import LIST_STATUSES, Model, NotFound
+
+BASE_PATH = "/api/v2"
+AUTH_SHAPES = ("401", "hash", "userid", "empty500")
+MAX_AGE = 7200
+MAX_AHEAD = 300
+
+
+@dataclass(slots=True)
+class Stats:
+    """What the emulator has seen; tests assert on it (``oversized_windows == 0``)."""
+
+    requests: int = 0
+    by_path: dict[str, int] = field(default_factory=dict)
+    oversized_windows: int = 0
+    auth_failures: int = 0
+    faults_injected: int = 0
+    max_window_seen: int = 0
+
+    def reset(self) -> None:
+        self.requests = self.oversized_windows = self.auth_failures = 0
+        self.faults_injected = self.max_window_seen = 0
+        self.by_path.clear()
+
+
+class BadRequest(Exception):
+    """The request body is not what the endpoint needs; the message says which field."""
+
+
+def _optional(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise BadRequest(f"Field {name} must be an integer")
+    return value
+
+
+def _required(body: dict[str, Any], name: str) -> int:
+    value = _optional(body, name)
+    if value is None:
+        raise BadRequest(f"Missing required field: {name}")
+    return value
+
+
+class Api:
+    """Everything the handler asks: the clock, the auth verdict, faults, and the answers."""
+
+    def __init__(
+        self,
+        model: Model,
+        faults: Faults,
+        *,
+        user_id: int,
+        api_token: str,
+        max_window: int,
+        auth_failure: str,
+        skew: float,
+        latency: float,
+        clock: Callable[[], float],
+    ) -> None:
+        if auth_failure not in AUTH_SHAPES:
+            raise ValueError(f"auth_failure must be one of {AUTH_SHAPES}, not {auth_failure!r}")
+        self.model, self.faults = model, faults
+        self.user_id, self._token = user_id, api_token
+        self.max_window, self.auth_failure = max_window, auth_failure
+        self.skew, self.latency, self._clock = skew, latency, clock
+        self.stats = Stats()
+        self._lock = threading.Lock()
+        self.answering = threading.Event()
+        self.answering.set()
+        self.closing = threading.Event()
+        self._routes: dict[str, Callable[[dict[str, Any]], Reply]] = {
+            "/authenticate": lambda body: json_reply({"success": True, "errors": []}),
+            "/live/logs/read": self._logs_read,
+            "/live/read": self._live_read,
+            "/live/list": self._live_list,
+            "/projects/read": self._projects_read,
+        }
+
+    def now(self) -> float:
+        return self._clock() + self.skew
+
+    def count(self, path: str, *, fault: bool = False, auth: bool = False) -> None:
+        with self._lock:
+            if fault:
+                self.stats.faults_injected += 1
+            elif auth:
+                self.stats.auth_failures += 1
+            else:
+                self.stats.requests += 1
+                self.stats.by_path[path] = self.stats.by_path.get(path, 0) + 1
+
+    def signed(self, headers: Message) -> bool:
+        """Is the request signed with our credentials and a timestamp our clock accepts?"""
+        stamp = (headers.get("Timestamp") or "").strip()
+        scheme, _, token = (headers.get("Authorization") or "").partition(" ")
+        try:
+            when, credentials = int(stamp), base64.b64decode(token, validate=True)
+        except (ValueError, binascii.Error):
+            return False
+        now = self.now()
+        if scheme.lower() != "basic" or not now - MAX_AGE <= when <= now + MAX_AHEAD:
+            return False
+        digest = hashlib.sha256(f"{self._token}:{stamp}".encode()).hexdigest()
+        return hmac.compare_digest(credentials, f"{self.user_id}:{digest}".encode())
+
+    def answer(self, path: str, headers: Message, raw: bytes) -> Reply:
+        route = self._routes.get(path)
+        if route is None:
+            return refusal(f"Not found: {BASE_PATH}{path}", 404)
+        if not self.signed(headers):
+            self.count(path, auth=True)
+            return auth_reply(self.auth_failure)
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError as error:
+            return refusal(f"Malformed JSON body: {error}")
+        try:
+            if not isinstance(body, dict):
+                raise BadRequest("Request body must be a JSON object")
+            return route(body)
+        except (BadRequest, NotFound) as error:
+            return refusal(str(error))
+
+    def _logs_read(self, body: dict[str, Any]) -> Reply:
+        project = _required(body, "projectId")
+        start, end = _required(body, "startLine"), _required(body, "endLine")
+        deploy = body.get("algorithmId")
+        if not isinstance(deploy, str) or not deploy:
+            raise BadRequest("Missing required field: algorithmId")
+        with self._lock:
+            self.stats.max_window_seen = max(self.stats.max_window_seen, end - start)
+            if end - start >= self.max_window:
+                self.stats.oversized_windows += 1
+        if start < 0 or end < 0 or end < start:
+            return refusal("startLine and endLine must be non-negative, endLine >= startLine")
+        if end - start >= self.max_window:
+            return refusal(f"Log lines can be read in pages up to {self.max_window} lines")
+        logs, length, offset = self.model.read_logs(project, deploy, start, end)
+        payload = {"logs": logs, "length": length, "deploymentOffset": offset}
+        return json_reply({**payload, "success": True, "errors": []})
+
+    def _live_read(self, body: dict[str, Any]) -> Reply:
+        latest = self.model.latest(_required(body, "projectId"))
+        return json_reply({"success": True, **latest, "errors": []})
+
+    def _live_list(self, body: dict[str, Any]) -> Reply:
+        status = body.get("status")
+        if status is not None and status not in LIST_STATUSES:
+            return refusal(f"Invalid status {status!r}; use one of {', '.join(LIST_STATUSES)}")
+        live = self.model.launches(status, _optional(body, "projectId"))
+        return json_reply({"success": True, "live": live, "errors": []})
+
+    def _projects_read(self, body: dict[str, Any]) -> Reply:
+        chosen = self.model.projects(_optional(body, "projectId"))
+        projects = [
+            {"projectId": i, "name": n, "organizationId": "org", "language": "Py"}
+            for i, n in chosen
+        ]
+        return json_reply({"success": True, "projects": projects, "errors": []})
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One kept-alive connection; every answer leaves in a single write."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: ApiServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: the emulator is quiet unless asked."""
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        return formatdate(self.server.api.now() if timestamp is None else timestamp, usegmt=True)
+
+    def do_POST(self) -> None:
+        api = self.server.api
+        try:
+            raw = self.rfile.read(max(0, int(self.headers.get("Content-Length") or 0)))
+        except ValueError:
+            raw = b""
+            self.close_connection = True
+        path = urlsplit(self.path).path.rstrip("/")
+        path = path.removeprefix(BASE_PATH) if path.startswith(BASE_PATH + "/") else path
+        api.count(path)
+        api.answering.wait()
+        if api.closing.is_set():
+            self.close_connection = True
+            return
+        fault = api.faults.take(path)
+        if api.latency:
+            time.sleep(api.latency)
+        if fault is not None:
+            api.count(path, fault=True)
+            if fault.kind == "reset":
+                self._reset()
+                return
+            if fault.kind != "slow":
+                self._send(fault_reply(fault, api.auth_failure))
+                return
+            time.sleep(fault.delay if fault.delay is not None else 2.0)
+        self._send(api.answer(path, self.headers, raw))
+
+    def _send(self, reply: Reply) -> None:
+        phrase = HTTPStatus(reply.status).phrase
+        head = [f"{self.protocol_version} {reply.status} {phrase}", "Server: qc-tail-emulator"]
+        head.append(f"Date: {self.date_time_string()}")
+        if reply.content_type is not None:
+            head.append(f"Content-Type: {reply.content_type}")
+        head.append(f"Content-Length: {len(reply.body)}")
+        head.extend(f"{name}: {value}" for name, value in reply.headers)
+        if self.close_connection:
+            head.append("Connection: close")
+        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + reply.body)
+
+    def _reset(self) -> None:
+        """Close abruptly: SO_LINGER 0 makes the kernel send RST instead of FIN."""
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.rfile.close()  # the socket closes for real only once its file objects let go
+        self.connection.close()
+
+
+class ApiServer(ThreadingHTTPServer):
+    """A threading server that knows its open connections, so stopping can cut them."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], api: Api) -> None:
+        self.api = api
+        self._connections: set[socket.socket] = set()
+        self._guard = threading.Lock()
+        super().__init__(address, Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._guard:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._guard:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def cut_connections(self) -> None:
+        with self._guard:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients that hang up mid-answer are normal here; anything else is still shown."""
+        if not isinstance(sys.exception(), OSError):
+            super().handle_error(request, client_address)

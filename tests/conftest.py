@@ -1,0 +1,65 @@
+"""Shared fixtures: an emulator on loopback, and ways to run the real CLI against it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tailer.emulator import Emulator
+
+USER_ID = 4321
+TOKEN = "canary-5f1c0ffee0ddba11-token"  # never to appear in any output
+PROJECT = 777
+
+
+def stamp(i: int) -> str:
+    """A line with a realistic timestamp prefix, unique by ``i``."""
+    day, hour, minute, second = 1 + i // 86400 % 9, i // 3600 % 24, i // 60 % 60, i % 60
+    return f"2026-03-0{day} {hour:02d}:{minute:02d}:{second:02d} msg {i}"
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    """An emulator with one project; every test using it must never send a window >= 250."""
+    with Emulator(user_id=USER_ID, api_token=TOKEN, seed=7).start() as emulator:
+        emulator.add_project(PROJECT, "mean-reversion")
+        yield emulator
+        assert emulator.stats.oversized_windows == 0
+        assert emulator.stats.max_window_seen < 250
+
+
+def cli_env(emu: Emulator, **extra: str) -> dict[str, str]:
+    """The environment of a user pointed at the emulator (and nothing else)."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "QC_BASE_URL": emu.base_url,
+        "QC_USER_ID": str(USER_ID),
+        "QC_API_TOKEN": TOKEN,
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(extra)
+    return env
+
+
+def qc_tail(*args: str) -> list[str]:
+    """The command line of the real CLI, run by this interpreter."""
+    return [sys.executable, "-m", "tailer", *args]
+
+
+def run(
+    emu: Emulator, *args: str, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        qc_tail(*args),
+        env=cli_env(emu, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=Path(__file__).parent,
+    )

@@ -1,0 +1,230 @@
+"""`qc-tail tail` end to end: the real CLI as a subprocess, the emulator over loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tailer.emulator import Emulator, Fault
+
+from .conftest import PROJECT, TOKEN, USER_ID, cli_env, qc_tail, run, stamp
+
+
+def lines(n: int, first: int = 0) -> list[str]:
+    return [stamp(i) for i in range(first, first + n)]
+
+
+def deployed(emu: Emulator, n: int) -> str:
+    deploy_id = emu.deploy(PROJECT)
+    emu.write(PROJECT, lines(n))
+    emu.publish()
+    return deploy_id
+
+
+def test_last_n_lines(emu):
+    deployed(emu, 50)
+    result = run(emu, "tail", str(PROJECT), "-n", "7")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == lines(7, first=43)
+
+
+def test_default_is_the_last_ten_lines(emu):
+    deployed(emu, 50)
+    assert run(emu, "tail", str(PROJECT)).stdout.splitlines() == lines(10, first=40)
+
+
+def test_from_start_reads_every_line_across_many_windows(emu):
+    deploy_id = deployed(emu, 1234)
+    result = run(emu, "tail", str(PROJECT), "--from-start")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == emu.published(PROJECT, deploy_id)
+    assert emu.stats.by_path["/live/logs/read"] >= 1234 // 249
+
+
+def test_only_the_current_deployment_is_shown(emu):
+    deployed(emu, 30)
+    current = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["new 1", "new 2"])
+    emu.publish()
+    result = run(emu, "tail", str(PROJECT), "-n", "100")
+    assert result.stdout.splitlines() == emu.published(PROJECT, current) == ["new 1", "new 2"]
+
+
+def test_a_pinned_old_deployment_ends_where_the_next_begins(emu):
+    old = deployed(emu, 300)
+    emu.deploy(PROJECT)
+    emu.write(PROJECT, lines(300, first=1000))
+    emu.publish()
+    result = run(emu, "tail", str(PROJECT), "--deploy", old, "--from-start")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == lines(300)
+
+
+def test_json_objects_carry_the_contract_fields(emu):
+    deploy_id = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["Launching analysis with LEAN Engine v2.5", "2026-10-08 14:20:04 started"])
+    emu.publish()
+    result = run(emu, "tail", str(PROJECT), "--from-start", "--format", "json")
+    objects = [json.loads(line) for line in result.stdout.splitlines()]
+    common = {"type": "line", "project_id": PROJECT, "deploy_id": deploy_id}
+    common["name"] = "mean-reversion"
+    assert objects == [
+        {
+            **common,
+            "line": 0,
+            "position": 0,
+            "time": None,
+            "text": "Launching analysis with LEAN Engine v2.5",
+        },
+        {
+            **common,
+            "line": 1,
+            "position": 1,
+            "time": "2026-10-08T14:20:04",
+            "text": "2026-10-08 14:20:04 started",
+        },
+    ]
+
+
+def test_prefix_names_the_deployment(emu):
+    deployed(emu, 2)
+    result = run(emu, "tail", str(PROJECT), "--prefix")
+    assert result.stdout.splitlines() == [f"[mean-reversion] {line}" for line in lines(2)]
+
+
+FAULTS = ["500", "empty500", "502", "503", "429", "reset", "truncated", "slow", "auth", "html"]
+
+
+@pytest.mark.parametrize("kind", FAULTS)
+def test_faults_leave_the_output_exact(emu, kind):
+    deploy_id = deployed(emu, 600)
+    fault = Fault(kind, retry_after=1, delay=0.3)
+    emu.faults.script([fault, fault], path="/live/logs/read")
+    result = run(emu, "tail", str(PROJECT), "--from-start")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == emu.published(PROJECT, deploy_id)
+    assert emu.stats.faults_injected == 2
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("shape", ["401", "hash", "userid"])
+def test_bad_credentials_exit_77_and_say_so_without_secrets(shape):
+    wrong = "wrong-canary-token-9d2e"
+    with Emulator(user_id=USER_ID, api_token=TOKEN, auth_failure=shape).start() as emu:
+        emu.add_project(PROJECT, "p")
+        deployed(emu, 5)
+        result = run(emu, "tail", str(PROJECT), QC_API_TOKEN=wrong)
+    assert result.returncode == 77
+    assert "refused the credentials" in result.stderr
+    assert "token is wrong" in result.stderr
+    output = result.stdout + result.stderr
+    for secret in (wrong, TOKEN):
+        assert secret not in output
+        for stamp_ in range(int(time.time()) - 120, int(time.time()) + 5):
+            digest = hashlib.sha256(f"{secret}:{stamp_}".encode()).hexdigest()
+            assert digest not in output
+
+
+def test_a_project_without_deployment_is_a_clear_error(emu):
+    result = run(emu, "tail", str(PROJECT))
+    assert result.returncode == 1
+    assert f"project {PROJECT} has no live deployment" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_closed_pipe_ends_quietly_with_0(emu):
+    deployed(emu, 5000)
+    process = subprocess.Popen(
+        qc_tail("tail", str(PROJECT), "--from-start"),
+        env=cli_env(emu),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline()
+    process.stdout.close()
+    assert process.wait(timeout=30) == 0
+    with process.stderr:
+        assert process.stderr.read() == b""
+
+
+class Follow:
+    """``qc-tail tail -f`` running in the background, its stdout collected line by line."""
+
+    def __init__(self, emu: Emulator, *args: str) -> None:
+        self.process = subprocess.Popen(
+            qc_tail("tail", str(PROJECT), "-f", "--interval", "0.1", *args),
+            env=cli_env(emu),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, count: int, timeout: float = 30) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while len(self.lines) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return list(self.lines)
+
+    def stop(self, signum: int) -> tuple[int, str]:
+        self.process.send_signal(signum)
+        code = self.process.wait(timeout=10)
+        self._reader.join(timeout=5)
+        assert self.process.stdout is not None and self.process.stderr is not None
+        self.process.stdout.close()
+        with self.process.stderr:
+            return code, self.process.stderr.read()
+
+
+def wait_for_requests(emu: Emulator, path: str, count: int = 1) -> None:
+    deadline = time.monotonic() + 20
+    while emu.stats.by_path.get(path, 0) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_follow_delivers_bursts_and_follows_a_redeploy(emu):
+    first = deployed(emu, 5)
+    follow = Follow(emu, "-n", "2")
+    assert follow.wait_for(2) == lines(2, first=3)
+    emu.write(PROJECT, lines(40, first=5))
+    emu.publish()
+    emu.write(PROJECT, lines(555, first=45))
+    emu.publish()
+    assert follow.wait_for(2 + 595) == lines(600)[3:]
+    second = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["late line of the first deployment"], deploy_id=first)
+    emu.write(PROJECT, lines(300, first=5000))
+    emu.publish()
+    expected = [*lines(600)[3:], "late line of the first deployment", *lines(300, first=5000)]
+    assert follow.wait_for(len(expected)) == expected
+    assert emu.published(PROJECT, second) == lines(300, first=5000)
+    code, stderr = follow.stop(signal.SIGINT)
+    assert code == 130
+    assert "Traceback" not in stderr
+    assert follow.lines == expected
+
+
+def test_follow_from_nothing_prints_only_new_lines_and_stops_on_sigterm(emu):
+    deployed(emu, 20)
+    follow = Follow(emu, "-n", "0")
+    wait_for_requests(emu, "/live/logs/read")
+    emu.write(PROJECT, ["fresh"])
+    emu.publish()
+    assert follow.wait_for(1) == ["fresh"]
+    code, stderr = follow.stop(signal.SIGTERM)
+    assert code == 0
+    assert "Traceback" not in stderr
