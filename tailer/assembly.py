@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+
 from tailer.api import QcApi
 from tailer.auth import QcAuth, ServerClock
 from tailer.budget import RequestBudget
-from tailer.config import Config
+from tailer.config import Config, FollowConfig
+from tailer.cursor import Cursor
 from tailer.errors import ConfigError
+from tailer.follower import ProjectFollower, Start
 from tailer.retry import RetryPolicy, interruptible_sleep
 from tailer.shutdown import Shutdown
+from tailer.sinks.files import FileSink
+from tailer.store import CursorStore
 
 ONE_SHOT = RetryPolicy(max_time=60.0, cap=10.0)
 """For commands that answer and exit: a minute of retries, then exit 69."""
@@ -40,3 +47,36 @@ def build_api(config: Config, shutdown: Shutdown, policy: RetryPolicy = ONE_SHOT
         stop_event=shutdown.event,
         ca_bundle=api.ca_bundle,
     )
+
+
+def follower_factory(
+    api: QcApi, config: Config, saved: Mapping[tuple[int, str], Cursor]
+) -> Callable[[FollowConfig], ProjectFollower]:
+    """Makes the follower of one follow entry, resuming from its saved cursors."""
+
+    def make(entry: FollowConfig) -> ProjectFollower:
+        mine = {d: c for (p, d), c in saved.items() if p == entry.project_id}
+        return ProjectFollower(
+            api,
+            entry.project_id,
+            name=entry.name,
+            deploy_id=entry.deploy_id,
+            start=Start(entry.start),
+            saved=mine,
+            drain=config.poll.drain,
+        )
+
+    return make
+
+
+def checkpoint(store: CursorStore, files: FileSink | None) -> Callable[[Cursor], None]:
+    """Saves a cursor together with the length its output file had when it was flushed."""
+
+    def save(cursor: Cursor) -> None:
+        if files is not None:
+            size, inode = files.position(cursor.project_id, cursor.deploy_id)
+            if size is not None:
+                cursor = replace(cursor, file_size=size, file_inode=inode)
+        store.save(cursor)
+
+    return save

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--prefix", action=argparse.BooleanOptionalAction, default=False)
     tail.add_argument("--interval", type=_positive_float, metavar="SECONDS")
 
+    daemon = command("run", "follow the configured deployments to the outputs", commands.run)
+    daemon.add_argument("--once", action="store_true", help="catch up on everything, then exit")
+
     listing = command("list", "list live deployments", commands.list_deployments)
     listing.add_argument("--status", choices=("Running", "Stopped", "RuntimeError", "Liquidated"))
     listing.add_argument("--format", choices=("table", "json"), default="table")

@@ -27,7 +27,9 @@ class Cursor:
     trimmed: int = 0
     tail: tuple[str, ...] = ()
     total: int | None = None
-    file_size: int | None = None
+    file_size: int | None = None  # the output file's length once this cursor's lines were in it
+    file_inode: int | None = None
+    done: bool = False  # drained and dropped: a restart need not read it again
 
     def line_number(self, offset: int) -> int:
         """The project-wide number of the next line, given the deployment's current offset."""

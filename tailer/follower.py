@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import structlog
@@ -63,6 +63,7 @@ class ProjectFollower:
         self._successor: DeploymentReader | None = None  # for a pinned deployment
         self.deployment: Deployment | None = None
         self._waiting_logged = False
+        self.finished: list[Cursor] = []  # drained deployments' last cursors, to save as done
 
     @property
     def readers(self) -> list[DeploymentReader]:
@@ -104,7 +105,7 @@ class ProjectFollower:
             yield batch
             if reader.cursor != batch.cursor:
                 return  # not committed: the outputs could not take it
-            batch = reader.read(safe_end)
+            batch = reader.read(limit=safe_end)
 
     def _drain_reader(self, reader: DeploymentReader, end: int) -> Iterator[Batch]:
         while (batch := reader.read(end)) is not None:
@@ -167,9 +168,8 @@ class ProjectFollower:
         self.deployment = current
         if self.name is None:
             self.name = current.project_name or str(self.project_id)
-        if self._start.kind == "project" and not self.pinned:
-            older = [d for d in self._listed() if d.deploy_id != current.deploy_id]
-            for deployment in older:
+        if not self.pinned:
+            for deployment in self._older(current):
                 self.chain.append(self._reader(deployment, Start("deployment")))
                 self._superseded[deployment.deploy_id] = self._clock()
         end = None
@@ -179,6 +179,25 @@ class ProjectFollower:
         target = Deployment(self.project_id, self.pinned or current.deploy_id, "Undefined")
         self.chain.append(self._reader(target, None, end))
         return True
+
+    def _older(self, current: Deployment) -> list[Deployment]:
+        """Earlier deployments still to read before ``current``, oldest first.
+
+        With ``start = "project"``: all of them. After a restart: those with an unfinished
+        saved cursor, and every one launched after them (a redeploy while we were away), so
+        that no deployment's lines are skipped.
+        """
+        unfinished = {c.deploy_id for c in self._saved.values() if not c.done}
+        unfinished.discard(current.deploy_id)
+        if self._start.kind != "project" and not unfinished:
+            return []
+        listed = [d for d in self._listed() if d.deploy_id != current.deploy_id]
+        if self._start.kind == "project" and not self._saved:
+            return listed
+        ids = [d.deploy_id for d in listed]
+        first = min((ids.index(d) for d in unfinished if d in ids), default=len(ids))
+        done = {c.deploy_id for c in self._saved.values() if c.done}
+        return [d for d in listed[first:] if d.deploy_id not in done]
 
     def _reader(
         self, deployment: Deployment, start: Start | None, end: int | None = None
@@ -205,5 +224,6 @@ class ProjectFollower:
             since = self._superseded.get(oldest.deploy_id)
             if since is None or now - since < self._drain or not oldest.caught_up:
                 return
-            log.info("drained", deploy=self.chain[0].deploy_id)
+            log.info("drained", deploy=oldest.deploy_id)
             self.chain.pop(0)
+            self.finished.append(replace(oldest.cursor, done=True))

@@ -74,23 +74,25 @@ class DeploymentReader:
         """How many of the deployment's lines the API serves now (after a probe or read)."""
         return max(0, (self.length if end is None else end) - self.offset)
 
-    def read(self, end: int | None = None) -> Batch | None:
+    def read(self, end: int | None = None, *, limit: int | None = None) -> Batch | None:
         """The next window of new lines, a gap, or None when caught up.
 
         ``end`` is the project-wide line where this deployment stops (its successor's offset),
-        or None while it is the project's latest deployment.
+        or None while it is the project's latest deployment. ``limit`` bounds the read without
+        saying the deployment ends there (rows past it may belong to a newer deployment).
         """
+        bound = min((b for b in (end, limit) if b is not None), default=None)
         for _ in range(_OFFSET_RETRIES):
             cursor = self.cursor
             first = cursor.line_number(self.offset)
             checked = min(len(cursor.tail), cursor.position - cursor.trimmed, self.window - 1)
             start = first - max(0, checked)
             stop = start + self.window
-            if end is not None:
-                if first >= end and checked <= 0:
+            if bound is not None:
+                if first >= bound and checked <= 0:
                     self.caught_up = True
                     return None
-                stop = min(stop, max(end, start + 1))
+                stop = min(stop, max(bound, start + 1))
             window = self._fetch(start, stop)
             self.length = window.length
             if window.deployment_offset != self.offset:
@@ -105,11 +107,11 @@ class DeploymentReader:
             rows = list(window.logs)
             if checked > 0:
                 if [fingerprint(row) for row in rows[:checked]] != list(cursor.tail[-checked:]):
-                    return self._realign(end)
+                    return self._realign(end, limit)
                 rows = rows[checked:]
-            if end is not None:
-                rows = rows[: max(0, end - first)]
-                # Aligned, and the successor marks the end: the deployment's size is known.
+            if bound is not None:
+                rows = rows[: max(0, bound - first)]
+            if end is not None:  # aligned, and the successor marks the end: the size is known
                 self.cursor = replace(cursor, total=cursor.trimmed + end - self.offset)
             self.caught_up = not rows
             return self._batch(rows, first) if rows else None
@@ -139,7 +141,7 @@ class DeploymentReader:
                 log.warning("window_shrunk", deploy=self.deploy_id, window=self.window)
                 stop = start + self.window
 
-    def _realign(self, end: int | None) -> Batch | None:
+    def _realign(self, end: int | None, limit: int | None) -> Batch | None:
         """The line before the cursor is not where it was: find it by content, or give a gap."""
         cursor = self.cursor
         expected = cursor.line_number(self.offset) - 1
@@ -148,7 +150,7 @@ class DeploymentReader:
             shift = expected - found
             log.warning("realigned", deploy=self.deploy_id, shift=shift, position=cursor.position)
             self.cursor = replace(cursor, trimmed=cursor.trimmed + shift)
-            return self.read(end)
+            return self.read(end, limit=limit)
         return self._gap(end)
 
     def _search(self, tail: tuple[str, ...], expected: int) -> int | None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
+from tailer.cursor import Cursor
+from tailer.discovery import Discovery
 from tailer.errors import ApiError, OutputError, TransientError, UnreachableError
 from tailer.follower import ProjectFollower
 from tailer.reader import Batch
@@ -16,7 +18,8 @@ from tailer.sinks import Record, Sink
 
 log = structlog.get_logger(__name__)
 
-Commit = Callable[[Batch], None]
+Save = Callable[[Cursor], None]
+MakeFollower = Callable[[int], ProjectFollower]
 _RECOVERABLE = (TransientError, UnreachableError, ApiError, OutputError)
 
 
@@ -27,15 +30,18 @@ class _Slot:
     due: float = 0.0
     failures: int = 0
     failing_since: float | None = None
+    discovered: bool = False
+    ending_since: float | None = None  # discovery no longer sees it running
 
 
 class Scheduler:
     """Polls each follower when it is due and delivers its batches in order.
 
-    A batch goes to every output, is flushed, then ``commit`` persists its cursor; only then
+    A batch goes to every output, is flushed, then ``save`` persists its cursor; only then
     does the follower move on. A follower that finds lines is polled again at ``interval``;
     an idle one backs off, doubling up to ``max_interval``; a failing one too, with one event
-    when it starts failing and one when it recovers.
+    when it starts failing and one when it recovers. With discovery, projects that start
+    running are added, and those that stop are dropped once drained.
     """
 
     def __init__(
@@ -46,31 +52,70 @@ class Scheduler:
         *,
         interval: float,
         max_interval: float,
-        commit: Commit | None = None,
+        drain: float = 600.0,
+        save: Save | None = None,
+        discovery: Discovery | None = None,
+        make_follower: MakeFollower | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.outputs = list(outputs)
         self.shutdown = shutdown
         self.interval = interval
         self.max_interval = max(interval, max_interval)
-        self._commit = commit
+        self.drain = drain
+        self._save = save
+        self.discovery = discovery
+        self._make_follower = make_follower
         self._clock = clock
         self.slots = [_Slot(follower, interval) for follower in followers]
         self.delivered = 0
 
-    def poll_once(self) -> int:
-        """Poll every follower now, catching up on all that is available; errors propagate."""
-        return sum(self._poll(slot) for slot in self.slots)
+    @property
+    def failing(self) -> int:
+        return sum(1 for slot in self.slots if slot.failing_since is not None)
 
-    def run(self) -> None:
+    def poll_once(self) -> int:
+        """Discover, then poll every follower now until caught up; errors propagate."""
+        self._discover()
+        return sum(self._poll(slot) for slot in list(self.slots))
+
+    def run(self, on_idle: Callable[[], None] | None = None) -> None:
         """Poll followers as they fall due until a stop is requested."""
         while not self.shutdown.requested:
+            if self.discovery is not None and self._clock() >= self.discovery.due:
+                self._discover()
             for slot in sorted(self.slots, key=lambda s: s.due):
                 if self.shutdown.requested or slot.due > self._clock():
                     break
                 self._poll_guarded(slot)
-            wake = min((slot.due for slot in self.slots), default=self._clock() + self.interval)
-            self.shutdown.wait(wake - self._clock())
+            if on_idle is not None:
+                on_idle()
+            self.shutdown.wait(self._next_wake() - self._clock())
+
+    def _next_wake(self) -> float:
+        wakes = [slot.due for slot in self.slots]
+        if self.discovery is not None:
+            wakes.append(self.discovery.due)
+        return min(wakes, default=self._clock() + self.interval)
+
+    def _discover(self) -> None:
+        if self.discovery is None or self._make_follower is None:
+            return
+        running = self.discovery.running()
+        if running is None:
+            return
+        followed = {slot.follower.project_id: slot for slot in self.slots}
+        for project_id in sorted(running - followed.keys()):
+            log.info("discovered", project=project_id)
+            follower = self._make_follower(project_id)
+            self.slots.append(_Slot(follower, self.interval, discovered=True))
+        for project_id, slot in followed.items():
+            if not slot.discovered:
+                continue
+            if project_id in running:
+                slot.ending_since = None
+            elif slot.ending_since is None:
+                slot.ending_since = self._clock()
 
     def _poll_guarded(self, slot: _Slot) -> None:
         try:
@@ -81,14 +126,20 @@ class Scheduler:
         self._recovered(slot)
         slot.delay = self.interval if found else min(slot.delay * 2, self.max_interval)
         slot.due = self._clock() + slot.delay
+        if not found and self._ended(slot):
+            self._drop(slot)
 
     def _poll(self, slot: _Slot) -> int:
         found = 0
-        for batch in slot.follower.poll():
+        follower = slot.follower
+        for batch in follower.poll():
             with self.shutdown.critical():
                 self._deliver(batch)
-                slot.follower.commit(batch)
+                follower.commit(batch)
             found += len(batch.lines)
+        with self.shutdown.critical():
+            while follower.finished:
+                self._persist(follower.finished.pop(0))
         self.delivered += found
         return found
 
@@ -98,8 +149,25 @@ class Scheduler:
             output.write(records)
         for output in self.outputs:
             output.flush()
-        if self._commit is not None:
-            self._commit(batch)
+        self._persist(batch.cursor)
+
+    def _persist(self, cursor: Cursor) -> None:
+        if self._save is not None:
+            self._save(cursor)
+
+    def _ended(self, slot: _Slot) -> bool:
+        """A discovered project that stopped running, drained, and read to the end."""
+        since = slot.ending_since
+        if since is None or self._clock() - since < self.drain:
+            return False
+        return all(reader.caught_up for reader in slot.follower.readers)
+
+    def _drop(self, slot: _Slot) -> None:
+        log.info("stopped_following", project=slot.follower.project_id, name=slot.follower.name)
+        with self.shutdown.critical():
+            for reader in slot.follower.readers:
+                self._persist(replace(reader.cursor, done=True))
+        self.slots.remove(slot)
 
     def _failed(self, slot: _Slot, exc: Exception) -> None:
         slot.failures += 1
@@ -110,7 +178,7 @@ class Scheduler:
                 project=slot.follower.project_id,
                 name=slot.follower.name,
                 error=str(exc),
-                hint="retrying with backoff; lines are not lost while the API is away",
+                hint="retrying with backoff; no line is lost while this lasts",
             )
         else:
             log.debug("poll_failed", project=slot.follower.project_id, error=str(exc))

@@ -1,0 +1,155 @@
+"""Local files, one per deployment: raw lines, appended, fsynced before any cursor moves."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from tailer.cursor import Cursor
+from tailer.errors import OutputError
+from tailer.records import Line
+from tailer.sinks import Record
+from tailer.store import safe_name
+
+log = structlog.get_logger(__name__)
+
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+
+
+@dataclass(slots=True)
+class _Open:
+    fd: int
+    committed: int  # the length when last flushed: what a cursor may refer to
+    inode: int
+
+
+class FileSink:
+    """``<directory>/<project_id>/<deploy_id>.log``, opened with O_APPEND and O_NOFOLLOW.
+
+    A failed write or fsync (a full disk, an I/O error) cuts every file touched since the
+    last flush back to its flushed length and raises OutputError, so the cursor stays put and
+    the same lines are written again later, once. After a crash, ``recover`` cuts a file back
+    to the length saved with its cursor. ``reopen`` (SIGHUP) takes effect at the next write,
+    for logrotate's ``create`` + ``postrotate kill -HUP``.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._open: dict[tuple[int, str], _Open] = {}
+        self._touched: set[tuple[int, str]] = set()
+        self._reopen = False
+
+    def path(self, project_id: int, deploy_id: str) -> Path:
+        return self.directory / str(project_id) / f"{safe_name(deploy_id)}.log"
+
+    def recover(self, cursors: Iterable[Cursor]) -> None:
+        """Cut files back to what their saved cursors account for (a crash left more)."""
+        for cursor in cursors:
+            if cursor.file_size is None:
+                continue
+            path = self.path(cursor.project_id, cursor.deploy_id)
+            try:
+                stat = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            keep = cursor.file_size if stat.st_ino == cursor.file_inode else 0
+            if stat.st_size > keep:
+                os.truncate(path, keep)
+                log.info("output_cut_back", path=str(path), bytes=stat.st_size - keep)
+
+    def write(self, records: Sequence[Record]) -> None:
+        if self._reopen:
+            self._close_all()
+            self._reopen = False
+        chunks: dict[tuple[int, str], list[str]] = {}
+        for record in records:
+            if isinstance(record, Line):
+                chunks.setdefault((record.project_id, record.deploy_id), []).append(record.text)
+        for key, texts in chunks.items():
+            data = ("\n".join(texts) + "\n").encode("utf-8", "surrogateescape")
+            try:
+                handle = self._handle(key)
+                self._touched.add(key)
+                _write_all(handle.fd, data)
+            except OSError as exc:
+                self._roll_back()
+                raise _output_error(self.path(*key), exc) from None
+
+    def flush(self) -> None:
+        for key in sorted(self._touched):
+            handle = self._open[key]
+            try:
+                os.fsync(handle.fd)
+            except OSError as exc:
+                self._roll_back()
+                raise _output_error(self.path(*key), exc) from None
+        for key in self._touched:
+            handle = self._open[key]
+            handle.committed = os.fstat(handle.fd).st_size
+        self._touched.clear()
+
+    def position(self, project_id: int, deploy_id: str) -> tuple[int | None, int | None]:
+        """The flushed length and inode of a deployment's file, for its cursor."""
+        handle = self._open.get((project_id, deploy_id))
+        return (handle.committed, handle.inode) if handle else (None, None)
+
+    def reopen(self) -> None:
+        """Close files at the next write, so renamed ones are let go (SIGHUP)."""
+        self._reopen = True
+
+    def close(self) -> None:
+        self._close_all()
+
+    def _handle(self, key: tuple[int, str]) -> _Open:
+        handle = self._open.get(key)
+        if handle is not None:
+            return handle
+        project_dir = self.directory / str(key[0])
+        for directory in (self.directory, project_dir):
+            if not directory.is_dir():
+                directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+                os.chmod(directory, DIR_MODE)
+        dir_fd = os.open(project_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(self.path(*key).name, flags, FILE_MODE, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+        stat = os.fstat(fd)
+        if stat.st_mode & 0o777 != FILE_MODE and stat.st_size == 0:
+            os.fchmod(fd, FILE_MODE)
+        handle = _Open(fd, stat.st_size, stat.st_ino)
+        self._open[key] = handle
+        return handle
+
+    def _roll_back(self) -> None:
+        for key in self._touched:
+            handle = self._open[key]
+            with contextlib.suppress(OSError):
+                os.ftruncate(handle.fd, handle.committed)
+        self._touched.clear()
+
+    def _close_all(self) -> None:
+        for handle in self._open.values():
+            with contextlib.suppress(OSError):
+                os.close(handle.fd)
+        self._open.clear()
+        self._touched.clear()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _output_error(path: Path, exc: OSError) -> OutputError:
+    hint = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "I/O error"
+    return OutputError(f"{path}: {hint} ({exc.strerror or exc}); will retry, nothing is lost")

@@ -1,0 +1,151 @@
+"""The durable cursor store: one small JSON file per deployment, replaced atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tailer.cursor import Cursor
+from tailer.errors import LockedError, StateError
+
+VERSION = 1
+_SAFE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "project_id": int,
+    "deploy_id": str,
+    "position": int,
+    "trimmed": int,
+    "tail": list,
+    "total": (int, type(None)),
+    "file_size": (int, type(None)),
+    "file_inode": (int, type(None)),
+    "done": bool,
+}
+
+
+def safe_name(value: str) -> str:
+    """``value`` if it is a plain name, else a readable, unique and harmless stand-in."""
+    if _SAFE.match(value):
+        return value
+    cleaned = re.sub(r"[^A-Za-z0-9_-]", "_", value)[:48] or "_"
+    return f"{cleaned}-{value.encode('utf-8', 'surrogatepass').hex()[:16]}"
+
+
+class CursorStore:
+    """Cursors under ``<state>/cursors/<project_id>/<deploy_id>.json``, mode 0600.
+
+    Each save writes a temp file in the same directory, fsyncs it, renames it over the old
+    one and fsyncs the directory, so a crash at any instant leaves the old or the new cursor,
+    never a torn one. A file that does not parse is an error naming it: starting over from
+    zero in silence would duplicate or lose lines.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.root = directory / "cursors"
+
+    def path(self, project_id: int, deploy_id: str) -> Path:
+        return self.root / str(project_id) / f"{safe_name(deploy_id)}.json"
+
+    def load_all(self) -> dict[tuple[int, str], Cursor]:
+        cursors: dict[tuple[int, str], Cursor] = {}
+        if not self.root.is_dir():
+            return cursors
+        for path in sorted(self.root.glob("*/*.json")):
+            cursor = self._load(path)
+            cursors[(cursor.project_id, cursor.deploy_id)] = cursor
+        for leftover in self.root.glob("*/.*.tmp"):
+            leftover.unlink(missing_ok=True)  # a save cut short; the renamed file is the truth
+        return cursors
+
+    def save(self, cursor: Cursor) -> None:
+        path = self.path(cursor.project_id, cursor.deploy_id)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data = json.dumps({"version": VERSION, **asdict(cursor)}, sort_keys=True).encode()
+        tmp = path.parent / f".{path.name}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+
+    def _load(self, path: Path) -> Cursor:
+        try:
+            raw: Any = json.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise StateError(f"cannot read this cursor ({exc})", path=str(path)) from None
+        if not isinstance(raw, dict) or raw.get("version") != VERSION:
+            version = raw.get("version") if isinstance(raw, dict) else None
+            raise StateError(
+                f"unknown cursor format (version {version!r}, expected {VERSION}); "
+                "move it away to start this deployment afresh",
+                path=str(path),
+            )
+        for key, kind in _FIELDS.items():
+            value = raw.get(key)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise StateError(f"field {key!r} is missing or of the wrong type", path=str(path))
+        if raw["position"] < 0 or raw["trimmed"] < 0 or raw["trimmed"] > raw["position"]:
+            raise StateError("position/trimmed out of range", path=str(path))
+        return Cursor(
+            project_id=raw["project_id"],
+            deploy_id=raw["deploy_id"],
+            position=raw["position"],
+            trimmed=raw["trimmed"],
+            tail=tuple(str(item) for item in raw["tail"]),
+            total=raw["total"],
+            file_size=raw["file_size"],
+            file_inode=raw["file_inode"],
+            done=raw["done"],
+        )
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class StateLock:
+    """One qc-tail per state directory: an flock held for the life of the process."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise LockedError(
+                f"{self.path.parent}: another qc-tail (pid {holder}) is using this state "
+                "directory; stop it first, or give this one its own state.dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
