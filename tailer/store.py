@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -30,11 +31,12 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
 
 
 def safe_name(value: str) -> str:
-    """``value`` if it is a plain name, else a readable, unique and harmless stand-in."""
+    """``value`` if it is a plain name, else a readable, distinct and harmless stand-in."""
     if _SAFE.match(value):
         return value
-    cleaned = re.sub(r"[^A-Za-z0-9_-]", "_", value)[:48] or "_"
-    return f"{cleaned}-{value.encode('utf-8', 'surrogatepass').hex()[:16]}"
+    cleaned = re.sub(r"[^A-Za-z0-9_-]", "_", value)[:48]
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+    return f"{cleaned}~{digest}"  # "~" never occurs in a plain name: no stand-in equals one
 
 
 class CursorStore:
@@ -87,8 +89,8 @@ class CursorStore:
             raw: Any = json.loads(path.read_bytes())
         except (OSError, ValueError) as exc:
             raise StateError(f"cannot read this cursor ({exc})", path=str(path)) from None
-        if not isinstance(raw, dict) or raw.get("version") != VERSION:
-            version = raw.get("version") if isinstance(raw, dict) else None
+        version = raw.get("version") if isinstance(raw, dict) else None
+        if not isinstance(raw, dict) or type(version) is not int or version != VERSION:
             raise StateError(
                 f"unknown cursor format (version {version!r}, expected {VERSION}); "
                 "move it away to start this deployment afresh",
@@ -96,8 +98,10 @@ class CursorStore:
             )
         for key, kind in _FIELDS.items():
             value = raw.get(key)
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
                 raise StateError(f"field {key!r} is missing or of the wrong type", path=str(path))
+        if not all(isinstance(item, str) for item in raw["tail"]):
+            raise StateError("field 'tail' holds something other than strings", path=str(path))
         if raw["position"] < 0 or raw["trimmed"] < 0 or raw["trimmed"] > raw["position"]:
             raise StateError("position/trimmed out of range", path=str(path))
         return Cursor(
@@ -105,7 +109,7 @@ class CursorStore:
             deploy_id=raw["deploy_id"],
             position=raw["position"],
             trimmed=raw["trimmed"],
-            tail=tuple(str(item) for item in raw["tail"]),
+            tail=tuple(raw["tail"]),
             total=raw["total"],
             file_size=raw["file_size"],
             file_inode=raw["file_inode"],

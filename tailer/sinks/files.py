@@ -54,15 +54,23 @@ class FileSink:
         for cursor in cursors:
             if cursor.file_size is None:
                 continue
-            path = self.path(cursor.project_id, cursor.deploy_id)
+            key = (cursor.project_id, cursor.deploy_id)
             try:
-                stat = os.stat(path, follow_symlinks=False)
+                fd = self._open_fd(key, create=False)
             except FileNotFoundError:
                 continue
-            keep = cursor.file_size if stat.st_ino == cursor.file_inode else 0
-            if stat.st_size > keep:
-                os.truncate(path, keep)
-                log.info("output_cut_back", path=str(path), bytes=stat.st_size - keep)
+            except OSError as exc:  # a symlink planted where our file should be, say
+                raise _output_error(self.path(*key), exc) from None
+            try:
+                stat = os.fstat(fd)
+                keep = cursor.file_size if stat.st_ino == cursor.file_inode else 0
+                if stat.st_size > keep:
+                    os.ftruncate(fd, keep)
+                    log.info(
+                        "output_cut_back", path=str(self.path(*key)), bytes=stat.st_size - keep
+                    )
+            finally:
+                os.close(fd)
 
     def write(self, records: Sequence[Record]) -> None:
         if self._reopen:
@@ -111,23 +119,29 @@ class FileSink:
         handle = self._open.get(key)
         if handle is not None:
             return handle
-        project_dir = self.directory / str(key[0])
-        for directory in (self.directory, project_dir):
-            if not directory.is_dir():
-                directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-                os.chmod(directory, DIR_MODE)
-        dir_fd = os.open(project_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        try:
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(self.path(*key).name, flags, FILE_MODE, dir_fd=dir_fd)
-        finally:
-            os.close(dir_fd)
+        fd = self._open_fd(key, create=True)
         stat = os.fstat(fd)
         if stat.st_mode & 0o777 != FILE_MODE and stat.st_size == 0:
             os.fchmod(fd, FILE_MODE)
         handle = _Open(fd, stat.st_size, stat.st_ino)
         self._open[key] = handle
         return handle
+
+    def _open_fd(self, key: tuple[int, str], *, create: bool) -> int:
+        """Open a deployment's file for appending, refusing symlinks on the way."""
+        project_dir = self.directory / str(key[0])
+        if create:
+            for directory in (self.directory, project_dir):
+                if not directory.is_dir():
+                    directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+                    os.chmod(directory, DIR_MODE)
+        dir_fd = os.open(project_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+            flags |= os.O_CREAT if create else 0
+            return os.open(self.path(*key).name, flags, FILE_MODE, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def _roll_back(self) -> None:
         for key in self._touched:

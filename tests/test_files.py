@@ -1,0 +1,452 @@
+"""The files output: one raw file per deployment, durable, cut back on failure, rotatable."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tailer.cursor import Cursor
+from tailer.errors import OutputError
+from tailer.records import Gap, Line
+from tailer.sinks.files import FileSink
+
+PROJECT = 777
+
+
+def texts(tag: str, n: int, start: int = 0, width: int = 0) -> list[str]:
+    """``n`` distinct log lines, each padded to at least ``width`` characters."""
+    return [
+        f"2026-03-01 00:00:{i % 60:02d} {tag} {i}".ljust(width, ".")
+        for i in range(start, start + n)
+    ]
+
+
+def lines(deploy_id: str, new: list[str], start: int = 0, project_id: int = PROJECT) -> list[Line]:
+    return [
+        Line(project_id, deploy_id, "algo", number=start + i, position=start + i, text=text)
+        for i, text in enumerate(new)
+    ]
+
+
+def raw(new: list[str]) -> bytes:
+    return "".join(f"{text}\n" for text in new).encode()
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+@pytest.fixture
+def out(tmp_path) -> Path:
+    return tmp_path / "out"
+
+
+@pytest.fixture
+def sink(out) -> Iterator[FileSink]:
+    files = FileSink(out)
+    yield files
+    files.close()
+
+
+# -- layout, content, modes ------------------------------------------------------------------
+
+
+def test_lines_of_each_deployment_go_to_their_own_file_raw_and_in_order(out, sink):
+    a, b, c = texts("a", 5), texts("b", 4), texts("c", 2)
+    a_lines, b_lines = lines("L-a", a), lines("L-b", b)
+    records = [
+        *a_lines[:2],
+        *b_lines[:1],
+        Gap(PROJECT, "L-a", "algo", lost=3, position=2),
+        *a_lines[2:],
+        *b_lines[1:],
+        *lines("L-c", c, project_id=778),
+    ]
+    sink.write(records)
+    sink.flush()
+    assert (out / "777" / "L-a.log").read_bytes() == raw(a)
+    assert (out / "777" / "L-b.log").read_bytes() == raw(b)
+    assert (out / "778" / "L-c.log").read_bytes() == raw(c)
+    assert sink.path(PROJECT, "L-a") == out / "777" / "L-a.log"
+
+
+def test_lines_are_written_byte_for_byte(out, sink):
+    odd = ["", "  leading and trailing  ", "tab\there", "café ✓ 日本", "\x1b[31mred\x1b[0m", "cr\r"]
+    sink.write(lines("L-a", odd))
+    sink.flush()
+    assert sink.path(PROJECT, "L-a").read_bytes() == raw(odd)
+
+
+def test_later_batches_and_later_runs_append(out, sink):
+    first, second, third = texts("a", 3), texts("a", 3, start=3), texts("a", 3, start=6)
+    sink.write(lines("L-a", first))
+    sink.flush()
+    sink.write(lines("L-a", second, start=3))
+    sink.flush()
+    sink.close()
+    again = FileSink(out)
+    again.write(lines("L-a", third, start=6))
+    again.flush()
+    again.close()
+    assert sink.path(PROJECT, "L-a").read_bytes() == raw(first + second + third)
+
+
+def test_an_empty_batch_or_a_gap_alone_creates_nothing(out, sink):
+    sink.write([])
+    sink.write([Gap(PROJECT, "L-a", "algo", lost=None, position=0)])
+    sink.flush()
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
+def test_files_are_0640_and_directories_0750_whatever_the_umask(out, umask):
+    old = os.umask(umask)
+    try:
+        sink = FileSink(out)
+        sink.write(lines("L-a", texts("a", 1)) + lines("L-b", texts("b", 1), project_id=778))
+        sink.flush()
+        sink.close()
+    finally:
+        os.umask(old)
+    assert mode(out) == 0o750
+    assert mode(out / "777") == 0o750
+    assert mode(out / "778") == 0o750
+    assert mode(out / "777" / "L-a.log") == 0o640
+    assert mode(out / "778" / "L-b.log") == 0o640
+
+
+# -- positions and recovery ------------------------------------------------------------------
+
+
+def test_position_is_unknown_before_anything_was_written(sink):
+    assert sink.position(PROJECT, "L-a") == (None, None)
+
+
+def test_position_after_flush_is_the_file_size_and_inode(sink):
+    sink.write(lines("L-a", texts("a", 3)))
+    sink.flush()
+    path = sink.path(PROJECT, "L-a")
+    assert sink.position(PROJECT, "L-a") == (path.stat().st_size, path.stat().st_ino)
+    assert sink.position(PROJECT, "L-a")[0] == len(raw(texts("a", 3)))
+
+
+def test_position_counts_only_flushed_lines(sink):
+    sink.write(lines("L-a", texts("a", 3)))
+    sink.flush()
+    flushed = sink.position(PROJECT, "L-a")
+    sink.write(lines("L-a", texts("a", 2, start=3), start=3))
+    assert sink.position(PROJECT, "L-a") == flushed
+
+
+def saved_cursor(sink: FileSink, deploy_id: str = "L-a") -> Cursor:
+    size, inode = sink.position(PROJECT, deploy_id)
+    return Cursor(PROJECT, deploy_id, position=3, file_size=size, file_inode=inode)
+
+
+def test_recover_cuts_a_longer_file_back_to_the_saved_size(out, sink):
+    first = texts("a", 3)
+    sink.write(lines("L-a", first))
+    sink.flush()
+    cursor = saved_cursor(sink)
+    sink.write(lines("L-a", texts("a", 4, start=3), start=3))  # then killed before the save
+    sink.flush()
+    sink.close()
+    path = sink.path(PROJECT, "L-a")
+    FileSink(out).recover([cursor])
+    assert path.read_bytes() == raw(first)
+    assert path.stat().st_ino == cursor.file_inode
+
+
+def test_a_crash_between_write_and_cursor_save_does_not_duplicate_lines(out, sink):
+    first, second = texts("a", 3), texts("a", 4, start=3)
+    sink.write(lines("L-a", first))
+    sink.flush()
+    cursor = saved_cursor(sink)
+    sink.write(lines("L-a", second, start=3))
+    sink.flush()
+    sink.close()
+    restarted = FileSink(out)
+    restarted.recover([cursor])
+    restarted.write(lines("L-a", second, start=3))  # read again from the saved cursor
+    restarted.flush()
+    restarted.close()
+    assert sink.path(PROJECT, "L-a").read_bytes() == raw(first + second)
+
+
+def test_recover_empties_a_file_replaced_after_the_last_save(out, sink):
+    sink.write(lines("L-a", texts("a", 3)))
+    sink.flush()
+    cursor = saved_cursor(sink)
+    sink.close()
+    path = sink.path(PROJECT, "L-a")
+    replacement = path.with_name("replacement")
+    replacement.write_bytes(raw(texts("other", 10)))
+    replacement.replace(path)
+    FileSink(out).recover([cursor])
+    assert path.read_bytes() == b""
+    assert path.stat().st_ino != cursor.file_inode
+
+
+def test_recover_leaves_a_shorter_file_alone(out, sink):
+    sink.write(lines("L-a", texts("a", 3)))
+    sink.flush()
+    cursor = saved_cursor(sink)
+    sink.close()
+    path = sink.path(PROJECT, "L-a")
+    os.truncate(path, 5)
+    FileSink(out).recover([cursor])
+    assert path.read_bytes() == raw(texts("a", 3))[:5]
+
+
+def test_recover_without_a_file_creates_nothing(out):
+    cursor = Cursor(PROJECT, "L-a", position=3, file_size=100, file_inode=12345)
+    FileSink(out).recover([cursor])
+    assert not out.exists()
+
+
+def test_recover_ignores_a_cursor_without_a_file_size(out, sink):
+    sink.write(lines("L-a", texts("a", 3)))
+    sink.flush()
+    sink.close()
+    FileSink(out).recover([Cursor(PROJECT, "L-a", position=3)])
+    assert sink.path(PROJECT, "L-a").read_bytes() == raw(texts("a", 3))
+
+
+# -- symlinks and hostile names --------------------------------------------------------------
+
+
+@pytest.fixture
+def outside(tmp_path) -> Path:
+    """A directory beside the output directory, holding a file nobody may touch."""
+    directory = tmp_path / "outside"
+    directory.mkdir()
+    directory.chmod(0o755)
+    (directory / "precious").write_bytes(b"precious\n")
+    (directory / "L-a.log").write_bytes(b"not ours\n")
+    return directory
+
+
+def assert_untouched(outside: Path) -> None:
+    assert sorted(p.name for p in outside.iterdir()) == ["L-a.log", "precious"]
+    assert (outside / "precious").read_bytes() == b"precious\n"
+    assert (outside / "L-a.log").read_bytes() == b"not ours\n"
+    assert mode(outside) == 0o755
+
+
+def test_a_symlinked_project_directory_is_not_written_through(out, sink, outside):
+    out.mkdir()
+    (out / "777").symlink_to(outside)
+    with pytest.raises((OSError, OutputError)):
+        sink.write(lines("L-a", ["injected"]) + lines("L-new", ["injected"]))
+        sink.flush()
+    assert_untouched(outside)
+
+
+@pytest.mark.parametrize("target", ["precious", "L-a.log", "missing.log"])
+def test_a_symlinked_log_file_is_not_written_through(out, sink, outside, target):
+    (out / "777").mkdir(parents=True)
+    (out / "777" / "L-a.log").symlink_to(outside / target)
+    with pytest.raises((OSError, OutputError)):
+        sink.write(lines("L-a", ["injected"]))
+        sink.flush()
+    assert_untouched(outside)
+
+
+def test_recover_does_not_cut_a_file_outside_through_a_symlinked_log_file(out, outside):
+    (out / "777").mkdir(parents=True)
+    (out / "777" / "L-a.log").symlink_to(outside / "precious")
+    cursor = Cursor(PROJECT, "L-a", position=1, file_size=2, file_inode=12345)
+    with contextlib.suppress(OSError, OutputError):
+        FileSink(out).recover([cursor])
+    assert_untouched(outside)
+
+
+def test_recover_does_not_cut_a_file_outside_through_a_symlinked_project_directory(out, outside):
+    out.mkdir()
+    (out / "777").symlink_to(outside)
+    cursor = Cursor(PROJECT, "L-a", position=1, file_size=2, file_inode=12345)
+    with contextlib.suppress(OSError, OutputError):
+        FileSink(out).recover([cursor])
+    assert_untouched(outside)
+
+
+HOSTILE_IDS = [
+    "../../etc/passwd",
+    "../outside/precious",
+    "a/b",
+    "a\x00b",
+    "a\nb",
+    "x" * 300,
+    "déploiement-日本語-🚀",
+    "..",
+    ".",
+    "",
+    "\udcff",
+]
+
+
+@pytest.mark.parametrize("deploy_id", HOSTILE_IDS, ids=repr)
+def test_a_hostile_deploy_id_never_escapes_the_directory(tmp_path, out, sink, deploy_id):
+    sink.write(lines(deploy_id, ["hello"]))
+    sink.flush()
+    path = sink.path(PROJECT, deploy_id)
+    assert path.parent == out / "777"
+    assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == [path]
+    assert path.read_bytes() == b"hello\n"
+
+
+def test_hostile_deploy_ids_get_a_file_each(out, sink):
+    records = [line for i, d in enumerate(HOSTILE_IDS) for line in lines(d, [f"line {i}"])]
+    sink.write(records)
+    sink.flush()
+    for i, deploy_id in enumerate(HOSTILE_IDS):
+        assert sink.path(PROJECT, deploy_id).read_bytes() == f"line {i}\n".encode()
+
+
+def test_long_deploy_ids_that_differ_only_at_the_end_do_not_share_a_file(sink):
+    first, second = "x" * 300, "x" * 299 + "y"
+    sink.write(lines(first, ["first"]) + lines(second, ["second"]))
+    sink.flush()
+    assert sink.path(PROJECT, first).read_bytes() == b"first\n"
+    assert sink.path(PROJECT, second).read_bytes() == b"second\n"
+
+
+# -- a full disk -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path) -> Iterator[Path]:
+    """A real 16 KiB tmpfs, to run out of space for real (needs root and mount)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs to fill it needs root")
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16k,mode=0755", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def fill(filler: Path) -> None:
+    """Write zeros to ``filler`` until the file system has no room left."""
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+def test_a_full_disk_cuts_every_touched_file_back_and_the_retry_writes_once(tiny_tmpfs):
+    sink = FileSink(tiny_tmpfs / "out")
+    first_a, first_b = texts("a", 3), texts("b", 3)
+    sink.write(lines("L-a", first_a) + lines("L-b", first_b))
+    sink.flush()
+    flushed_b = sink.position(PROJECT, "L-b")
+    fill(tiny_tmpfs / "filler")
+    more_a = texts("a", 2, start=3)  # fits in the page the file already has
+    more_b = texts("b", 100, start=3, width=100)  # about 10 KB: does not fit
+    batch = lines("L-a", more_a, start=3) + lines("L-b", more_b, start=3)
+
+    with pytest.raises(OutputError, match="disk is full") as caught:
+        sink.write(batch)
+        sink.flush()
+
+    assert str(sink.path(PROJECT, "L-b")) in str(caught.value)
+    assert sink.path(PROJECT, "L-a").read_bytes() == raw(first_a)
+    assert sink.path(PROJECT, "L-b").read_bytes() == raw(first_b)
+    assert sink.position(PROJECT, "L-b") == flushed_b
+
+    (tiny_tmpfs / "filler").unlink()
+    sink.write(batch)
+    sink.flush()
+    sink.close()
+    assert sink.path(PROJECT, "L-a").read_bytes() == raw(first_a + more_a)
+    assert sink.path(PROJECT, "L-b").read_bytes() == raw(first_b + more_b)
+
+
+# -- rotation --------------------------------------------------------------------------------
+
+
+def test_reopen_after_rotation_lets_go_of_the_renamed_file(sink):
+    first, second = texts("a", 3), texts("a", 4, start=3)
+    path = sink.path(PROJECT, "L-a")
+    sink.write(lines("L-a", first))
+    sink.flush()
+    rotated = path.with_name(path.name + ".1")
+    path.rename(rotated)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))  # logrotate `create`
+    sink.reopen()
+    sink.write(lines("L-a", second, start=3))
+    sink.flush()
+    assert rotated.read_bytes() == raw(first)
+    assert path.read_bytes() == raw(second)
+    assert sink.position(PROJECT, "L-a") == (len(raw(second)), path.stat().st_ino)
+
+
+def test_until_reopen_lines_follow_the_renamed_file(sink):
+    first, second = texts("a", 3), texts("a", 4, start=3)
+    path = sink.path(PROJECT, "L-a")
+    sink.write(lines("L-a", first))
+    sink.flush()
+    rotated = path.with_name(path.name + ".1")
+    path.rename(rotated)
+    sink.write(lines("L-a", second, start=3))
+    sink.flush()
+    assert rotated.read_bytes() == raw(first + second)
+    assert not path.exists()
+
+
+def test_reopen_creates_the_file_when_rotation_did_not(sink):
+    path = sink.path(PROJECT, "L-a")
+    sink.write(lines("L-a", texts("a", 3)))
+    sink.flush()
+    path.rename(path.with_name(path.name + ".1"))
+    sink.reopen()
+    sink.write(lines("L-a", texts("a", 1, start=3), start=3))
+    sink.flush()
+    assert path.read_bytes() == raw(texts("a", 1, start=3))
+    assert mode(path) == 0o640
+
+
+@pytest.mark.skipif(
+    shutil.which("logrotate") is None,
+    reason="logrotate is not installed (the Debian package `logrotate` provides it)",
+)
+def test_real_logrotate_with_create_loses_and_duplicates_nothing(tmp_path, out, sink):
+    path = sink.path(PROJECT, "L-a")
+    config = tmp_path / "logrotate.conf"
+    config.write_text(f'"{path}" {{\n    rotate 10\n    create 0640\n    nocompress\n}}\n')
+    config.chmod(0o644)
+    rounds = [texts("a", 5, start=5 * i) for i in range(4)]
+    for i, batch in enumerate(rounds):
+        sink.write(lines("L-a", batch, start=5 * i))
+        sink.flush()
+        if i < len(rounds) - 1:
+            subprocess.run(
+                ["logrotate", "-f", "-s", str(tmp_path / "logrotate.state"), str(config)],
+                check=True,
+                capture_output=True,
+            )
+            sink.reopen()  # what `postrotate kill -HUP` does
+    generations = [path.with_name(f"{path.name}.{n}") for n in (3, 2, 1)] + [path]
+    assert [p.read_bytes() for p in generations] == [raw(batch) for batch in rounds]
+    assert mode(path) == 0o640

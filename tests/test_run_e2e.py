@@ -1,0 +1,346 @@
+"""`qc-tail run` end to end: the real daemon, killed and restarted, against the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tailer.emulator import Emulator
+
+from .conftest import TOKEN, USER_ID, cli_env, qc_tail, run, stamp
+
+PROJECTS = (101, 202, 303)
+
+
+def config(
+    tmp_path: Path, emu: Emulator, *, follows=(), discovery=True, start="project", **output
+) -> Path:
+    """A config file for the daemon, pointed at the emulator and at tmp_path."""
+    lines = [
+        "[api]",
+        f'base_url = "{emu.base_url}"',
+        f"user_id = {USER_ID}",
+        "timeout = 5",
+        "[poll]",
+        "interval = 0.05",
+        "max_interval = 0.2",
+        "drain = 1",
+        "[state]",
+        f'dir = "{tmp_path / "state"}"',
+        "[discovery]",
+        f"enabled = {str(discovery).lower()}",
+        "interval = 0.5",
+        f'start = "{start}"',
+        "[output]",
+        f'directory = "{output.get("directory", tmp_path / "out")}"',
+    ]
+    for project_id in follows:
+        lines += ["[[follow]]", f"project_id = {project_id}"]
+    path = tmp_path / "qc-tail.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def daemon(path: Path, emu: Emulator, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        qc_tail("--config", str(path), "run", *args),
+        env=cli_env(emu),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 20) -> tuple[int, str]:
+    code = process.wait(timeout=timeout)
+    assert process.stderr is not None
+    with process.stderr:
+        return code, process.stderr.read()
+
+
+def output_of(tmp_path: Path, project_id: int, deploy_id: str) -> list[str]:
+    path = tmp_path / "out" / str(project_id) / f"{deploy_id}.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def written_bytes(tmp_path: Path) -> int:
+    return sum(path.stat().st_size for path in (tmp_path / "out").glob("*/*.log"))
+
+
+def cursor_of(tmp_path: Path, project_id: int, deploy_id: str) -> dict:
+    path = tmp_path / "state" / "cursors" / str(project_id) / f"{deploy_id}.json"
+    return json.loads(path.read_text())
+
+
+def with_projects(emu: Emulator) -> Emulator:
+    for project_id in PROJECTS:
+        emu.add_project(project_id, f"algo-{project_id}")
+        emu.deploy(project_id)
+    return emu
+
+
+@pytest.fixture
+def fleet(emu: Emulator) -> Emulator:
+    return with_projects(emu)
+
+
+@pytest.fixture
+def big_fleet() -> Iterator[Emulator]:
+    """No trimming: the chaos test checks delivery, not retention."""
+    with Emulator(user_id=USER_ID, api_token=TOKEN, max_lines=10**7, seed=3).start() as emu:
+        yield with_projects(emu)
+        assert emu.stats.oversized_windows == 0
+
+
+def assert_every_deployment_exact(tmp_path: Path, emu: Emulator) -> int:
+    total = 0
+    for project_id in PROJECTS:
+        for deploy_id in emu.deploy_ids(project_id):
+            expected = emu.published(project_id, deploy_id)
+            assert output_of(tmp_path, project_id, deploy_id) == expected, (project_id, deploy_id)
+            total += len(expected)
+    return total
+
+
+def test_run_once_writes_each_deployment_to_its_file(tmp_path, fleet):
+    for i, project_id in enumerate(PROJECTS):
+        fleet.write(project_id, [stamp(n) for n in range(300 * (i + 1))])
+    fleet.publish()
+    result = run(fleet, "--config", str(config(tmp_path, fleet)), "run", "--once")
+    assert result.returncode == 0, result.stderr
+    assert assert_every_deployment_exact(tmp_path, fleet) == 1800
+    out = tmp_path / "out"
+    assert out.stat().st_mode & 0o777 == 0o750
+    for project_id in PROJECTS:
+        for log in (out / str(project_id)).iterdir():
+            assert log.stat().st_mode & 0o777 == 0o640
+    state = tmp_path / "state" / "cursors" / str(PROJECTS[0])
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in state.iterdir())
+
+
+class Writer:
+    """Lines keep arriving on every project, in snapshots, with a redeploy now and then."""
+
+    def __init__(self, emu: Emulator, seed: int) -> None:
+        self.emu = emu
+        self.rng = random.Random(seed)
+        self.count = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            project_id = self.rng.choice(PROJECTS)
+            burst = self.rng.randint(1, 300)
+            self.emu.write(project_id, [stamp(self.count + i) for i in range(burst)])
+            self.count += burst
+            if self.rng.random() < 0.02:
+                self.emu.deploy(project_id)
+            self.emu.publish()
+            self.stop.wait(self.rng.uniform(0.01, 0.1))
+
+    def __enter__(self) -> Writer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def torn_outputs(tmp_path: Path) -> int:
+    """Files holding lines their saved cursor does not account for (a kill between the two)."""
+    torn = 0
+    for path in (tmp_path / "state" / "cursors").glob("*/*.json"):
+        cursor = json.loads(path.read_text())
+        log = tmp_path / "out" / str(cursor["project_id"]) / f"{cursor['deploy_id']}.log"
+        torn += log.exists() and log.stat().st_size > (cursor["file_size"] or 0)
+    return torn
+
+
+def kill_when_torn(process: subprocess.Popen[str], tmp_path: Path, rng: random.Random) -> bool:
+    """SIGKILL the daemon at an instant its output holds lines its cursor does not.
+
+    The daemon is frozen with SIGSTOP at random instants until one finds that state, so the
+    kill lands exactly in the window that a crash-safe output must survive.
+    """
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and process.poll() is None:
+        process.send_signal(signal.SIGSTOP)
+        if torn_outputs(tmp_path):
+            process.send_signal(signal.SIGKILL)
+            return True
+        process.send_signal(signal.SIGCONT)
+        time.sleep(rng.uniform(0, 0.002))
+    process.send_signal(signal.SIGKILL)
+    return False
+
+
+def test_chaos_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path, big_fleet):
+    fleet = big_fleet
+    rng = random.Random(2026)
+    path = config(tmp_path, fleet)
+    faults = ("503", "empty500", "reset", "truncated", "429", "auth", "500", "502")
+    fleet.faults.random(rate=0.05, kinds=faults, seed=11)
+    torn = 0
+    with Writer(fleet, seed=5):
+        for kill in range(16):
+            project_id = rng.choice(PROJECTS)
+            fleet.write(project_id, [f"backlog {kill} {n}" for n in range(10_000)])
+            fleet.publish()
+            before = written_bytes(tmp_path)
+            process = daemon(path, fleet)
+            deadline = time.monotonic() + 5
+            while written_bytes(tmp_path) == before and time.monotonic() < deadline:
+                time.sleep(0.002)
+            if kill % 2:  # half the kills at a random instant, half inside the write window
+                time.sleep(rng.uniform(0, 0.5))
+                process.send_signal(signal.SIGKILL)
+            else:
+                torn += kill_when_torn(process, tmp_path, rng)
+            finish(process)
+    fleet.faults.clear()
+    result = run(fleet, "--config", str(path), "run", "--once")
+    assert result.returncode == 0, result.stderr
+    assert torn >= 4, f"only {torn} kills landed between a file write and its cursor save"
+    delivered = assert_every_deployment_exact(tmp_path, fleet)
+    assert delivered > 160_000
+    assert fleet.stats.faults_injected > 0
+
+
+def test_sigterm_mid_catch_up_exits_0_quickly_with_cursor_equal_to_output(tmp_path, fleet):
+    project_id = PROJECTS[0]
+    deploy_id = fleet.deploy_ids(project_id)[-1]
+    fleet.write(project_id, [stamp(n) for n in range(60_000)])
+    fleet.publish()
+    path = config(tmp_path, fleet, follows=[project_id], discovery=False)
+    process = daemon(path, fleet)
+    deadline = time.monotonic() + 20
+    while len(output_of(tmp_path, project_id, deploy_id)) < 2000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    code, stderr = finish(process)
+    assert code == 0, stderr
+    assert time.monotonic() - started < 2
+    written = output_of(tmp_path, project_id, deploy_id)
+    assert 0 < len(written) < 60_000, "stopped mid catch-up"
+    cursor = cursor_of(tmp_path, project_id, deploy_id)
+    assert cursor["position"] == len(written)
+    log = tmp_path / "out" / str(project_id) / f"{deploy_id}.log"
+    assert cursor["file_size"] == log.stat().st_size
+    assert written == fleet.published(project_id, deploy_id)[: len(written)]
+
+
+def test_corrupt_state_exits_78_naming_the_file(tmp_path, fleet):
+    fleet.write(PROJECTS[0], ["a line"])
+    fleet.publish()
+    path = config(tmp_path, fleet)
+    assert run(fleet, "--config", str(path), "run", "--once").returncode == 0
+    cursor = next((tmp_path / "state" / "cursors").glob("*/*.json"))
+    cursor.write_text('{"version": 1, "position": ')
+    result = run(fleet, "--config", str(path), "run", "--once")
+    assert result.returncode == 78
+    assert str(cursor) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert cursor.read_text() == '{"version": 1, "position": '
+
+
+def test_a_second_instance_on_the_same_state_exits_with_a_clear_message(tmp_path, fleet):
+    path = config(tmp_path, fleet)
+    first = daemon(path, fleet)
+    try:
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "state" / "lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        second = run(fleet, "--config", str(path), "run")
+        assert second.returncode == 75
+        assert f"another qc-tail (pid {first.pid})" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert finish(first)[0] == 0
+
+
+def test_lines_read_then_trimmed_are_not_repeated(tmp_path, fleet):
+    project_id = PROJECTS[0]
+    deploy_id = fleet.deploy_ids(project_id)[-1]
+    fleet.write(project_id, [stamp(n) for n in range(500)])
+    fleet.publish()
+    path = config(tmp_path, fleet, follows=[project_id], discovery=False)
+    assert run(fleet, "--config", str(path), "run", "--once").returncode == 0
+    fleet.trim(project_id, 400)
+    fleet.write(project_id, [stamp(n) for n in range(500, 650)])
+    fleet.publish()
+    result = run(fleet, "--config", str(path), "run", "--once")
+    assert result.returncode == 0, result.stderr
+    assert output_of(tmp_path, project_id, deploy_id) == [stamp(n) for n in range(650)]
+    assert '"event": "gap"' not in result.stderr
+
+
+def test_lines_trimmed_before_being_read_are_reported_as_a_gap(tmp_path, fleet):
+    project_id = PROJECTS[0]
+    deploy_id = fleet.deploy_ids(project_id)[-1]
+    fleet.write(project_id, [stamp(n) for n in range(100)])
+    fleet.publish()
+    path = config(tmp_path, fleet, follows=[project_id], discovery=False)
+    assert run(fleet, "--config", str(path), "run", "--once").returncode == 0
+    fleet.write(project_id, [stamp(n) for n in range(100, 1000)])
+    fleet.publish()
+    fleet.trim(project_id, 600)
+    result = run(fleet, "--config", str(path), "run", "--once")
+    assert result.returncode == 0, result.stderr
+    written = output_of(tmp_path, project_id, deploy_id)
+    assert written == [stamp(n) for n in range(100)] + [stamp(n) for n in range(600, 1000)]
+    gaps = [json.loads(line) for line in result.stderr.splitlines() if '"gap"' in line]
+    assert len(gaps) == 1
+    assert gaps[0]["level"] == "warning"
+    assert gaps[0]["deploy"] == deploy_id
+
+
+def test_sighup_reopens_files_for_logrotate(tmp_path, fleet):
+    project_id = PROJECTS[0]
+    deploy_id = fleet.deploy_ids(project_id)[-1]
+    path = config(tmp_path, fleet, follows=[project_id], discovery=False)
+    log = tmp_path / "out" / str(project_id) / f"{deploy_id}.log"
+    process = daemon(path, fleet)
+    written = 0
+    rotated = []
+    try:
+        for round_ in range(3):
+            for _ in range(20):
+                fleet.write(project_id, [stamp(written + i) for i in range(50)])
+                fleet.publish()
+                written += 50
+                time.sleep(0.02)
+            deadline = time.monotonic() + 10
+            while not log.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            moved = log.with_name(f"{log.name}.{round_}")
+            os.rename(log, moved)  # logrotate "create": rename, new empty file, then HUP
+            log.touch(mode=0o640)
+            process.send_signal(signal.SIGHUP)
+            rotated.append(moved)
+        deadline = time.monotonic() + 10
+        while len(combined(rotated, log)) < written and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code, stderr = finish(process)
+    assert code == 0, stderr
+    assert all(part.read_text() for part in rotated), "every rotated file got lines"
+    expected = [stamp(n) for n in range(written)]
+    assert combined(rotated, log) == fleet.published(project_id, deploy_id) == expected
+
+
+def combined(parts: list[Path], log: Path) -> list[str]:
+    return [line for part in [*parts, log] for line in part.read_text().splitlines()]
