@@ -344,3 +344,59 @@ def test_sighup_reopens_files_for_logrotate(tmp_path, fleet):
 
 def combined(parts: list[Path], log: Path) -> list[str]:
     return [line for part in [*parts, log] for line in part.read_text().splitlines()]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 64 KiB tmpfs for the output directory (needs root and mount)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs to fill it needs root")
+    mountpoint = tmp_path / "disk"
+    mountpoint.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(mountpoint)]
+    mounted = subprocess.run(mount, capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def test_a_full_disk_holds_the_cursor_and_recovers_exactly(tmp_path, fleet, small_disk):
+    project_id = PROJECTS[0]
+    deploy_id = fleet.deploy_ids(project_id)[-1]
+    lines = [f"{stamp(n)} {'x' * 60}" for n in range(3000)]  # ~250 KB: four times the disk
+    fleet.write(project_id, lines)
+    fleet.publish()
+    out = small_disk / "out"
+    path = config(tmp_path, fleet, follows=[project_id], discovery=False, directory=out)
+    log = out / str(project_id) / f"{deploy_id}.log"
+    process = daemon(path, fleet)
+    try:
+        deadline = time.monotonic() + 15
+        while not cursor_exists(tmp_path, project_id, deploy_id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)  # the disk is full by now, and stays so while the daemon retries
+        cursor = cursor_of(tmp_path, project_id, deploy_id)
+        written = log.read_text().splitlines()
+        assert written == lines[: len(written)]
+        assert cursor["position"] == len(written) < len(lines)
+        assert cursor["file_size"] == log.stat().st_size
+        remount = ["mount", "-o", "remount,size=1m", str(small_disk)]
+        subprocess.run(remount, check=True)
+        deadline = time.monotonic() + 20
+        while len(log.read_text().splitlines()) < len(lines) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code, stderr = finish(process)
+    assert code == 0, stderr
+    assert log.read_text().splitlines() == lines
+    failing = [line for line in stderr.splitlines() if '"poll_failing"' in line]
+    assert len(failing) == 1 and "disk is full" in failing[0]
+    assert sum('"poll_recovered"' in line for line in stderr.splitlines()) == 1
+
+
+def cursor_exists(tmp_path: Path, project_id: int, deploy_id: str) -> bool:
+    return (tmp_path / "state" / "cursors" / str(project_id) / f"{deploy_id}.json").exists()

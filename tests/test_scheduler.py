@@ -1,0 +1,98 @@
+"""The scheduler's pace and its log discipline, on a fake clock against the emulator."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from structlog.testing import capture_logs
+
+from tailer.api import QcApi
+from tailer.auth import QcAuth
+from tailer.emulator import Emulator, Fault
+from tailer.follower import ProjectFollower, Start
+from tailer.retry import RetryPolicy
+from tailer.scheduler import Scheduler
+from tailer.shutdown import Shutdown
+from tailer.sinks.stdout import StdoutSink
+
+from .conftest import PROJECT, TOKEN, USER_ID
+
+
+class FakeTime(Shutdown):
+    """A stop flag whose waits advance a fake clock instead of sleeping; stops at ``until``."""
+
+    def __init__(self, until: float) -> None:
+        super().__init__()
+        self.now = 0.0
+        self.until = until
+
+    def clock(self) -> float:
+        return self.now
+
+    def wait(self, seconds: float) -> bool:
+        self.now += max(0.0, seconds)
+        if self.now >= self.until:
+            self.event.set()
+        return self.event.is_set()
+
+
+@pytest.fixture
+def api(emu: Emulator) -> QcApi:
+    policy = RetryPolicy(max_attempts=1)
+    return QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=policy, sleep=lambda s: None)
+
+
+def scheduler(api: QcApi, time: FakeTime, out: io.StringIO) -> Scheduler:
+    follower = ProjectFollower(api, PROJECT, start=Start("end"), clock=time.clock)
+    return Scheduler(
+        [follower],
+        [StdoutSink(out)],
+        time,
+        interval=1.0,
+        max_interval=8.0,
+        clock=time.clock,
+    )
+
+
+def test_an_idle_deployment_backs_off_to_max_interval(emu, api):
+    emu.deploy(PROJECT)
+    time = FakeTime(until=60)
+    polls: list[float] = []
+    scheduler(api, time, io.StringIO()).run(on_idle=lambda: polls.append(time.now))
+    gaps = [round(b - a, 3) for a, b in zip(polls, polls[1:], strict=False)]
+    assert gaps[:4] == [2.0, 4.0, 8.0, 8.0]
+    assert set(gaps[3:]) == {8.0}
+    # one request per idle poll: the first poll also finds the deployment (2 requests)
+    assert emu.stats.by_path["/live/logs/read"] == len(polls) + 1
+
+
+def test_lines_bring_back_the_fast_pace(emu, api):
+    emu.deploy(PROJECT)
+    time = FakeTime(until=40)
+    out = io.StringIO()
+    polls: list[float] = []
+
+    def on_idle() -> None:
+        polls.append(time.now)
+        if len(polls) == 5:
+            emu.write(PROJECT, ["news"])
+            emu.publish()
+
+    scheduler(api, time, out).run(on_idle=on_idle)
+    gaps = [round(b - a, 3) for a, b in zip(polls, polls[1:], strict=False)]
+    assert gaps[:7] == [2.0, 4.0, 8.0, 8.0, 8.0, 1.0, 2.0]  # news: back to 1 s, then slower
+    assert out.getvalue() == "news\n"
+
+
+def test_an_outage_logs_once_when_it_starts_and_once_when_it_ends(emu, api):
+    emu.deploy(PROJECT)
+    time = FakeTime(until=120)
+    emu.faults.script([Fault("503")] * 12)
+    with capture_logs() as events:
+        scheduler(api, time, io.StringIO()).run()
+    names = [e["event"] for e in events if e["log_level"] in ("warning", "info", "error")]
+    assert names.count("poll_failing") == 1
+    assert names.count("poll_recovered") == 1
+    recovered = next(e for e in events if e["event"] == "poll_recovered")
+    assert recovered["failures"] == 12
