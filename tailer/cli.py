@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     daemon = command("run", "follow the configured deployments to the outputs", commands.run)
     daemon.add_argument("--once", action="store_true", help="catch up on everything, then exit")
+    daemon.add_argument("--detach", action="store_true", help="run in the background")
+    daemon.add_argument("--pidfile", metavar="PATH", help="with --detach: the pid (locked)")
+    daemon.add_argument("--log-file", metavar="PATH", help="with --detach: default state.dir")
 
     listing = command("list", "list live deployments", commands.list_deployments)
     listing.add_argument("--status", choices=("Running", "Stopped", "RuntimeError", "Liquidated"))

@@ -11,18 +11,16 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from tailer import service
 from tailer.api import QcApi
-from tailer.assembly import FOLLOWING, ONE_SHOT, build_api, checkpoint, follower_factory
-from tailer.config import Config, FollowConfig, load_config
-from tailer.discovery import Discovery
+from tailer.assembly import FOLLOWING, ONE_SHOT, build_api
+from tailer.config import Config, load_config
+from tailer.daemon import Notifier
 from tailer.errors import ConfigError, NotFoundError
 from tailer.follower import ProjectFollower, Start
 from tailer.scheduler import Scheduler
 from tailer.shutdown import Shutdown
-from tailer.sinks import Sink
-from tailer.sinks.files import FileSink
 from tailer.sinks.stdout import StdoutSink
-from tailer.store import CursorStore, StateLock
 
 Env = Mapping[str, str]
 
@@ -80,42 +78,19 @@ def run(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
             path=str(config.source) if config.source else None,
             key="follow",
         )
-    api = build_api(config, shutdown, FOLLOWING)
-    lock = StateLock(config.state.dir)
-    lock.acquire()
-    files = FileSink(output.directory) if output.directory else None
-    try:
-        store = CursorStore(config.state.dir)
-        saved = store.load_all()
-        outputs: list[Sink] = []
-        if files is not None:
-            files.recover(saved.values())
-            shutdown.on_hangup(files.reopen)
-            outputs.append(files)
-        if output.stdout:  # last: a line reaches stdout only once durable outputs have it
-            prefix = len(config.follows) > 1 or config.discovery.enabled
-            outputs.append(StdoutSink(sys.stdout, format=output.format, prefix=prefix))
-        make = follower_factory(api, config, saved)
-        discovery = Discovery(api, config.discovery) if config.discovery.enabled else None
-        scheduler = Scheduler(
-            [make(entry) for entry in config.follows],
-            outputs,
-            shutdown,
-            interval=config.poll.interval,
-            max_interval=config.poll.max_interval,
-            drain=config.poll.drain,
-            save=checkpoint(store, files),
-            discovery=discovery,
-            make_follower=lambda pid: make(FollowConfig(pid, start=config.discovery.start)),
-        )
-        if args.once:
-            scheduler.poll_once()
-        else:
-            scheduler.run()
-    finally:
-        if files is not None:
-            files.close()
-        lock.release()
+    pidfile = Path(args.pidfile).absolute() if args.pidfile else None
+    if args.detach and pidfile is None:
+        raise ConfigError("--detach needs --pidfile PATH (where the daemon's pid is kept)")
+    log_file = Path(args.log_file).absolute() if args.log_file else None
+    service.serve(
+        config,
+        build_api(config, shutdown, FOLLOWING),
+        shutdown,
+        once=args.once,
+        detach=pidfile if args.detach else None,
+        log_file=log_file or config.state.dir / "qc-tail.log",
+        notifier=Notifier(env),
+    )
     return 0
 
 

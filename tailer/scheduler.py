@@ -10,7 +10,7 @@ import structlog
 
 from tailer.cursor import Cursor
 from tailer.discovery import Discovery
-from tailer.errors import ApiError, OutputError, TransientError, UnreachableError
+from tailer.errors import ApiError, AuthError, OutputError, TransientError, UnreachableError
 from tailer.follower import ProjectFollower
 from tailer.reader import Batch
 from tailer.shutdown import Shutdown
@@ -57,6 +57,7 @@ class Scheduler:
         discovery: Discovery | None = None,
         make_follower: MakeFollower | None = None,
         clock: Callable[[], float] = time.monotonic,
+        auth_grace: float = 3600.0,
     ) -> None:
         self.outputs = list(outputs)
         self.shutdown = shutdown
@@ -69,6 +70,9 @@ class Scheduler:
         self._clock = clock
         self.slots = [_Slot(follower, interval) for follower in followers]
         self.delivered = 0
+        self.healthy_once = False  # some poll or discovery has succeeded
+        self.auth_failing_since: float | None = None
+        self.auth_grace = auth_grace
 
     @property
     def failing(self) -> int:
@@ -79,8 +83,12 @@ class Scheduler:
         self._discover()
         return sum(self._poll(slot) for slot in list(self.slots))
 
-    def run(self, on_idle: Callable[[], None] | None = None) -> None:
-        """Poll followers as they fall due until a stop is requested."""
+    def run(self, on_idle: Callable[[], None] | None = None, max_wait: float | None = None) -> None:
+        """Poll followers as they fall due until a stop is requested.
+
+        ``on_idle`` runs once per turn of the loop (the watchdog's heartbeat), at least every
+        ``max_wait`` seconds while nothing is due.
+        """
         while not self.shutdown.requested:
             if self.discovery is not None and self._clock() >= self.discovery.due:
                 self._discover()
@@ -90,7 +98,18 @@ class Scheduler:
                 self._poll_guarded(slot)
             if on_idle is not None:
                 on_idle()
-            self.shutdown.wait(self._next_wake() - self._clock())
+            wait = self._next_wake() - self._clock()
+            self.shutdown.wait(wait if max_wait is None else min(wait, max_wait))
+
+    def status(self) -> str:
+        """One line for systemd's STATUS=."""
+        text = f"following {len(self.slots)} project(s), {self.delivered} lines delivered"
+        if self.failing:
+            text += f", {self.failing} failing"
+        if self.auth_failing_since is not None:
+            since = time.strftime("%H:%M:%S", time.localtime(self.auth_failing_since))
+            text += f", auth failing since {since}"
+        return text
 
     def _next_wake(self) -> float:
         wakes = [slot.due for slot in self.slots]
@@ -104,6 +123,7 @@ class Scheduler:
         running = self.discovery.running()
         if running is None:
             return
+        self.healthy_once = True
         followed = {slot.follower.project_id: slot for slot in self.slots}
         for project_id in sorted(running - followed.keys()):
             log.info("discovered", project=project_id)
@@ -123,6 +143,13 @@ class Scheduler:
         except _RECOVERABLE as exc:
             self._failed(slot, exc)
             return
+        except AuthError as exc:
+            self._auth_failed(slot, exc)
+            return
+        self.healthy_once = True
+        if self.auth_failing_since is not None:
+            log.info("auth_recovered", after=round(time.time() - self.auth_failing_since, 1))
+            self.auth_failing_since = None
         self._recovered(slot)
         slot.delay = self.interval if found else min(slot.delay * 2, self.max_interval)
         slot.due = self._clock() + slot.delay
@@ -168,6 +195,22 @@ class Scheduler:
             for reader in slot.follower.readers:
                 self._persist(replace(reader.cursor, done=True))
         self.slots.remove(slot)
+
+    def _auth_failed(self, slot: _Slot, exc: AuthError) -> None:
+        """Credentials refused mid-run: retry slowly for a while, then give up (exit 77).
+
+        At start (nothing ever succeeded) it is fatal at once: the credentials are wrong.
+        """
+        if not self.healthy_once:
+            raise exc
+        now = time.time()
+        if self.auth_failing_since is None:
+            self.auth_failing_since = now
+            log.error("auth_failing", error=str(exc), gives_up_after=self.auth_grace)
+        elif now - self.auth_failing_since > self.auth_grace:
+            raise exc
+        slot.delay = self.max_interval
+        slot.due = self._clock() + slot.delay
 
     def _failed(self, slot: _Slot, exc: Exception) -> None:
         slot.failures += 1

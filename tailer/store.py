@@ -144,9 +144,17 @@ class StateLock:
                 f"{self.path.parent}: another qc-tail (pid {holder}) is using this state "
                 "directory; stop it first, or give this one its own state.dir"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        self.stamp()
+
+    def stamp(self) -> None:
+        """Write our pid into the lock file (again after detaching: the pid changed)."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def fds(self) -> list[int]:
+        return [self._fd] if self._fd is not None else []
 
     def release(self) -> None:
         if self._fd is not None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,24 @@ from tailer.emulator import Emulator
 USER_ID = 4321
 TOKEN = "canary-5f1c0ffee0ddba11-token"  # never to appear in any output
 PROJECT = 777
+_SINCE = int(time.time()) - 5
+
+
+def secrets_in(text: str) -> list[str]:
+    """The canary token, or any hash or Authorization value made from it, found in ``text``."""
+    found = [TOKEN] if TOKEN in text else []
+    for stamp_ in range(_SINCE, int(time.time()) + 5):
+        digest = hashlib.sha256(f"{TOKEN}:{stamp_}".encode()).hexdigest()
+        basic = base64.b64encode(f"{USER_ID}:{digest}".encode()).decode()
+        found += [secret for secret in (digest, basic) if secret in text]
+    return found
+
+
+def assert_no_secrets_under(directory: Path) -> None:
+    for path in directory.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            text = path.read_bytes().decode("utf-8", "replace")
+            assert secrets_in(text) == [], path
 
 
 def stamp(i: int) -> str:
@@ -47,14 +68,14 @@ def cli_env(emu: Emulator, **extra: str) -> dict[str, str]:
 
 
 def qc_tail(*args: str) -> list[str]:
-    """The command line of the real CLI, run by this interpreter."""
-    return [sys.executable, "-m", "tailer", *args]
+    """The command line of the real CLI, run by this interpreter, logging at DEBUG."""
+    return [sys.executable, "-m", "tailer", "--log-level", "debug", *args]
 
 
 def run(
     emu: Emulator, *args: str, timeout: float = 60, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    result = subprocess.run(
         qc_tail(*args),
         env=cli_env(emu, **env),
         capture_output=True,
@@ -63,3 +84,5 @@ def run(
         check=False,
         cwd=Path(__file__).parent,
     )
+    assert secrets_in(result.stdout + result.stderr) == []
+    return result

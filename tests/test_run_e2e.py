@@ -16,7 +16,16 @@ import pytest
 
 from tailer.emulator import Emulator
 
-from .conftest import TOKEN, USER_ID, cli_env, qc_tail, run, stamp
+from .conftest import (
+    TOKEN,
+    USER_ID,
+    assert_no_secrets_under,
+    cli_env,
+    qc_tail,
+    run,
+    secrets_in,
+    stamp,
+)
 
 PROJECTS = (101, 202, 303)
 
@@ -64,7 +73,16 @@ def finish(process: subprocess.Popen[str], timeout: float = 20) -> tuple[int, st
     code = process.wait(timeout=timeout)
     assert process.stderr is not None
     with process.stderr:
-        return code, process.stderr.read()
+        stderr = process.stderr.read()
+    assert secrets_in(stderr) == []
+    return code, stderr
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_left(tmp_path: Path) -> Iterator[None]:
+    """After each test: no output file or cursor holds the token or anything made from it."""
+    yield
+    assert_no_secrets_under(tmp_path)
 
 
 def output_of(tmp_path: Path, project_id: int, deploy_id: str) -> list[str]:

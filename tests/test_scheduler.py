@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 
 import pytest
 from structlog.testing import capture_logs
@@ -60,7 +61,7 @@ def test_an_idle_deployment_backs_off_to_max_interval(emu, api):
     time = FakeTime(until=60)
     polls: list[float] = []
     scheduler(api, time, io.StringIO()).run(on_idle=lambda: polls.append(time.now))
-    gaps = [round(b - a, 3) for a, b in zip(polls, polls[1:], strict=False)]
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(polls)]
     assert gaps[:4] == [2.0, 4.0, 8.0, 8.0]
     assert set(gaps[3:]) == {8.0}
     # one request per idle poll: the first poll also finds the deployment (2 requests)
@@ -80,7 +81,7 @@ def test_lines_bring_back_the_fast_pace(emu, api):
             emu.publish()
 
     scheduler(api, time, out).run(on_idle=on_idle)
-    gaps = [round(b - a, 3) for a, b in zip(polls, polls[1:], strict=False)]
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(polls)]
     assert gaps[:7] == [2.0, 4.0, 8.0, 8.0, 8.0, 1.0, 2.0]  # news: back to 1 s, then slower
     assert out.getvalue() == "news\n"
 

@@ -13,7 +13,7 @@ import pytest
 
 from tailer.emulator import Emulator, Fault
 
-from .conftest import PROJECT, TOKEN, USER_ID, cli_env, qc_tail, run, stamp
+from .conftest import PROJECT, TOKEN, USER_ID, cli_env, qc_tail, run, secrets_in, stamp
 
 
 def lines(n: int, first: int = 0) -> list[str]:
@@ -187,7 +187,9 @@ class Follow:
         assert self.process.stdout is not None and self.process.stderr is not None
         self.process.stdout.close()
         with self.process.stderr:
-            return code, self.process.stderr.read()
+            stderr = self.process.stderr.read()
+        assert secrets_in(stderr + "\n".join(self.lines)) == []
+        return code, stderr
 
 
 def wait_for_requests(emu: Emulator, path: str, count: int = 1) -> None:
