@@ -418,3 +418,43 @@ def test_a_full_disk_holds_the_cursor_and_recovers_exactly(tmp_path, fleet, smal
 
 def cursor_exists(tmp_path: Path, project_id: int, deploy_id: str) -> bool:
     return (tmp_path / "state" / "cursors" / str(project_id) / f"{deploy_id}.json").exists()
+
+
+def test_discovery_picks_up_new_deployments_and_drops_drained_ones(tmp_path, fleet):
+    first = fleet.deploy_ids(PROJECTS[0])[-1]
+    fleet.write(PROJECTS[0], ["before"])
+    fleet.publish()
+    path = config(tmp_path, fleet, start="deployment")
+    process = daemon(path, fleet)
+    try:
+        deadline = time.monotonic() + 15
+        while output_of(tmp_path, PROJECTS[0], first) != ["before"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        fleet.add_project(404, "newcomer")
+        newcomer = fleet.deploy(404)
+        fleet.write(404, ["hello from a new deployment"])
+        fleet.publish()
+        second = fleet.deploy(PROJECTS[0])  # a redeploy while running
+        fleet.write(PROJECTS[0], ["after the redeploy"])
+        fleet.publish()
+        fleet.stop_deployment(PROJECTS[1])  # stops: drained (drain = 1 s), then dropped
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not (
+            (tmp_path / "out" / "404" / f"{newcomer}.log").exists()
+            and output_of(tmp_path, PROJECTS[0], second) == ["after the redeploy"]
+        ):
+            time.sleep(0.05)
+        time.sleep(3)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code, stderr = finish(process)
+    assert code == 0, stderr
+    assert (tmp_path / "out" / "404" / f"{newcomer}.log").read_text() == (
+        "hello from a new deployment\n"
+    )
+    assert output_of(tmp_path, PROJECTS[0], second) == ["after the redeploy"]
+    assert output_of(tmp_path, PROJECTS[0], first) == ["before"]
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    dropped = [e["project"] for e in events if e["event"] == "stopped_following"]
+    assert dropped == [PROJECTS[1]]
+    assert [e["project"] for e in events if e["event"] == "discovered"] == [*PROJECTS, 404]
