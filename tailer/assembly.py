@@ -12,7 +12,7 @@ from tailer.config import Config, FollowConfig
 from tailer.cursor import Cursor
 from tailer.errors import ConfigError
 from tailer.follower import ProjectFollower, Start
-from tailer.retry import RetryPolicy, interruptible_sleep
+from tailer.retry import RetryPolicy
 from tailer.shutdown import Shutdown
 from tailer.sinks.files import FileSink
 from tailer.store import CursorStore
@@ -42,8 +42,8 @@ def build_api(config: Config, shutdown: Shutdown, policy: RetryPolicy = ONE_SHOT
         QcAuth(api.user_id, api.api_token, ServerClock()),
         timeout=api.timeout,
         policy=policy,
-        budget=RequestBudget(api.max_in_flight, api.max_requests_per_minute),
-        sleep=interruptible_sleep(shutdown.event),
+        budget=RequestBudget(api.max_in_flight, api.max_requests_per_minute, sleep=shutdown.sleep),
+        sleep=shutdown.sleep,
         stop_event=shutdown.event,
         ca_bundle=api.ca_bundle,
     )

@@ -70,10 +70,19 @@ class ProjectFollower:
         return list(self.chain)
 
     def poll(self) -> Iterator[Batch]:
-        """New lines (and gaps) from the committed cursors; commit each batch to go on."""
+        """New lines (and gaps), in order, from the committed cursors.
+
+        Batches may be read ahead of their commit (to deliver several at once); whatever was
+        not committed when the iteration stops is read again by the next poll.
+        """
         if not self.chain and not self._begin():
             return
+        for reader in self.chain:
+            reader.rewind()
         self._forget_drained()
+        yield from self._poll_chain()
+
+    def _poll_chain(self) -> Iterator[Batch]:
         for index, reader in enumerate(list(self.chain)[:-1]):
             successor = self.chain[index + 1]
             successor.probe()
@@ -94,24 +103,22 @@ class ProjectFollower:
             self._successor.probe()
             yield from self._drain_reader(reader, self._successor.offset)
             return
+        before = reader.ahead
         batch = reader.read()
         if batch is None:
             return
         if batch.lines and self._newer_deployment(reader):
-            yield from self.poll()  # re-read with the new chain; the batch is not trusted
+            reader.ahead = before  # rows of a newer deployment may be in it: read it again
+            yield from self._poll_chain()
             return
         safe_end = reader.length  # rows below it were ours when /live/read said we were latest
         while batch is not None:
             yield batch
-            if reader.cursor != batch.cursor:
-                return  # not committed: the outputs could not take it
             batch = reader.read(limit=safe_end)
 
     def _drain_reader(self, reader: DeploymentReader, end: int) -> Iterator[Batch]:
         while (batch := reader.read(end)) is not None:
             yield batch
-            if reader.cursor != batch.cursor:
-                return
 
     def _newer_deployment(self, reader: DeploymentReader) -> bool:
         """Ask the API which deployment is current; extend the chain if it moved on."""
@@ -213,7 +220,7 @@ class ProjectFollower:
         if start.kind in ("end", "last"):
             visible = reader.visible(end)
             skip = max(0, visible - start.count) if start.kind == "last" else visible
-            reader.cursor = Cursor(self.project_id, deployment.deploy_id, position=skip)
+            reader.place(Cursor(self.project_id, deployment.deploy_id, position=skip))
         return reader
 
     def _forget_drained(self) -> None:

@@ -49,7 +49,8 @@ class DeploymentReader:
         window: int = MAX_WINDOW,
     ) -> None:
         self.api = api
-        self.cursor = cursor
+        self.cursor = cursor  # committed: the outputs have everything before it
+        self.ahead = cursor  # read: where the next read starts (batches not yet committed)
         self.name = name
         self.offset = offset  # the deploymentOffset the API last reported
         self.length = 0  # the project's row count the API last reported
@@ -74,6 +75,14 @@ class DeploymentReader:
         """How many of the deployment's lines the API serves now (after a probe or read)."""
         return max(0, (self.length if end is None else end) - self.offset)
 
+    def place(self, cursor: Cursor) -> None:
+        """Start from ``cursor`` (a start position chosen before anything was read)."""
+        self.cursor = self.ahead = cursor
+
+    def rewind(self) -> None:
+        """Forget reads that were never committed: the next read starts at the cursor."""
+        self.ahead = self.cursor
+
     def read(self, end: int | None = None, *, limit: int | None = None) -> Batch | None:
         """The next window of new lines, a gap, or None when caught up.
 
@@ -83,7 +92,7 @@ class DeploymentReader:
         """
         bound = min((b for b in (end, limit) if b is not None), default=None)
         for _ in range(_OFFSET_RETRIES):
-            cursor = self.cursor
+            cursor = self.ahead
             first = cursor.line_number(self.offset)
             checked = min(len(cursor.tail), cursor.position - cursor.trimmed, self.window - 1)
             start = first - max(0, checked)
@@ -112,22 +121,23 @@ class DeploymentReader:
             if bound is not None:
                 rows = rows[: max(0, bound - first)]
             if end is not None:  # aligned, and the successor marks the end: the size is known
-                self.cursor = replace(cursor, total=cursor.trimmed + end - self.offset)
+                self.ahead = replace(cursor, total=cursor.trimmed + end - self.offset)
             self.caught_up = not rows
             return self._batch(rows, first) if rows else None
         raise ProtocolError(f"{self.deploy_id}: deploymentOffset keeps moving; retrying later")
 
     def commit(self, batch: Batch) -> None:
-        """The outputs have the batch: move on."""
+        """The outputs have the batch durably."""
         self.cursor = batch.cursor
 
     def _batch(self, rows: list[str], first: int) -> Batch:
-        cursor = self.cursor
+        cursor = self.ahead
         lines = tuple(
             Line(self.project_id, self.deploy_id, self.name, first + i, cursor.position + i, row)
             for i, row in enumerate(rows)
         )
-        return Batch(lines, None, cursor.advance(rows))
+        self.ahead = cursor.advance(rows)
+        return Batch(lines, None, self.ahead)
 
     def _fetch(self, start: int, stop: int) -> LogWindow:
         """One window, halving the window size if the server asks for smaller pages."""
@@ -143,13 +153,13 @@ class DeploymentReader:
 
     def _realign(self, end: int | None, limit: int | None) -> Batch | None:
         """The line before the cursor is not where it was: find it by content, or give a gap."""
-        cursor = self.cursor
+        cursor = self.ahead
         expected = cursor.line_number(self.offset) - 1
         found = self._search(cursor.tail, expected)
         if found is not None:
             shift = expected - found
             log.warning("realigned", deploy=self.deploy_id, shift=shift, position=cursor.position)
-            self.cursor = replace(cursor, trimmed=cursor.trimmed + shift)
+            self.ahead = replace(cursor, trimmed=cursor.trimmed + shift)
             return self.read(end, limit=limit)
         return self._gap(end)
 
@@ -178,13 +188,13 @@ class DeploymentReader:
 
     def _gap(self, end: int | None) -> Batch:
         """The last line delivered is gone: what follows it, up to the first line left, is lost."""
-        cursor = self.cursor
+        cursor = self.ahead
         lost: int | None = None
         if cursor.total is not None:
             lost = max(0, cursor.total - self.visible(end) - cursor.position)
         position = cursor.position + (lost or 0)
         gap = Gap(self.project_id, self.deploy_id, self.name, lost, position)
-        after = replace(cursor, position=position, trimmed=position, tail=())
+        after = self.ahead = replace(cursor, position=position, trimmed=position, tail=())
         log.warning(
             "gap",
             deploy=self.deploy_id,

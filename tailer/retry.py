@@ -132,12 +132,3 @@ def auth_retrying(
         before_sleep=_log_retry,
         reraise=True,
     )
-
-
-def interruptible_sleep(event: threading.Event) -> Sleep:
-    """A sleep that ends early when ``event`` is set (a signal asked us to stop)."""
-
-    def sleep(seconds: float) -> None:
-        event.wait(seconds)
-
-    return sleep

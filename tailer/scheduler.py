@@ -12,13 +12,16 @@ from tailer.cursor import Cursor
 from tailer.discovery import Discovery
 from tailer.errors import ApiError, AuthError, OutputError, TransientError, UnreachableError
 from tailer.follower import ProjectFollower
-from tailer.reader import Batch
+from tailer.reader import MAX_WINDOW, Batch
 from tailer.shutdown import Shutdown
 from tailer.sinks import Record, Sink
 
 log = structlog.get_logger(__name__)
 
 Save = Callable[[Cursor], None]
+GROUP_LINES = 10 * MAX_WINDOW
+"""Lines delivered (written, flushed, checkpointed) at once during a catch-up."""
+GROUP_BYTES = 1 << 20
 MakeFollower = Callable[[int], ProjectFollower]
 _RECOVERABLE = (TransientError, UnreachableError, ApiError, OutputError)
 
@@ -83,12 +86,9 @@ class Scheduler:
         self._discover()
         return sum(self._poll(slot) for slot in list(self.slots))
 
-    def run(self, on_idle: Callable[[], None] | None = None, max_wait: float | None = None) -> None:
-        """Poll followers as they fall due until a stop is requested.
-
-        ``on_idle`` runs once per turn of the loop (the watchdog's heartbeat), at least every
-        ``max_wait`` seconds while nothing is due.
-        """
+    def run(self, on_idle: Callable[[], None] | None = None) -> None:
+        """Poll followers as they fall due until a stop is requested; ``on_idle`` runs once
+        per turn of the loop."""
         while not self.shutdown.requested:
             if self.discovery is not None and self._clock() >= self.discovery.due:
                 self._discover()
@@ -98,8 +98,7 @@ class Scheduler:
                 self._poll_guarded(slot)
             if on_idle is not None:
                 on_idle()
-            wait = self._next_wake() - self._clock()
-            self.shutdown.wait(wait if max_wait is None else min(wait, max_wait))
+            self.shutdown.wait(self._next_wake() - self._clock())
 
     def status(self) -> str:
         """One line for systemd's STATUS=."""
@@ -157,26 +156,41 @@ class Scheduler:
             self._drop(slot)
 
     def _poll(self, slot: _Slot) -> int:
+        """Deliver a follower's new batches, several windows at a time, then commit them."""
         found = 0
         follower = slot.follower
+        group: list[Batch] = []
+        size = 0
         for batch in follower.poll():
-            with self.shutdown.critical():
-                self._deliver(batch)
-                follower.commit(batch)
-            found += len(batch.lines)
+            group.append(batch)
+            size += sum(len(line.text) + 1 for line in batch.lines)
+            if size >= GROUP_BYTES or sum(len(b.lines) for b in group) >= GROUP_LINES:
+                found += self._deliver(follower, group)
+                group, size = [], 0
+        if group:
+            found += self._deliver(follower, group)
         with self.shutdown.critical():
             while follower.finished:
                 self._persist(follower.finished.pop(0))
         self.delivered += found
         return found
 
-    def _deliver(self, batch: Batch) -> None:
-        records: Sequence[Record] = batch.lines or ((batch.gap,) if batch.gap else ())
-        for output in self.outputs:
-            output.write(records)
-        for output in self.outputs:
-            output.flush()
-        self._persist(batch.cursor)
+    def _deliver(self, follower: ProjectFollower, group: list[Batch]) -> int:
+        """To every output, flushed; then the cursors are saved and the batches committed."""
+        records: list[Record] = []
+        for batch in group:
+            records.extend(batch.lines or ((batch.gap,) if batch.gap else ()))
+        with self.shutdown.critical():
+            for output in self.outputs:
+                output.write(records)
+            for output in self.outputs:
+                output.flush()
+            latest = {batch.cursor.deploy_id: batch.cursor for batch in group}
+            for cursor in latest.values():
+                self._persist(cursor)
+            for batch in group:
+                follower.commit(batch)
+        return sum(len(batch.lines) for batch in group)
 
     def _persist(self, cursor: Cursor) -> None:
         if self._save is not None:

@@ -78,6 +78,9 @@ def _follow(
         make_follower=lambda pid: make(FollowConfig(pid, start=config.discovery.start)),
     )
 
+    shutdown.heartbeat = notifier.watchdog
+    shutdown.heartbeat_every = notifier.watchdog_interval
+
     def heartbeat() -> None:
         notifier.watchdog()
         if scheduler.healthy_once:
@@ -88,7 +91,7 @@ def _follow(
         if once:
             scheduler.poll_once()
         else:
-            scheduler.run(on_idle=heartbeat, max_wait=notifier.watchdog_interval)
+            scheduler.run(on_idle=heartbeat)
     finally:
         notifier.stopping()
         if files is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -36,6 +37,8 @@ class Shutdown:
         self._on_hangup: list[Callable[[], None]] = []
         self.hangups = 0
         self._previous: dict[int, Any] = {}
+        self.heartbeat: Callable[[], None] | None = None
+        self.heartbeat_every: float | None = None
 
     @property
     def requested(self) -> bool:
@@ -59,8 +62,24 @@ class Shutdown:
         self.event.set()
 
     def wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``; True if a stop was requested."""
-        return self.event.wait(max(0.0, seconds))
+        """Sleep up to ``seconds``; True if a stop was requested.
+
+        While sleeping, ``heartbeat`` (systemd's watchdog) is called at least every
+        ``heartbeat_every`` seconds: a deliberate wait is not a hang. Only a stuck request or
+        a stuck loop (which never reach a wait) let the pings stop.
+        """
+        deadline = time.monotonic() + max(0.0, seconds)
+        while True:
+            if self.heartbeat is not None:
+                self.heartbeat()
+            left = deadline - time.monotonic()
+            step = left if self.heartbeat_every is None else min(left, self.heartbeat_every)
+            if self.event.wait(max(0.0, step)) or left <= step:
+                return self.event.is_set()
+
+    def sleep(self, seconds: float) -> None:
+        """``wait`` for code that takes a plain sleep function (retries, the request budget)."""
+        self.wait(seconds)
 
     @contextmanager
     def critical(self) -> Iterator[None]:

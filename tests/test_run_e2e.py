@@ -366,12 +366,12 @@ def combined(parts: list[Path], log: Path) -> list[str]:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 64 KiB tmpfs for the output directory (needs root and mount)."""
+    """A real 256 KiB tmpfs for the output directory (needs root and mount)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs to fill it needs root")
     mountpoint = tmp_path / "disk"
     mountpoint.mkdir()
-    mount = ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(mountpoint)]
+    mount = ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(mountpoint)]
     mounted = subprocess.run(mount, capture_output=True, text=True, check=False)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
@@ -384,7 +384,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def test_a_full_disk_holds_the_cursor_and_recovers_exactly(tmp_path, fleet, small_disk):
     project_id = PROJECTS[0]
     deploy_id = fleet.deploy_ids(project_id)[-1]
-    lines = [f"{stamp(n)} {'x' * 60}" for n in range(3000)]  # ~250 KB: four times the disk
+    lines = [f"{stamp(n)} {'x' * 60}" for n in range(12_000)]  # ~1 MB: four times the disk
     fleet.write(project_id, lines)
     fleet.publish()
     out = small_disk / "out"
@@ -401,7 +401,7 @@ def test_a_full_disk_holds_the_cursor_and_recovers_exactly(tmp_path, fleet, smal
         assert written == lines[: len(written)]
         assert cursor["position"] == len(written) < len(lines)
         assert cursor["file_size"] == log.stat().st_size
-        remount = ["mount", "-o", "remount,size=1m", str(small_disk)]
+        remount = ["mount", "-o", "remount,size=4m", str(small_disk)]
         subprocess.run(remount, check=True)
         deadline = time.monotonic() + 20
         while len(log.read_text().splitlines()) < len(lines) and time.monotonic() < deadline:

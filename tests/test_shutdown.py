@@ -1,0 +1,51 @@
+"""The stop flag: waits that end on a signal, and keep the watchdog fed while they last."""
+
+import signal
+import threading
+import time
+
+import pytest
+
+from tailer.shutdown import Interrupted, Shutdown
+
+
+def test_a_wait_feeds_the_heartbeat_while_it_lasts():
+    shutdown = Shutdown()
+    beats = []
+    shutdown.heartbeat = lambda: beats.append(time.monotonic())
+    shutdown.heartbeat_every = 0.05
+    assert shutdown.wait(0.3) is False
+    assert len(beats) >= 4
+
+
+def test_a_stop_request_ends_a_wait_early():
+    shutdown = Shutdown()
+    threading.Timer(0.05, shutdown.request).start()
+    started = time.monotonic()
+    assert shutdown.wait(10) is True
+    assert time.monotonic() - started < 5
+
+
+def test_a_signal_inside_a_critical_section_waits_for_its_end():
+    shutdown = Shutdown()
+    shutdown.install()
+    try:
+        done = []
+        with pytest.raises(Interrupted) as raised, shutdown.critical():
+            signal.raise_signal(signal.SIGTERM)
+            done.append("the write in hand")
+        assert done == ["the write in hand"]
+        assert raised.value.signum == signal.SIGTERM
+    finally:
+        shutdown.uninstall()
+
+
+def test_a_signal_outside_a_critical_section_interrupts_at_once():
+    shutdown = Shutdown()
+    shutdown.install()
+    try:
+        with pytest.raises(Interrupted):
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        shutdown.uninstall()
+    assert shutdown.requested
