@@ -12,6 +12,7 @@ from tailer.config import Config, FollowConfig
 from tailer.cursor import Cursor
 from tailer.errors import ConfigError
 from tailer.follower import ProjectFollower, Start
+from tailer.prefetch import Prefetcher
 from tailer.retry import RetryPolicy
 from tailer.shutdown import Shutdown
 from tailer.sinks.files import FileSink
@@ -54,6 +55,8 @@ def follower_factory(
 ) -> Callable[[FollowConfig], ProjectFollower]:
     """Makes the follower of one follow entry, resuming from its saved cursors."""
 
+    prefetcher = Prefetcher(config.api.max_in_flight)
+
     def make(entry: FollowConfig) -> ProjectFollower:
         mine = {d: c for (p, d), c in saved.items() if p == entry.project_id}
         return ProjectFollower(
@@ -64,6 +67,7 @@ def follower_factory(
             start=Start(entry.start),
             saved=mine,
             drain=config.poll.drain,
+            prefetcher=prefetcher,
         )
 
     return make

@@ -18,6 +18,7 @@ from tailer.config import Config, load_config
 from tailer.daemon import Notifier
 from tailer.errors import ConfigError, NotFoundError
 from tailer.follower import ProjectFollower, Start
+from tailer.prefetch import Prefetcher
 from tailer.scheduler import Scheduler
 from tailer.shutdown import Shutdown
 from tailer.sinks.stdout import StdoutSink
@@ -45,6 +46,7 @@ def tail(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
         start=start,
         drain=config.poll.drain,
         wait_for_deployment=args.follow,
+        prefetcher=Prefetcher(config.api.max_in_flight),
     )
     sink = StdoutSink(sys.stdout, format=args.format, prefix=args.prefix)
     interval = args.interval or config.poll.interval

@@ -12,6 +12,7 @@ import structlog
 from tailer.api import Deployment, QcApi
 from tailer.cursor import Cursor
 from tailer.errors import NotFoundError
+from tailer.prefetch import Prefetcher
 from tailer.reader import Batch, DeploymentReader
 
 log = structlog.get_logger(__name__)
@@ -48,9 +49,11 @@ class ProjectFollower:
         drain: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
         wait_for_deployment: bool = True,
+        prefetcher: Prefetcher | None = None,
     ) -> None:
         self.api = api
         self._wait = wait_for_deployment
+        self._prefetcher = prefetcher
         self.project_id = project_id
         self.pinned = deploy_id
         self.name = name
@@ -213,8 +216,9 @@ class ProjectFollower:
         name = self.name or str(self.project_id)
         saved = self._saved.pop(deployment.deploy_id, None)
         if saved is not None:
-            return DeploymentReader(self.api, saved, name)
-        reader = DeploymentReader(self.api, Cursor(self.project_id, deployment.deploy_id), name)
+            return DeploymentReader(self.api, saved, name, prefetcher=self._prefetcher)
+        cursor = Cursor(self.project_id, deployment.deploy_id)
+        reader = DeploymentReader(self.api, cursor, name, prefetcher=self._prefetcher)
         reader.probe()
         start = start or self._start
         if start.kind in ("end", "last"):

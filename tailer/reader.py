@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
 import structlog
 
 from tailer.api import LogWindow, QcApi
-from tailer.cursor import Cursor
+from tailer.cursor import TAIL_LINES, Cursor
 from tailer.errors import ProtocolError, WindowTooLargeError
+from tailer.prefetch import Prefetcher
 from tailer.records import Gap, Line, fingerprint
 
 log = structlog.get_logger(__name__)
@@ -47,6 +50,7 @@ class DeploymentReader:
         *,
         offset: int = 0,
         window: int = MAX_WINDOW,
+        prefetcher: Prefetcher | None = None,
     ) -> None:
         self.api = api
         self.cursor = cursor  # committed: the outputs have everything before it
@@ -55,6 +59,8 @@ class DeploymentReader:
         self.offset = offset  # the deploymentOffset the API last reported
         self.length = 0  # the project's row count the API last reported
         self.window = min(window, MAX_WINDOW)
+        self.prefetcher = prefetcher
+        self._ahead: dict[tuple[int, int], Future[LogWindow]] = {}
         self.caught_up = False  # the last read found nothing new
 
     @property
@@ -82,6 +88,7 @@ class DeploymentReader:
     def rewind(self) -> None:
         """Forget reads that were never committed: the next read starts at the cursor."""
         self.ahead = self.cursor
+        self._forget_prefetched()
 
     def read(self, end: int | None = None, *, limit: int | None = None) -> Batch | None:
         """The next window of new lines, a gap, or None when caught up.
@@ -112,7 +119,10 @@ class DeploymentReader:
                     now=window.deployment_offset,
                 )
                 self.offset = window.deployment_offset
+                self._forget_prefetched()
                 continue
+            if len(window.logs) == stop - start and window.length > stop:
+                self._prefetch(stop, min(window.length, bound or window.length))
             rows = list(window.logs)
             if checked > 0:
                 if [fingerprint(row) for row in rows[:checked]] != list(cursor.tail[-checked:]):
@@ -140,16 +150,50 @@ class DeploymentReader:
         return Batch(lines, None, self.ahead)
 
     def _fetch(self, start: int, stop: int) -> LogWindow:
-        """One window, halving the window size if the server asks for smaller pages."""
+        """One window (prefetched, if it was foreseen), halving it if the server asks."""
+        future = self._ahead.pop((start, stop), None)
         while True:
             try:
+                if future is not None:
+                    return future.result()
                 return self.api.read_logs(self.project_id, self.deploy_id, start, stop)
             except WindowTooLargeError:
+                self._forget_prefetched()
+                future = None
                 if stop - start <= 2:
                     raise
                 self.window = max(2, (stop - start) // 2)
                 log.warning("window_shrunk", deploy=self.deploy_id, window=self.window)
                 stop = start + self.window
+            except BaseException:
+                self._forget_prefetched()
+                raise
+
+    def _prefetch(self, stop: int, bound: int) -> None:
+        """Request the windows that will follow a full one, as ``read`` will compute them.
+
+        Each overlaps its predecessor by the tail that ``read`` checks, so a window fetched
+        before a trim moved the lines is caught like any other read.
+        """
+        if self.prefetcher is None:
+            return
+        depth = max(0, int(self.api.budget.window) - 1)
+        overlap = min(TAIL_LINES, self.window - 1)
+        while len(self._ahead) < depth:
+            start = stop - overlap
+            nxt = min(start + self.window, max(bound, start + 1))
+            if start + overlap >= bound or (start, nxt) in self._ahead:
+                return
+            read = functools.partial(
+                self.api.read_logs, self.project_id, self.deploy_id, start, nxt
+            )
+            self._ahead[(start, nxt)] = self.prefetcher.submit(read)
+            stop = nxt
+
+    def _forget_prefetched(self) -> None:
+        for future in self._ahead.values():
+            future.cancel()
+        self._ahead.clear()
 
     def _realign(self, end: int | None, limit: int | None) -> Batch | None:
         """The line before the cursor is not where it was: find it by content, or give a gap."""
