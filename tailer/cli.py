@@ -34,6 +34,21 @@ def _count(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
+
+
+def _milliseconds(text: str) -> float:
+    """A duration given in milliseconds (>= 0), as seconds."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of milliseconds >= 0, got {text}")
+    return value / 1000
+
+
 def _globals(parser: argparse.ArgumentParser, default: object) -> None:
     """Global options, accepted before or after the command name."""
     parser.add_argument("--config", metavar="PATH", default=default, help="TOML config file")
@@ -96,6 +111,25 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--publish-interval", type=float, default=0.0, metavar="SECONDS")
     emulator.add_argument("--max-lines", type=int, default=100_000)
     emulator.add_argument("--quiet", action="store_true", help="no lively demo algorithms")
+    emulator.add_argument(
+        "--preload",
+        type=_count,
+        metavar="N",
+        help="benchmarks: deploy project 1 ('bench') with N published lines",
+    )
+    emulator.add_argument(
+        "--projects",
+        type=_positive_int,
+        metavar="K",
+        help="benchmarks: projects 1..K, each deployed with the --preload lines (default 0)",
+    )
+    emulator.add_argument(
+        "--latency",
+        type=_milliseconds,
+        default=0.0,
+        metavar="MS",
+        help="milliseconds slept before every answer (default 0)",
+    )
     return parser
 
 

@@ -200,6 +200,9 @@ def emulator(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
         publish_interval=args.publish_interval,
         max_lines=args.max_lines,
         lively=not args.quiet,
+        preload=args.preload,
+        projects=args.projects,
+        latency=args.latency,
         stop=shutdown.event,
         out=sys.stdout,
     )

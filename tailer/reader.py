@@ -142,9 +142,14 @@ class DeploymentReader:
 
     def _batch(self, rows: list[str], first: int) -> Batch:
         cursor = self.ahead
+        project, deploy, name, position = (
+            self.project_id,
+            self.deploy_id,
+            self.name,
+            cursor.position,
+        )
         lines = tuple(
-            Line(self.project_id, self.deploy_id, self.name, first + i, cursor.position + i, row)
-            for i, row in enumerate(rows)
+            Line(project, deploy, name, first + i, position + i, row) for i, row in enumerate(rows)
         )
         self.ahead = cursor.advance(rows)
         return Batch(lines, None, self.ahead)
@@ -177,7 +182,7 @@ class DeploymentReader:
         """
         if self.prefetcher is None:
             return
-        depth = max(0, int(self.api.budget.window) - 1)
+        depth = int(self.api.budget.window)  # the budget caps what is really in flight
         overlap = min(TAIL_LINES, self.window - 1)
         while len(self._ahead) < depth:
             start = stop - overlap

@@ -21,7 +21,6 @@ log = structlog.get_logger(__name__)
 Save = Callable[[Cursor], None]
 GROUP_LINES = 10 * MAX_WINDOW
 """Lines delivered (written, flushed, checkpointed) at once during a catch-up."""
-GROUP_BYTES = 1 << 20
 MakeFollower = Callable[[int], ProjectFollower]
 _RECOVERABLE = (TransientError, UnreachableError, ApiError, OutputError)
 
@@ -160,13 +159,13 @@ class Scheduler:
         found = 0
         follower = slot.follower
         group: list[Batch] = []
-        size = 0
+        lines = 0
         for batch in follower.poll():
             group.append(batch)
-            size += sum(len(line.text) + 1 for line in batch.lines)
-            if size >= GROUP_BYTES or sum(len(b.lines) for b in group) >= GROUP_LINES:
+            lines += len(batch.lines)
+            if lines >= GROUP_LINES:
                 found += self._deliver(follower, group)
-                group, size = [], 0
+                group, lines = [], 0
         if group:
             found += self._deliver(follower, group)
         with self.shutdown.critical():

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Self, TextIO
 
 from tailer.emulator.faults import Fault, Faults
@@ -160,6 +161,16 @@ class Emulator:
         return [project_id for project_id, _ in self.model.projects()]
 
 
+def bench_line(i: int) -> str:
+    """The ``i``-th line of a benchmark project: an order fill of realistic length."""
+    hour, minute, second = 9 + i // 36_000 % 14, i // 600 % 60, i // 10 % 60
+    side, quantity = ("BUY", 100 + i % 9 * 25) if i % 2 == 0 else ("SELL", 50 + i % 7 * 10)
+    return (
+        f"2026-03-02 {hour:02d}:{minute:02d}:{second:02d} Order filled: {side} {quantity} SPY"
+        f" @ {451 + i % 97 / 100:.2f}, fees $1.00 #{i}"
+    )
+
+
 def serve(
     host: str,
     port: int,
@@ -171,21 +182,47 @@ def serve(
     lively: bool,
     stop: threading.Event,
     out: TextIO,
+    preload: int | None = None,
+    projects: int | None = None,
+    latency: float = 0.0,
 ) -> None:
-    """Serve until ``stop`` is set, after printing how to point qc-tail at the emulator."""
+    """Serve until ``stop`` is set, after printing how to point qc-tail at the emulator.
+
+    With ``preload`` or ``projects`` (benchmarks), projects ``1..projects`` (project 1 named
+    ``bench``) are each deployed with ``preload`` published lines. ``latency`` is slept before
+    every answer. SIGUSR1 prints ``stats requests=N logs_read=M`` (main thread only).
+    """
     emulator = Emulator(
-        user_id, api_token, publish_interval=publish_interval, max_lines=max_lines
+        user_id, api_token, publish_interval=publish_interval, max_lines=max_lines, latency=latency
     ).start(host, port)
+    if preload is not None or projects is not None:
+        lines = [bench_line(i) for i in range(preload or 0)]
+        for project_id in range(1, (projects or 1) + 1):
+            emulator.add_project(project_id, "bench" if project_id == 1 else f"bench-{project_id}")
+            emulator.deploy(project_id)
+            emulator.write(project_id, lines)
+        emulator.publish()
     scenery = Scenery(emulator).start() if lively else None
+
+    def report(signum: int, frame: FrameType | None) -> None:
+        stats = emulator.stats
+        logs_read = stats.by_path.get("/live/logs/read", 0)
+        out.write(f"stats requests={stats.requests} logs_read={logs_read}\n")
+        out.flush()
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGUSR1, report) if in_main else None
     try:
-        projects = " ".join(str(p) for p in emulator.project_ids) or "none (lively is off)"
+        projects_text = " ".join(str(p) for p in emulator.project_ids) or "none (lively is off)"
         out.write(
             f"export QC_BASE_URL={emulator.base_url} QC_USER_ID={user_id} "
-            f"QC_API_TOKEN={api_token}  # projects: {projects}\n"
+            f"QC_API_TOKEN={api_token}  # projects: {projects_text}\n"
         )
         out.flush()
         stop.wait()
     finally:
+        if in_main:
+            signal.signal(signal.SIGUSR1, previous)
         if scenery is not None:
             scenery.stop()
         emulator.stop()

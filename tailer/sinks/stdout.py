@@ -58,6 +58,11 @@ class StdoutSink:
         self._deployments: dict[int, set[str]] = {}
 
     def write(self, records: Sequence[Record]) -> None:
+        if self.format == "text" and not self.prefix:  # the common case, kept cheap
+            texts = [record.text for record in records if isinstance(record, Line)]
+            if texts:
+                self.stream.write("\n".join(texts) + "\n")
+            return
         out = []
         for record in records:
             if self.format == "json":
