@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 
 from tailer.api import QcApi
 from tailer.auth import QcAuth, ServerClock
@@ -15,8 +14,6 @@ from tailer.follower import ProjectFollower, Start
 from tailer.prefetch import Prefetcher
 from tailer.retry import RetryPolicy
 from tailer.shutdown import Shutdown
-from tailer.sinks.files import FileSink
-from tailer.store import CursorStore
 
 ONE_SHOT = RetryPolicy(max_time=60.0, cap=10.0)
 """For commands that answer and exit: a minute of retries, then exit 69."""
@@ -71,16 +68,3 @@ def follower_factory(
         )
 
     return make
-
-
-def checkpoint(store: CursorStore, files: FileSink | None) -> Callable[[Cursor], None]:
-    """Saves a cursor together with the length its output file had when it was flushed."""
-
-    def save(cursor: Cursor) -> None:
-        if files is not None:
-            size, inode = files.position(cursor.project_id, cursor.deploy_id)
-            if size is not None:
-                cursor = replace(cursor, file_size=size, file_inode=inode)
-        store.save(cursor)
-
-    return save

@@ -18,6 +18,7 @@ from tailer.config import Config, load_config
 from tailer.daemon import Notifier
 from tailer.errors import ConfigError, NotFoundError
 from tailer.follower import ProjectFollower, Start
+from tailer.pipeline import Pipeline
 from tailer.prefetch import Prefetcher
 from tailer.scheduler import Scheduler
 from tailer.shutdown import Shutdown
@@ -51,8 +52,7 @@ def tail(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
     sink = StdoutSink(sys.stdout, format=args.format, prefix=args.prefix)
     interval = args.interval or config.poll.interval
     scheduler = Scheduler(
-        [follower],
-        [sink],
+        [Pipeline([sink], [follower])],
         shutdown,
         interval=interval,
         max_interval=args.interval or config.poll.max_interval,
@@ -180,7 +180,8 @@ def demo(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
                 for project_id in scenery.project_ids
             ]
             sink = StdoutSink(sys.stdout, prefix=True)
-            scheduler = Scheduler(followers, [sink], shutdown, interval=0.5, max_interval=1.0)
+            pipeline = Pipeline([sink], followers)
+            scheduler = Scheduler([pipeline], shutdown, interval=0.5, max_interval=1.0)
             if args.seconds:
                 threading.Timer(args.seconds, shutdown.event.set).start()
             scheduler.run()

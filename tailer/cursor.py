@@ -30,6 +30,8 @@ class Cursor:
     file_size: int | None = None  # the output file's length once this cursor's lines were in it
     file_inode: int | None = None
     done: bool = False  # drained and dropped: a restart need not read it again
+    launched: float | None = None  # the deployment's launch (epoch seconds), when known
+    last_ns: int | None = None  # the last Loki timestamp given to a line of it
 
     def line_number(self, offset: int) -> int:
         """The project-wide number of the next line, given the deployment's current offset."""

@@ -186,7 +186,9 @@ class ProjectFollower:
         if self.pinned and self.pinned != current.deploy_id:
             self._successor = self._reader(self._successors(self.pinned, current)[0], Start())
             end = self._successor.offset
-        target = Deployment(self.project_id, self.pinned or current.deploy_id, "Undefined")
+        target = current
+        if self.pinned and self.pinned != current.deploy_id:
+            target = Deployment(self.project_id, self.pinned, "Undefined")
         self.chain.append(self._reader(target, None, end))
         return True
 
@@ -217,14 +219,15 @@ class ProjectFollower:
         saved = self._saved.pop(deployment.deploy_id, None)
         if saved is not None:
             return DeploymentReader(self.api, saved, name, prefetcher=self._prefetcher)
-        cursor = Cursor(self.project_id, deployment.deploy_id)
+        launched = deployment.launched.timestamp() if deployment.launched else None
+        cursor = Cursor(self.project_id, deployment.deploy_id, launched=launched)
         reader = DeploymentReader(self.api, cursor, name, prefetcher=self._prefetcher)
         reader.probe()
         start = start or self._start
         if start.kind in ("end", "last"):
             visible = reader.visible(end)
             skip = max(0, visible - start.count) if start.kind == "last" else visible
-            reader.place(Cursor(self.project_id, deployment.deploy_id, position=skip))
+            reader.place(replace(cursor, position=skip))
         return reader
 
     def _forget_drained(self) -> None:

@@ -142,14 +142,11 @@ class DeploymentReader:
 
     def _batch(self, rows: list[str], first: int) -> Batch:
         cursor = self.ahead
-        project, deploy, name, position = (
-            self.project_id,
-            self.deploy_id,
-            self.name,
-            cursor.position,
-        )
+        project, deploy, name = cursor.project_id, cursor.deploy_id, self.name
+        position, launched = cursor.position, cursor.launched
         lines = tuple(
-            Line(project, deploy, name, first + i, position + i, row) for i, row in enumerate(rows)
+            Line(project, deploy, name, first + i, position + i, row, launched)
+            for i, row in enumerate(rows)
         )
         self.ahead = cursor.advance(rows)
         return Batch(lines, None, self.ahead)

@@ -19,6 +19,7 @@ class Line(NamedTuple):
     number: int  # project-wide line number, as the API numbered it when read
     position: int  # index within the deployment, as the cursor counts it (stable across trims)
     text: str
+    launched: float | None = None  # the deployment's launch time (epoch seconds), if known
 
 
 class Gap(NamedTuple):

@@ -8,26 +8,24 @@ from dataclasses import dataclass, replace
 
 import structlog
 
-from tailer.cursor import Cursor
 from tailer.discovery import Discovery
 from tailer.errors import ApiError, AuthError, OutputError, TransientError, UnreachableError
 from tailer.follower import ProjectFollower
+from tailer.pipeline import Pipeline
 from tailer.reader import MAX_WINDOW, Batch
 from tailer.shutdown import Shutdown
-from tailer.sinks import Record, Sink
 
 log = structlog.get_logger(__name__)
 
-Save = Callable[[Cursor], None]
 GROUP_LINES = 10 * MAX_WINDOW
 """Lines delivered (written, flushed, checkpointed) at once during a catch-up."""
-MakeFollower = Callable[[int], ProjectFollower]
 _RECOVERABLE = (TransientError, UnreachableError, ApiError, OutputError)
 
 
 @dataclass(slots=True)
 class _Slot:
     follower: ProjectFollower
+    pipeline: Pipeline
     delay: float
     due: float = 0.0
     failures: int = 0
@@ -39,38 +37,38 @@ class _Slot:
 class Scheduler:
     """Polls each follower when it is due and delivers its batches in order.
 
-    A batch goes to every output, is flushed, then ``save`` persists its cursor; only then
-    does the follower move on. A follower that finds lines is polled again at ``interval``;
-    an idle one backs off, doubling up to ``max_interval``; a failing one too, with one event
-    when it starts failing and one when it recovers. With discovery, projects that start
-    running are added, and those that stop are dropped once drained.
+    Each follower belongs to a pipeline (its outputs and cursors); a group of its batches is
+    delivered there, then committed, and only then does the follower move on. A follower that
+    finds lines is polled again at ``interval``; an idle one backs off, doubling up to
+    ``max_interval``; a failing one too, with one event when it starts failing and one when
+    it recovers. With discovery, projects that start running get a follower in every
+    pipeline, and those that stop are dropped once drained.
     """
 
     def __init__(
         self,
-        followers: Sequence[ProjectFollower],
-        outputs: Sequence[Sink],
+        pipelines: Sequence[Pipeline],
         shutdown: Shutdown,
         *,
         interval: float,
         max_interval: float,
         drain: float = 600.0,
-        save: Save | None = None,
         discovery: Discovery | None = None,
-        make_follower: MakeFollower | None = None,
         clock: Callable[[], float] = time.monotonic,
         auth_grace: float = 3600.0,
     ) -> None:
-        self.outputs = list(outputs)
+        self.pipelines = list(pipelines)
         self.shutdown = shutdown
         self.interval = interval
         self.max_interval = max(interval, max_interval)
         self.drain = drain
-        self._save = save
         self.discovery = discovery
-        self._make_follower = make_follower
         self._clock = clock
-        self.slots = [_Slot(follower, interval) for follower in followers]
+        self.slots = [
+            _Slot(follower, pipeline, interval)
+            for pipeline in self.pipelines
+            for follower in pipeline.followers
+        ]
         self.delivered = 0
         self.healthy_once = False  # some poll or discovery has succeeded
         self.auth_failing_since: float | None = None
@@ -101,7 +99,8 @@ class Scheduler:
 
     def status(self) -> str:
         """One line for systemd's STATUS=."""
-        text = f"following {len(self.slots)} project(s), {self.delivered} lines delivered"
+        projects = len({slot.follower.project_id for slot in self.slots})
+        text = f"following {projects} project(s), {self.delivered} lines delivered"
         if self.failing:
             text += f", {self.failing} failing"
         if self.auth_failing_since is not None:
@@ -116,21 +115,23 @@ class Scheduler:
         return min(wakes, default=self._clock() + self.interval)
 
     def _discover(self) -> None:
-        if self.discovery is None or self._make_follower is None:
+        if self.discovery is None:
             return
         running = self.discovery.running()
         if running is None:
             return
         self.healthy_once = True
-        followed = {slot.follower.project_id: slot for slot in self.slots}
-        for project_id in sorted(running - followed.keys()):
+        followed = {slot.follower.project_id for slot in self.slots}
+        for project_id in sorted(running - followed):
             log.info("discovered", project=project_id)
-            follower = self._make_follower(project_id)
-            self.slots.append(_Slot(follower, self.interval, discovered=True))
-        for project_id, slot in followed.items():
+            for pipeline in self.pipelines:
+                if pipeline.make_follower is not None:
+                    follower = pipeline.make_follower(project_id)
+                    self.slots.append(_Slot(follower, pipeline, self.interval, discovered=True))
+        for slot in self.slots:
             if not slot.discovered:
                 continue
-            if project_id in running:
+            if slot.follower.project_id in running:
                 slot.ending_since = None
             elif slot.ending_since is None:
                 slot.ending_since = self._clock()
@@ -164,36 +165,22 @@ class Scheduler:
             group.append(batch)
             lines += len(batch.lines)
             if lines >= GROUP_LINES:
-                found += self._deliver(follower, group)
+                found += self._deliver(slot, group)
                 group, lines = [], 0
         if group:
-            found += self._deliver(follower, group)
+            found += self._deliver(slot, group)
         with self.shutdown.critical():
             while follower.finished:
-                self._persist(follower.finished.pop(0))
+                slot.pipeline.persist(follower.finished.pop(0))
         self.delivered += found
         return found
 
-    def _deliver(self, follower: ProjectFollower, group: list[Batch]) -> int:
-        """To every output, flushed; then the cursors are saved and the batches committed."""
-        records: list[Record] = []
-        for batch in group:
-            records.extend(batch.lines or ((batch.gap,) if batch.gap else ()))
+    def _deliver(self, slot: _Slot, group: list[Batch]) -> int:
         with self.shutdown.critical():
-            for output in self.outputs:
-                output.write(records)
-            for output in self.outputs:
-                output.flush()
-            latest = {batch.cursor.deploy_id: batch.cursor for batch in group}
-            for cursor in latest.values():
-                self._persist(cursor)
+            slot.pipeline.deliver(group)
             for batch in group:
-                follower.commit(batch)
+                slot.follower.commit(batch)
         return sum(len(batch.lines) for batch in group)
-
-    def _persist(self, cursor: Cursor) -> None:
-        if self._save is not None:
-            self._save(cursor)
 
     def _ended(self, slot: _Slot) -> bool:
         """A discovered project that stopped running, drained, and read to the end."""
@@ -206,7 +193,7 @@ class Scheduler:
         log.info("stopped_following", project=slot.follower.project_id, name=slot.follower.name)
         with self.shutdown.critical():
             for reader in slot.follower.readers:
-                self._persist(replace(reader.cursor, done=True))
+                slot.pipeline.persist(replace(reader.cursor, done=True))
         self.slots.remove(slot)
 
     def _auth_failed(self, slot: _Slot, exc: AuthError) -> None:

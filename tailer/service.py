@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 from tailer.api import QcApi
-from tailer.assembly import checkpoint, follower_factory
+from tailer.assembly import follower_factory
 from tailer.config import Config, FollowConfig
 from tailer.daemon import Notifier, detached
 from tailer.discovery import Discovery
+from tailer.pipeline import Pipeline
 from tailer.scheduler import Scheduler
 from tailer.shutdown import Shutdown
 from tailer.sinks import Sink
@@ -52,30 +53,15 @@ def serve(
 def _follow(
     config: Config, api: QcApi, shutdown: Shutdown, *, once: bool, notifier: Notifier
 ) -> None:
-    output = config.output
-    store = CursorStore(config.state.dir)
-    saved = store.load_all()
-    files = FileSink(output.directory) if output.directory else None
-    outputs: list[Sink] = []
-    if files is not None:
-        files.recover(saved.values())
-        shutdown.on_hangup(files.reopen)
-        outputs.append(files)
-    if output.stdout:  # last: a line reaches stdout only once the durable outputs have it
-        prefix = len(config.follows) > 1 or config.discovery.enabled
-        outputs.append(StdoutSink(sys.stdout, format=output.format, prefix=prefix))
+    pipelines = _pipelines(config, api, shutdown)
     shutdown.on_hangup(notifier.reloading)
-    make = follower_factory(api, config, saved)
     scheduler = Scheduler(
-        [make(entry) for entry in config.follows],
-        outputs,
+        pipelines,
         shutdown,
         interval=config.poll.interval,
         max_interval=config.poll.max_interval,
         drain=config.poll.drain,
-        save=checkpoint(store, files),
         discovery=Discovery(api, config.discovery) if config.discovery.enabled else None,
-        make_follower=lambda pid: make(FollowConfig(pid, start=config.discovery.start)),
     )
 
     shutdown.heartbeat = notifier.watchdog
@@ -94,5 +80,38 @@ def _follow(
             scheduler.run(on_idle=heartbeat)
     finally:
         notifier.stopping()
-        if files is not None:
-            files.close()
+        for pipeline in pipelines:
+            pipeline.close()
+
+
+def _pipelines(config: Config, api: QcApi, shutdown: Shutdown) -> list[Pipeline]:
+    """Files and stdout share cursors (stdout last: it gets a line once files have it)."""
+    output = config.output
+    outputs: list[Sink] = []
+    if output.directory:
+        files = FileSink(output.directory)
+        shutdown.on_hangup(files.reopen)
+        outputs.append(files)
+    if output.stdout:
+        prefix = len(config.follows) > 1 or config.discovery.enabled
+        outputs.append(StdoutSink(sys.stdout, format=output.format, prefix=prefix))
+    pipelines = []
+    if outputs:
+        pipelines.append(_pipeline("main", outputs, CursorStore(config.state.dir), config, api))
+    return pipelines
+
+
+def _pipeline(
+    name: str, outputs: list[Sink], store: CursorStore, config: Config, api: QcApi
+) -> Pipeline:
+    saved = store.load_all()
+    for output in outputs:
+        output.recover(saved.values())
+    make = follower_factory(api, config, saved)
+    return Pipeline(
+        outputs,
+        [make(entry) for entry in config.follows],
+        name=name,
+        save=store.save,
+        make_follower=lambda pid: make(FollowConfig(pid, start=config.discovery.start)),
+    )

@@ -28,6 +28,10 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "file_inode": (int, type(None)),
     "done": bool,
 }
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "launched": (float, int, type(None)),
+    "last_ns": (int, type(None)),
+}
 
 
 def safe_name(value: str) -> str:
@@ -100,6 +104,10 @@ class CursorStore:
             value = raw.get(key)
             if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
                 raise StateError(f"field {key!r} is missing or of the wrong type", path=str(path))
+        for key, kind in _OPTIONAL.items():
+            value = raw.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise StateError(f"field {key!r} is of the wrong type", path=str(path))
         if not all(isinstance(item, str) for item in raw["tail"]):
             raise StateError("field 'tail' holds something other than strings", path=str(path))
         if raw["position"] < 0 or raw["trimmed"] < 0 or raw["trimmed"] > raw["position"]:
@@ -114,6 +122,8 @@ class CursorStore:
             file_size=raw["file_size"],
             file_inode=raw["file_inode"],
             done=raw["done"],
+            launched=raw.get("launched"),
+            last_ns=raw.get("last_ns"),
         )
 
 

@@ -12,6 +12,7 @@ from tailer.api import QcApi
 from tailer.auth import QcAuth
 from tailer.emulator import Emulator, Fault
 from tailer.follower import ProjectFollower, Start
+from tailer.pipeline import Pipeline
 from tailer.retry import RetryPolicy
 from tailer.scheduler import Scheduler
 from tailer.shutdown import Shutdown
@@ -47,8 +48,7 @@ def api(emu: Emulator) -> QcApi:
 def scheduler(api: QcApi, time: FakeTime, out: io.StringIO) -> Scheduler:
     follower = ProjectFollower(api, PROJECT, start=Start("end"), clock=time.clock)
     return Scheduler(
-        [follower],
-        [StdoutSink(out)],
+        [Pipeline([StdoutSink(out)], [follower])],
         time,
         interval=1.0,
         max_interval=8.0,

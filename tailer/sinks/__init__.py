@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from tailer.cursor import Cursor
 from tailer.records import Gap, Line
 
 Record = Line | Gap
@@ -19,3 +20,11 @@ class Sink(Protocol):
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
+
+    def stamp(self, cursor: Cursor) -> Cursor:
+        """The cursor, with what this output needs to recover after a crash."""
+        ...
+
+    def recover(self, cursors: Iterable[Cursor]) -> None:
+        """Undo what a crash left beyond the saved cursors (called once, at start)."""
+        ...

@@ -6,7 +6,7 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
@@ -102,6 +102,13 @@ class FileSink:
             handle = self._open[key]
             handle.committed = os.fstat(handle.fd).st_size
         self._touched.clear()
+
+    def stamp(self, cursor: Cursor) -> Cursor:
+        """The cursor, with the flushed length and inode of its deployment's file."""
+        size, inode = self.position(cursor.project_id, cursor.deploy_id)
+        if size is None:
+            return cursor
+        return replace(cursor, file_size=size, file_inode=inode)
 
     def position(self, project_id: int, deploy_id: str) -> tuple[int | None, int | None]:
         """The flushed length and inode of a deployment's file, for its cursor."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
+from tailer.cursor import Cursor
 from tailer.records import Gap, Line, line_time
 from tailer.sinks import Record
 
@@ -77,6 +78,12 @@ class StdoutSink:
 
     def close(self) -> None:
         self.flush()
+
+    def stamp(self, cursor: Cursor) -> Cursor:
+        return cursor
+
+    def recover(self, cursors: Iterable[Cursor]) -> None:
+        """Nothing to undo: a terminal or a pipe keeps what it was given."""
 
     def _text(self, line: Line) -> str:
         if not self.prefix:

@@ -1,0 +1,62 @@
+"""A pipeline: outputs that share one set of cursors, and how a batch moves through them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+from tailer.cursor import Cursor
+from tailer.follower import ProjectFollower
+from tailer.reader import Batch
+from tailer.sinks import Record, Sink
+
+Save = Callable[[Cursor], None]
+MakeFollower = Callable[[int], ProjectFollower]
+
+
+class Pipeline:
+    """Outputs fed together, in order, from one cursor per deployment.
+
+    A group of batches is written to every output and flushed; each output then stamps the
+    cursor with what it needs to recover (a file's length, Loki's last timestamp), and the
+    cursor is saved. Outputs that must not wait on each other (files and Loki) go in
+    separate pipelines, each with its own cursors.
+    """
+
+    def __init__(
+        self,
+        outputs: Sequence[Sink],
+        followers: Iterable[ProjectFollower] = (),
+        *,
+        name: str = "main",
+        save: Save | None = None,
+        make_follower: MakeFollower | None = None,
+    ) -> None:
+        self.name = name
+        self.outputs = list(outputs)
+        self.followers = list(followers)
+        self._save = save
+        self.make_follower = make_follower
+
+    def deliver(self, group: Sequence[Batch]) -> int:
+        """Write, flush, stamp and save: after this the group is durable in every output."""
+        records: list[Record] = []
+        for batch in group:
+            records.extend(batch.lines or ((batch.gap,) if batch.gap else ()))
+        for output in self.outputs:
+            output.write(records)
+        for output in self.outputs:
+            output.flush()
+        latest = {batch.cursor.deploy_id: batch.cursor for batch in group}
+        for cursor in latest.values():
+            self.persist(cursor)
+        return len(records)
+
+    def persist(self, cursor: Cursor) -> None:
+        for output in self.outputs:
+            cursor = output.stamp(cursor)
+        if self._save is not None:
+            self._save(cursor)
+
+    def close(self) -> None:
+        for output in self.outputs:
+            output.close()
