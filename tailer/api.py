@@ -41,6 +41,7 @@ TERMINAL_STATUSES = frozenset(
 )
 LIST_STATUSES = ("Running", "Stopped", "RuntimeError", "Liquidated")
 _AUTH_ERRORS = ("Hash doesn't match", "UserID not valid")
+_CACHE_SIZE = 64
 _USER_AGENT = "qc-tail/0.1 (+https://pypi.org/project/qc-tailer/)"
 
 
@@ -109,6 +110,9 @@ class QcApi:
         self.session.trust_env = False  # no ~/.netrc or proxy variables near our credentials
         self.session.headers["User-Agent"] = _USER_AGENT
         self._verify: bool | str = str(ca_bundle) if ca_bundle else True
+        self.cache_ttl = 0.0
+        self._cache: dict[tuple[int, str, int, int], tuple[float, LogWindow]] = {}
+        self._cache_lock = threading.Lock()
 
     # -- endpoints -----------------------------------------------------------------------
 
@@ -116,6 +120,26 @@ class QcApi:
         self.call("/authenticate", {})
 
     def read_logs(self, project_id: int, deploy_id: str, start: int, end: int) -> LogWindow:
+        """Rows [start, end) of the project's log, as seen with ``deploy_id``'s offset.
+
+        With ``cache_ttl`` set, an identical read within that many seconds is answered from
+        memory: pipelines that follow the same deployment then cost one request, not two.
+        """
+        key = (project_id, deploy_id, start, end)
+        if self.cache_ttl:
+            with self._cache_lock:
+                hit = self._cache.get(key)
+            if hit is not None and time.monotonic() - hit[0] < self.cache_ttl:
+                return hit[1]
+        window = self._read_logs(project_id, deploy_id, start, end)
+        if self.cache_ttl:
+            with self._cache_lock:
+                self._cache[key] = (time.monotonic(), window)
+                while len(self._cache) > _CACHE_SIZE:
+                    self._cache.pop(next(iter(self._cache)))
+        return window
+
+    def _read_logs(self, project_id: int, deploy_id: str, start: int, end: int) -> LogWindow:
         body = {
             "format": "json",
             "projectId": project_id,

@@ -112,7 +112,6 @@ class LokiConfig:
     labels: Mapping[str, str] = Labels()
     tenant_id: str = ""
     batch_size: int = 1_048_576
-    batch_wait: float = 1.0
     timezone: str = "America/New_York"
     username: str | None = None
     password: str | None = field(default=None, repr=False)
@@ -477,7 +476,6 @@ def _loki(t: _Table) -> LokiConfig:
     labels = _labels(t.table("labels"))
     tenant_id = t.string("tenant_id", d.tenant_id, _printable(0, 256))
     batch_size = t.integer("batch_size", d.batch_size, minimum=1)
-    batch_wait = t.number("batch_wait", d.batch_wait)
     timezone = t.string("timezone", d.timezone, _zone)
     username = t.string("username", d.username, _printable(1, 256))
     password_file = t.path("password_file", None)
@@ -495,7 +493,6 @@ def _loki(t: _Table) -> LokiConfig:
         labels=labels,
         tenant_id=tenant_id,
         batch_size=batch_size,
-        batch_wait=batch_wait,
         timezone=timezone,
         username=username,
         password=password,

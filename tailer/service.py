@@ -16,6 +16,7 @@ from tailer.scheduler import Scheduler
 from tailer.shutdown import Shutdown
 from tailer.sinks import Sink
 from tailer.sinks.files import FileSink
+from tailer.sinks.loki import LokiSink
 from tailer.sinks.stdout import StdoutSink
 from tailer.store import CursorStore, StateLock
 
@@ -98,6 +99,12 @@ def _pipelines(config: Config, api: QcApi, shutdown: Shutdown) -> list[Pipeline]
     pipelines = []
     if outputs:
         pipelines.append(_pipeline("main", outputs, CursorStore(config.state.dir), config, api))
+    if output.loki is not None:  # its own cursors: a Loki outage must not hold the files back
+        loki = LokiSink(output.loki, sleep=shutdown.sleep)
+        store = CursorStore(config.state.dir / "loki")
+        pipelines.append(_pipeline("loki", [loki], store, config, api))
+    if len(pipelines) > 1:
+        api.cache_ttl = min(1.0, config.poll.interval / 2)  # one request serves both pipelines
     return pipelines
 
 

@@ -86,7 +86,7 @@ def test_the_example_loads_with_its_values() -> None:
         *("max_requests_per_minute", "max_in_flight", "interval", "max_interval", "drain"),
         *("dir", "enabled", "projects", "start", "project_id", "deploy_id", "name"),
         *("stdout", "format", "directory", "url", "labels", "tenant_id", "batch_size"),
-        *("batch_wait", "timezone", "username", "password_file", "bearer_token_file"),
+        *("timezone", "username", "password_file", "bearer_token_file"),
     ],
 )
 def test_the_example_documents_every_key(key: str) -> None:
@@ -187,7 +187,6 @@ def test_a_bad_value_reads_like_the_spec_example(tmp_path: Path) -> None:
         (LOKI + "labels = { job = 1 }", "output.loki.labels.job", "must be a string, got 1"),
         (LOKI + 'tenant_id = "a\\nb"', "output.loki.tenant_id", "printable"),
         (LOKI + "batch_size = 0", "output.loki.batch_size", ">= 1"),
-        (LOKI + "batch_wait = 0", "output.loki.batch_wait", "> 0"),
         (LOKI + 'timezone = "Mars/Olympus"', "output.loki.timezone", "time zone"),
         (LOKI + 'timezone = "../../etc/passwd"', "output.loki.timezone", "time zone"),
         (LOKI + 'username = "u"', "output.loki.password_file", "go together"),
@@ -531,7 +530,6 @@ LIKELY: dict[str, st.SearchStrategy[object]] = {
     "interval": NUMBERS,
     "max_interval": NUMBERS,
     "drain": NUMBERS,
-    "batch_wait": NUMBERS,
     "enabled": st.booleans(),
     "stdout": st.booleans(),
     "projects": st.lists(SMALL_INTS, max_size=3),
