@@ -1,0 +1,73 @@
+"""The shared request budget: concurrency, rate cap, and the slow-down a 429 causes."""
+
+import threading
+import time
+
+from tailer.budget import RequestBudget
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_no_more_than_max_in_flight_at_once():
+    budget = RequestBudget(max_in_flight=3)
+    lock = threading.Lock()
+    active, peak = [0], [0]
+
+    def request() -> None:
+        with budget.slot():
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.02)
+            with lock:
+                active[0] -= 1
+
+    threads = [threading.Thread(target=request) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak[0] == 3
+
+
+def test_a_rate_cap_spaces_request_starts_evenly():
+    clock = FakeClock()
+    budget = RequestBudget(max_in_flight=4, per_minute=120, clock=clock, sleep=clock.sleep)
+    starts = []
+    for _ in range(5):
+        with budget.slot():
+            starts.append(clock.now)
+    assert starts == [0.0, 0.5, 1.0, 1.5, 2.0]
+
+
+def test_a_429_halves_the_window_and_pauses_everyone():
+    clock = FakeClock()
+    budget = RequestBudget(max_in_flight=8, clock=clock, sleep=clock.sleep)
+    budget.throttled(retry_after=7)
+    assert budget.window == 4.0
+    with budget.slot():
+        assert clock.now == 7.0  # the next request, whoever sends it, waits out Retry-After
+    budget.throttled(None)
+    budget.throttled(None)
+    budget.throttled(None)
+    assert budget.window == 1.0  # never below one request in flight
+
+
+def test_successes_earn_the_window_back_up_to_the_maximum():
+    budget = RequestBudget(max_in_flight=4)
+    budget.throttled(None)
+    assert budget.window == 2.0
+    for _ in range(20):
+        budget.succeeded()
+    assert budget.window == 4.0
