@@ -219,7 +219,10 @@ class QcApi:
                     verify=self._verify,
                 )
             except requests.exceptions.SSLError as exc:
-                raise ApiError(f"{path}: TLS verification failed: {_reason(exc)}") from None
+                raise ApiError(
+                    f"{self.base_url}: TLS verification failed ({_reason(exc)}); if the server "
+                    "uses a private certificate authority, set api.ca_bundle to its certificate"
+                ) from None
             except requests.RequestException as exc:
                 raise TransientError(f"{path}: {type(exc).__name__}: {_reason(exc)}") from None
         self.auth.clock.observe(response.headers.get("Date"))

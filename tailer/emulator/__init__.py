@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -22,7 +23,7 @@ class Emulator:
 
     ``publish_interval`` is the seconds between automatic snapshots (0: every write is
     published at once); ``skew`` is added to the emulator's clock (its ``Date`` header and its
-    timestamp check); ``latency`` is slept before every answer.
+    timestamp check); ``latency`` is slept before every answer; ``tls`` serves HTTPS.
     """
 
     def __init__(
@@ -38,8 +39,10 @@ class Emulator:
         seed: int = 0,
         latency: float = 0.0,
         clock: Callable[[], float] = time.time,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.user_id, self.api_token = user_id, api_token
+        self.tls = tls  # serve HTTPS with this server-side context
         self.publish_interval = publish_interval
         self.faults = Faults()
         self.model = Model(max_lines=max_lines, seed=seed, clock=lambda: clock() + skew)
@@ -67,7 +70,8 @@ class Emulator:
         if self._server is None:
             raise RuntimeError("the emulator is not serving; call start() first")
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/api/v2"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host!s}:{port}/api/v2"
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> Self:
         """Serve in a daemon thread (and publish snapshots in another, if periodic)."""
@@ -75,6 +79,8 @@ class Emulator:
             raise RuntimeError("the emulator is already serving")
         self._server = ApiServer((host, port), self.api)
         server = self._server
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         self._spawn("qc-emulator-http", lambda: server.serve_forever(poll_interval=0.05))
         if self.publish_interval > 0:
             self._spawn("qc-emulator-publisher", self._publish_periodically)
