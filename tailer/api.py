@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -152,7 +153,10 @@ class QcApi:
         if not isinstance(logs, list) or not _all_strings(logs):
             raise ProtocolError("/live/logs/read: 'logs' is not a list of strings")
         if not _is_count(length) or not _is_count(offset):
-            raise ProtocolError(f"/live/logs/read: bad length={length!r} offset={offset!r}")
+            raise ProtocolError(
+                f"/live/logs/read: bad length ({type(length).__name__}) "
+                f"or deploymentOffset ({type(offset).__name__})"
+            )
         if offset > length or len(logs) > max(0, end - start):
             raise ProtocolError(
                 f"/live/logs/read: inconsistent answer (offset {offset}, length {length}, "
@@ -232,12 +236,14 @@ class QcApi:
         status = response.status_code
         if status == 429:
             retry_after = _retry_after(response)
+            if retry_after is not None:
+                retry_after = min(retry_after, self.policy.retry_after_cap)
             self.budget.throttled(retry_after)
             raise TransientError(f"{path}: HTTP 429", status=429, retry_after=retry_after)
         if status in (401, 403):
             raise AuthRejected(f"{path}: HTTP {status}")
         if 300 <= status < 400:
-            where = response.headers.get("Location", "?")
+            where = _redact(response.headers.get("Location", "?"))[:200]
             raise ApiError(f"{path}: HTTP {status} redirect to {where} not followed", status=status)
         if status >= 500 or status == 408:
             raise TransientError(f"{path}: HTTP {status}", status=status)
@@ -245,7 +251,7 @@ class QcApi:
             raise ApiError(f"{path}: HTTP {status}: {_snippet(response)}", status=status)
         try:
             data = json.loads(response.content)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ProtocolError(f"{path}: the answer is not valid JSON") from None
         if not isinstance(data, dict):
             raise ProtocolError(f"{path}: the answer is not a JSON object")
@@ -299,7 +305,7 @@ def _errors(data: Mapping[str, Any]) -> list[str]:
 
 def _refusal(path: str, errors: list[str]) -> Exception:
     first = errors[0]
-    text = f"{path}: {'; '.join(errors)}"[:500]
+    text = _redact(f"{path}: {'; '.join(errors)}"[:500])
     if first.startswith(_AUTH_ERRORS):
         return AuthRejected(text)
     lowered = first.lower()
@@ -335,7 +341,16 @@ def _retry_after(response: requests.Response) -> float | None:
 
 def _snippet(response: requests.Response) -> str:
     text = response.text.strip().replace("\n", " ")
-    return text[:200] or "(empty body)"
+    return _redact(text[:200]) or "(empty body)"
+
+
+_SECRETS = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")  # hex signatures and base64 headers alike
+
+
+def _redact(text: str) -> str:
+    """Server-supplied text, minus anything shaped like our signature or Authorization value
+    (a hostile server could echo them back into an error message)."""
+    return _SECRETS.sub("[redacted]", text)
 
 
 def _reason(exc: BaseException) -> str:

@@ -101,3 +101,5 @@ class ProtocolError(TransientError):
 
 class OutputError(QcTailError):
     """An output could not durably take lines; the cursor must not move."""
+
+    retry_after: float | None = None  # the output asked us to wait this long

@@ -125,6 +125,10 @@ class DeploymentReader:
                 self._prefetch(stop, min(window.length, bound or window.length))
             rows = list(window.logs)
             if checked > 0:
+                if len(rows) < checked and window.length >= first:
+                    raise ProtocolError(
+                        f"{self.deploy_id}: the answer lacks rows its own length promises"
+                    )
                 if [fingerprint(row) for row in rows[:checked]] != list(cursor.tail[-checked:]):
                     return self._realign(end, limit)
                 rows = rows[checked:]
@@ -202,6 +206,8 @@ class DeploymentReader:
         cursor = self.ahead
         expected = cursor.line_number(self.offset) - 1
         found = self._search(cursor.tail, expected)
+        if found == expected:  # found where it should be, yet the read disagreed: not a trim
+            raise ProtocolError(f"{self.deploy_id}: answers disagree with each other")
         if found is not None:
             shift = expected - found
             log.warning("realigned", deploy=self.deploy_id, shift=shift, position=cursor.position)
@@ -220,6 +226,8 @@ class DeploymentReader:
         while hi >= self.offset:
             lo = max(self.offset, hi - self.window + 1)
             window = self._fetch(lo, hi + 1)
+            if len(window.logs) < hi + 1 - lo and window.length > hi:
+                raise ProtocolError(f"{self.deploy_id}: the answer lacks rows it says exist")
             if window.deployment_offset != self.offset:
                 self.offset = window.deployment_offset
                 return None if self.offset > hi else self._search(tail, expected)

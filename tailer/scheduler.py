@@ -226,7 +226,8 @@ class Scheduler:
         else:
             log.debug("poll_failed", project=slot.follower.project_id, error=str(exc))
         slot.delay = min(max(slot.delay, self.interval) * 2, self.max_interval)
-        slot.due = self._clock() + slot.delay
+        wait = getattr(exc, "retry_after", None)  # a Retry-After beyond what retries covered
+        slot.due = self._clock() + max(slot.delay, min(wait or 0.0, 900.0))
 
     def _recovered(self, slot: _Slot) -> None:
         if slot.failing_since is None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import random
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,3 +89,23 @@ def run(
     )
     assert secrets_in(result.stdout + result.stderr) == []
     return result
+
+
+def kill_when(
+    process: subprocess.Popen[Any], condition: Callable[[], bool], rng: random.Random
+) -> bool:
+    """SIGKILL ``process`` at an instant ``condition`` holds (True), or after 5 s (False).
+
+    The process is frozen with SIGSTOP at random instants until one finds ``condition`` true,
+    so the kill lands exactly in a window a crash-safe daemon must survive.
+    """
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and process.poll() is None:
+        process.send_signal(signal.SIGSTOP)
+        if condition():
+            process.send_signal(signal.SIGKILL)
+            return True
+        process.send_signal(signal.SIGCONT)
+        time.sleep(rng.uniform(0, 0.002))
+    process.send_signal(signal.SIGKILL)
+    return False

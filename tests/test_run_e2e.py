@@ -21,6 +21,7 @@ from .conftest import (
     USER_ID,
     assert_no_secrets_under,
     cli_env,
+    kill_when,
     qc_tail,
     run,
     secrets_in,
@@ -185,24 +186,6 @@ def torn_outputs(tmp_path: Path) -> int:
     return torn
 
 
-def kill_when_torn(process: subprocess.Popen[str], tmp_path: Path, rng: random.Random) -> bool:
-    """SIGKILL the daemon at an instant its output holds lines its cursor does not.
-
-    The daemon is frozen with SIGSTOP at random instants until one finds that state, so the
-    kill lands exactly in the window that a crash-safe output must survive.
-    """
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and process.poll() is None:
-        process.send_signal(signal.SIGSTOP)
-        if torn_outputs(tmp_path):
-            process.send_signal(signal.SIGKILL)
-            return True
-        process.send_signal(signal.SIGCONT)
-        time.sleep(rng.uniform(0, 0.002))
-    process.send_signal(signal.SIGKILL)
-    return False
-
-
 def test_chaos_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path, big_fleet):
     fleet = big_fleet
     rng = random.Random(2026)
@@ -224,7 +207,7 @@ def test_chaos_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path, b
                 time.sleep(rng.uniform(0, 0.5))
                 process.send_signal(signal.SIGKILL)
             else:
-                torn += kill_when_torn(process, tmp_path, rng)
+                torn += kill_when(process, lambda: torn_outputs(tmp_path) > 0, rng)
             finish(process)
     fleet.faults.clear()
     result = run(fleet, "--config", str(path), "run", "--once")

@@ -81,7 +81,8 @@ class FileSink:
             if isinstance(record, Line):
                 chunks.setdefault((record.project_id, record.deploy_id), []).append(record.text)
         for key, texts in chunks.items():
-            data = ("\n".join(texts) + "\n").encode("utf-8", "surrogateescape")
+            # A lone surrogate (an emoji cut in half upstream) is kept as a visible escape.
+            data = ("\n".join(texts) + "\n").encode("utf-8", "backslashreplace")
             try:
                 handle = self._handle(key)
                 self._touched.add(key)

@@ -54,7 +54,8 @@ class LokiSink:
         self.zone = ZoneInfo(config.timezone)
         self.session = session or requests.Session()
         self.session.trust_env = False
-        self.policy = policy or RetryPolicy(max_attempts=5, cap=30.0, retry_after_cap=60.0)
+        # Brief: a longer outage is the scheduler's to wait out, so other outputs keep flowing.
+        self.policy = policy or RetryPolicy(max_attempts=3, base=0.2, cap=1.0, retry_after_cap=1.0)
         self._sleep = sleep
         self._clock = clock
         self._committed: dict[Key, int] = {}  # last timestamp Loki has, per deployment
@@ -157,7 +158,9 @@ class LokiSink:
         try:
             retrying(self._post, body, count)
         except TransientError as exc:
-            raise OutputError(f"Loki at {self.config.url}: {exc}; will retry") from None
+            error = OutputError(f"Loki at {self.config.url}: {exc}; will retry")
+            error.retry_after = exc.retry_after
+            raise error from None
 
     def _post(self, body: bytes, count: int) -> None:
         headers = {"Content-Type": "application/json"}

@@ -11,7 +11,7 @@ from tailer.cursor import Cursor
 from tailer.records import Gap, Line, line_time
 from tailer.sinks import Record
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f\[\]]")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\[\]]")
 
 
 def display_name(name: str) -> str:
@@ -62,7 +62,7 @@ class StdoutSink:
         if self.format == "text" and not self.prefix:  # the common case, kept cheap
             texts = [record.text for record in records if isinstance(record, Line)]
             if texts:
-                self.stream.write("\n".join(texts) + "\n")
+                self._emit("\n".join(texts) + "\n")
             return
         out = []
         for record in records:
@@ -71,7 +71,13 @@ class StdoutSink:
                 out.append(json.dumps(obj, ensure_ascii=False) + "\n")
             elif isinstance(record, Line):
                 out.append(self._text(record))
-        self.stream.write("".join(out))
+        self._emit("".join(out))
+
+    def _emit(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+        except UnicodeEncodeError:  # a lone surrogate: shown as an escape, not a crash
+            self.stream.write(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
     def flush(self) -> None:
         self.stream.flush()

@@ -1,0 +1,337 @@
+"""The Loki output: against a recording server that enforces Loki's push contract."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from structlog.testing import capture_logs
+
+from tailer.config import LokiConfig
+from tailer.cursor import Cursor
+from tailer.emulator import Emulator
+from tailer.errors import OutputError
+from tailer.records import Line
+from tailer.retry import RetryPolicy
+from tailer.sinks.loki import LokiSink
+
+from .conftest import TOKEN, USER_ID, cli_env, kill_when, qc_tail, run, secrets_in
+from .loki_recorder import LokiRecorder
+
+NS = 1_000_000_000
+NEW_YORK = ZoneInfo("America/New_York")
+QUICK = RetryPolicy(max_attempts=3, base=0.0, cap=0.0)
+
+
+def epoch(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=NEW_YORK).timestamp())
+
+
+def line(position: int, text: str, deploy: str = "L-a", launched: float | None = None) -> Line:
+    return Line(7, deploy, "algo", 100 + position, position, text, launched)
+
+
+def sink(loki: LokiRecorder, **config: object) -> LokiSink:
+    return LokiSink(LokiConfig(url=loki.url, **config), policy=QUICK, sleep=lambda s: None)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def loki() -> Iterator[LokiRecorder]:
+    with LokiRecorder(check_age=False) as recorder:
+        yield recorder
+
+
+def test_one_stream_per_deployment_with_the_contract_labels(loki):
+    out = sink(loki, labels={"env": "paper"})
+    out.write([line(0, "2026-11-20 09:30:00 a"), line(0, "2026-11-20 09:30:00 b", "L-b")])
+    out.flush()
+    labels = {frozenset(key) for key in loki.streams()}
+    common = {("job", "qc-tail"), ("env", "paper"), ("project_id", "7"), ("name", "algo")}
+    assert labels == {
+        frozenset({*common, ("deploy_id", "L-a")}),
+        frozenset({*common, ("deploy_id", "L-b")}),
+    }
+
+
+def test_timestamps_are_the_lines_own_plus_their_position(loki):
+    out = sink(loki)
+    out.write(
+        [
+            line(40, "2026-11-20 09:30:00 first"),
+            line(41, "2026-11-20 09:30:00 same second"),
+            line(42, "  at Algorithm.OnData() in main.py:line 42"),  # no timestamp of its own
+            line(43, "2026-11-20 09:30:05 later"),
+        ]
+    )
+    out.flush()
+    base = epoch("2026-11-20T09:30:00") * NS
+    assert loki.entries(deploy_id="L-a") == [
+        (base + 40, "2026-11-20 09:30:00 first"),
+        (base + 41, "2026-11-20 09:30:00 same second"),
+        (base + 42, "  at Algorithm.OnData() in main.py:line 42"),
+        (epoch("2026-11-20T09:30:05") * NS + 43, "2026-11-20 09:30:05 later"),
+    ]
+
+
+def test_the_first_lines_without_a_timestamp_take_the_launch_time(loki):
+    launched = epoch("2026-11-20T09:00:00") + 0.0
+    out = sink(loki)
+    out.write([line(0, "Launching analysis for L-a", launched=launched)])
+    out.flush()
+    assert loki.entries() == [(int(launched) * NS, "Launching analysis for L-a")]
+
+
+def test_timestamps_never_go_backwards_within_a_stream(loki):
+    out = sink(loki)
+    out.write([line(0, "2026-11-20 10:00:00 late clock"), line(1, "2026-11-20 09:00:00 earlier")])
+    out.flush()
+    (first, _), (second, _) = loki.entries()
+    assert second == first + 1
+
+
+def test_identical_repeated_lines_all_survive(loki):
+    out = sink(loki)
+    out.write([line(i, "2026-11-20 09:30:00 heartbeat") for i in range(5)])
+    out.flush()
+    assert loki.lines() == ["2026-11-20 09:30:00 heartbeat"] * 5
+
+
+def test_a_repush_after_a_crash_is_the_same_entries_and_loki_drops_them(loki):
+    lines = [line(i, f"2026-11-20 09:30:0{i % 10} event {i}") for i in range(20)]
+    first = sink(loki)
+    first.write(lines[:10])
+    first.flush()
+    saved = first.stamp(Cursor(7, "L-a", position=10))
+    first.write(lines[10:])
+    first.flush()  # pushed, then "crashed" before the cursor was saved
+    again = sink(loki)
+    again.recover([saved])
+    again.write(lines[10:])
+    again.flush()
+    assert loki.lines() == [entry.text for entry in lines]
+    assert loki.duplicates_dropped == 10
+    assert loki.same_ts_different_line == 0
+
+
+def test_big_batches_are_split_and_gzipped(loki):
+    out = sink(loki, batch_size=20_000)
+    out.write([line(i, f"2026-11-20 09:30:00 {'x' * 500} {i}") for i in range(200)])
+    out.flush()
+    assert loki.pushes >= 5
+    assert len(loki.lines()) == 200
+
+
+def test_tenant_and_bearer_token_are_sent(tmp_path):
+    with LokiRecorder(check_age=False, require_auth="Bearer s3cret") as loki:
+        out = sink(loki, tenant_id="team-a", bearer_token="s3cret")
+        out.write([line(0, "2026-11-20 09:30:00 a")])
+        out.flush()
+        assert loki.tenants == ["team-a"]
+        assert loki.lines() == ["2026-11-20 09:30:00 a"]
+
+
+@pytest.mark.parametrize("kind", ["429", "500", "503", "reset"])
+def test_transient_failures_are_retried_with_the_same_payload(loki, kind):
+    loki.faults.script([kind], retry_after=0)
+    out = sink(loki)
+    out.write([line(0, "2026-11-20 09:30:00 a")])
+    out.flush()
+    assert loki.lines() == ["2026-11-20 09:30:00 a"]
+    assert len(set(loki.bodies)) == 1  # the retry pushed exactly the same entries
+
+
+def test_an_outage_raises_output_error_and_the_cursor_keeps_its_timestamp(loki):
+    out = sink(loki)
+    out.write([line(0, "2026-11-20 09:30:00 a")])
+    out.flush()
+    before = out.stamp(Cursor(7, "L-a"))
+    loki.outage(True)
+    out.write([line(1, "2026-11-20 09:30:01 b")])
+    with pytest.raises(OutputError):
+        out.flush()
+    assert out.stamp(Cursor(7, "L-a")) == before
+    loki.outage(False)
+    out.write([line(1, "2026-11-20 09:30:01 b")])
+    out.flush()
+    assert loki.lines() == ["2026-11-20 09:30:00 a", "2026-11-20 09:30:01 b"]
+
+
+def test_a_400_is_logged_with_its_reason_counted_and_not_retried():
+    with LokiRecorder() as loki:  # age checks on: lines from 2020 are too old
+        out = sink(loki)
+        with capture_logs() as events:
+            out.write([line(0, "2020-01-01 00:00:00 ancient"), line(1, "2020-01-01 00:00:01 b")])
+            out.flush()
+        assert loki.pushes == 1
+    rejected = [e for e in events if e["event"] == "loki_rejected"]
+    assert len(rejected) == 1
+    assert rejected[0]["status"] == 400 and "too old" in rejected[0]["reason"]
+    assert out.dropped == 2
+
+
+# -- the daemon with files and Loki ----------------------------------------------------------
+
+PROJECTS = (11, 22)
+
+
+def daemon_config(tmp_path: Path, emu: Emulator, loki: LokiRecorder) -> Path:
+    path = tmp_path / "qc-tail.toml"
+    path.write_text(
+        f"""
+[api]
+base_url = "{emu.base_url}"
+user_id = {USER_ID}
+timeout = 5
+[poll]
+interval = 0.05
+max_interval = 0.2
+drain = 1
+[state]
+dir = "{tmp_path / "state"}"
+[discovery]
+enabled = true
+interval = 0.5
+start = "project"
+[output]
+directory = "{tmp_path / "out"}"
+[output.loki]
+url = "{loki.url}"
+"""
+    )
+    return path
+
+
+@pytest.fixture
+def fleet() -> Iterator[Emulator]:
+    with Emulator(user_id=USER_ID, api_token=TOKEN, seed=9).start() as emu:
+        for project_id in PROJECTS:
+            emu.add_project(project_id, f"algo-{project_id}")
+            emu.deploy(project_id)
+        yield emu
+        assert emu.stats.oversized_windows == 0
+
+
+def stamped(n: int) -> str:
+    return f"2026-11-2{n // 86400 % 3} {n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d} e{n}"
+
+
+def loki_ahead_of_cursors(tmp_path: Path, loki: LokiRecorder) -> bool:
+    """Loki holds lines its saved cursor does not account for (a kill now re-pushes them)."""
+    for path in (tmp_path / "state" / "loki" / "cursors").glob("*/*.json"):
+        try:
+            cursor = json.loads(path.read_text())
+        except ValueError:
+            continue
+        if len(loki.entries(deploy_id=cursor["deploy_id"])) > cursor["position"]:
+            return True
+    return False
+
+
+def test_kill_9_with_loki_failing_leaves_every_line_exactly_once(tmp_path, fleet):
+    rng = random.Random(7)
+    ahead = 0
+    with LokiRecorder(check_age=False) as loki:
+        loki.faults.random(rate=0.2, kinds=("429", "500", "503"), seed=3, retry_after=0)
+        path = daemon_config(tmp_path, fleet, loki)
+        written = 0
+        for kill in range(12):
+            for project_id in PROJECTS:
+                burst = rng.randint(50, 3000)
+                fleet.write(project_id, [stamped(written + i) for i in range(burst)])
+                written += burst
+                if rng.random() < 0.2:
+                    fleet.deploy(project_id)
+            fleet.publish()
+            process = subprocess.Popen(
+                qc_tail("--config", str(path), "run"),
+                env=cli_env(fleet),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if kill % 2:  # half at a random instant, half just after a push it did not save
+                time.sleep(rng.uniform(0.4, 1.2))
+                process.send_signal(signal.SIGKILL)
+            else:
+                time.sleep(0.3)
+                ahead += kill_when(process, lambda: loki_ahead_of_cursors(tmp_path, loki), rng)
+            process.wait(timeout=10)
+        loki.faults.clear()
+        result = run(fleet, "--config", str(path), "run", "--once")
+        assert result.returncode == 0, result.stderr
+        assert ahead >= 3, f"only {ahead} kills landed between a push and its cursor"
+        for project_id in PROJECTS:
+            for deploy_id in fleet.deploy_ids(project_id):
+                expected = fleet.published(project_id, deploy_id)
+                assert loki.lines(deploy_id=deploy_id) == expected, deploy_id
+                stamps = [ts for ts, _ in loki.entries(deploy_id=deploy_id)]
+                assert len(set(stamps)) == len(stamps)
+        assert loki.same_ts_different_line == 0
+        assert loki.duplicates_dropped > 0  # re-pushed after kills, and dropped as the same
+        assert loki.faults_injected > 0
+
+
+def test_a_loki_outage_holds_back_neither_files_nor_lines_for_loki(tmp_path, fleet):
+    project_id = PROJECTS[0]
+    deploy_id = fleet.deploy_ids(project_id)[-1]
+    with LokiRecorder(check_age=False) as loki:
+        loki.outage(True)
+        path = daemon_config(tmp_path, fleet, loki)
+        process = subprocess.Popen(
+            qc_tail("--config", str(path), "run"),
+            env=cli_env(fleet),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            expected = [stamped(n) for n in range(3000)]
+            fleet.write(project_id, expected)
+            fleet.publish()
+            log = tmp_path / "out" / str(project_id) / f"{deploy_id}.log"
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not (
+                log.exists() and len(log.read_text().splitlines()) == 3000
+            ):
+                time.sleep(0.05)
+            assert log.read_text().splitlines() == expected  # files flowed during the outage
+            assert loki.lines() == []
+            time.sleep(2)  # the outage goes on for a while (many retry rounds)
+            loki.outage(False)
+            assert loki.wait_for_lines(3000, timeout=20, deploy_id=deploy_id) == expected
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=10)
+            assert process.stderr is not None
+            with process.stderr:
+                stderr = process.stderr.read()
+    assert code == 0, stderr
+    assert secrets_in(stderr) == []
+    failing = [json.loads(x) for x in stderr.splitlines() if '"poll_failing"' in x]
+    assert len(failing) == 1 and "Loki" in failing[0]["error"]
+
+
+def test_a_400_does_not_stop_the_other_outputs(tmp_path, fleet):
+    project_id = PROJECTS[0]
+    deploy_id = fleet.deploy_ids(project_id)[-1]
+    with LokiRecorder() as loki:
+        loki.faults.script(["400"])
+        path = daemon_config(tmp_path, fleet, loki)
+        fleet.write(project_id, [stamped(n) for n in range(10)])
+        fleet.publish()
+        result = run(fleet, "--config", str(path), "run", "--once")
+        assert result.returncode == 0, result.stderr
+        log = tmp_path / "out" / str(project_id) / f"{deploy_id}.log"
+        assert log.read_text().splitlines() == [stamped(n) for n in range(10)]
+        assert '"loki_rejected"' in result.stderr
+        fleet.write(project_id, [stamped(n) for n in range(10, 15)])
+        fleet.publish()
+        result = run(fleet, "--config", str(path), "run", "--once")
+        assert loki.lines(deploy_id=deploy_id) == [stamped(n) for n in range(10, 15)]
