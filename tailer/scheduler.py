@@ -32,6 +32,7 @@ class _Slot:
     failing_since: float | None = None
     discovered: bool = False
     ending_since: float | None = None  # discovery no longer sees it running
+    phased: bool = False
 
 
 class Scheduler:
@@ -70,6 +71,7 @@ class Scheduler:
             for follower in pipeline.followers
         ]
         self.delivered = 0
+        self._phases = 0
         self.healthy_once = False  # some poll or discovery has succeeded
         self.auth_failing_since: float | None = None
         self.auth_grace = auth_grace
@@ -114,6 +116,18 @@ class Scheduler:
             wakes.append(self.discovery.due)
         return min(wakes, default=self._clock() + self.interval)
 
+    def _phase(self, slot: _Slot) -> float:
+        """Once, after its first poll: a shift that spreads the slots over the interval.
+
+        Every follower starts at once (to catch up at start); without a shift they would stay
+        in step and poll in bursts. The shifts are the golden-ratio sequence, evenly spread.
+        """
+        if slot.phased:
+            return 0.0
+        slot.phased = True
+        self._phases += 1
+        return (self._phases * 0.6180339887498949) % 1.0 * slot.delay
+
     def _discover(self) -> None:
         if self.discovery is None:
             return
@@ -151,7 +165,7 @@ class Scheduler:
             self.auth_failing_since = None
         self._recovered(slot)
         slot.delay = self.interval if found else min(slot.delay * 2, self.max_interval)
-        slot.due = self._clock() + slot.delay
+        slot.due = self._clock() + slot.delay + self._phase(slot)
         if not found and self._ended(slot):
             self._drop(slot)
 

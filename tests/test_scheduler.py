@@ -62,7 +62,7 @@ def test_an_idle_deployment_backs_off_to_max_interval(emu, api):
     polls: list[float] = []
     scheduler(api, time, io.StringIO()).run(on_idle=lambda: polls.append(time.now))
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(polls)]
-    assert gaps[:4] == [2.0, 4.0, 8.0, 8.0]
+    assert gaps[:4] == [3.236, 4.0, 8.0, 8.0]  # 2 s, plus a one-time shift of 0.618 x 2 s
     assert set(gaps[3:]) == {8.0}
     # one request per idle poll: the first poll also finds the deployment (2 requests)
     assert emu.stats.by_path["/live/logs/read"] == len(polls) + 1
@@ -82,7 +82,7 @@ def test_lines_bring_back_the_fast_pace(emu, api):
 
     scheduler(api, time, out).run(on_idle=on_idle)
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(polls)]
-    assert gaps[:7] == [2.0, 4.0, 8.0, 8.0, 8.0, 1.0, 2.0]  # news: back to 1 s, then slower
+    assert gaps[:7] == [3.236, 4.0, 8.0, 8.0, 8.0, 1.0, 2.0]  # news: back to 1 s, then slower
     assert out.getvalue() == "news\n"
 
 
@@ -97,3 +97,26 @@ def test_an_outage_logs_once_when_it_starts_and_once_when_it_ends(emu, api):
     assert names.count("poll_recovered") == 1
     recovered = next(e for e in events if e["event"] == "poll_recovered")
     assert recovered["failures"] == 12
+
+
+def test_many_idle_deployments_poll_spread_out_not_in_bursts(emu, api):
+    projects = range(1000, 1010)
+    for project_id in projects:
+        emu.add_project(project_id, f"p{project_id}")
+        emu.deploy(project_id)
+    time = FakeTime(until=1.5)  # the first round, and the shifted second polls
+    followers = [
+        ProjectFollower(api, project_id, start=Start("end"), clock=time.clock)
+        for project_id in projects
+    ]
+    scheduler = Scheduler(
+        [Pipeline([StdoutSink(io.StringIO())], followers)],
+        time,
+        interval=1.0,
+        max_interval=1.0,
+        clock=time.clock,
+    )
+    scheduler.run()
+    dues = sorted(slot.due for slot in scheduler.slots)
+    assert len({round(due, 6) for due in dues}) == 10  # no two together
+    assert dues[-1] - dues[0] > 0.8  # spread over most of the interval
