@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import hashlib
 import os
 import random
@@ -109,3 +111,31 @@ def kill_when(
         time.sleep(rng.uniform(0, 0.002))
     process.send_signal(signal.SIGKILL)
     return False
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` at ``where``, to run out of space for real (root and mount)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs to fill it needs root")
+    where.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)]
+    mounted = subprocess.run(mount, capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(filler: Path) -> None:
+    """Write zeros to ``filler`` until the file system has no room left."""
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import stat
@@ -17,6 +16,8 @@ from tailer.cursor import Cursor
 from tailer.errors import OutputError
 from tailer.records import Gap, Line
 from tailer.sinks.files import FileSink
+
+from .conftest import fill, tmpfs
 
 PROJECT = 777
 
@@ -324,35 +325,9 @@ def test_long_deploy_ids_that_differ_only_at_the_end_do_not_share_a_file(sink):
 
 @pytest.fixture
 def tiny_tmpfs(tmp_path) -> Iterator[Path]:
-    """A real 16 KiB tmpfs, to run out of space for real (needs root and mount)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs to fill it needs root")
-    mountpoint = tmp_path / "tiny"
-    mountpoint.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16k,mode=0755", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    """A real 16 KiB tmpfs (needs root and mount)."""
+    with tmpfs(tmp_path / "tiny", "16k") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
-
-
-def fill(filler: Path) -> None:
-    """Write zeros to ``filler`` until the file system has no room left."""
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
 
 
 def test_a_full_disk_cuts_every_touched_file_back_and_the_retry_writes_once(tiny_tmpfs):

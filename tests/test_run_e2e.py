@@ -26,6 +26,7 @@ from .conftest import (
     run,
     secrets_in,
     stamp,
+    tmpfs,
 )
 
 PROJECTS = (101, 202, 303)
@@ -350,18 +351,8 @@ def combined(parts: list[Path], log: Path) -> list[str]:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 256 KiB tmpfs for the output directory (needs root and mount)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs to fill it needs root")
-    mountpoint = tmp_path / "disk"
-    mountpoint.mkdir()
-    mount = ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(mountpoint)]
-    mounted = subprocess.run(mount, capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "256k") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
 def test_a_full_disk_holds_the_cursor_and_recovers_exactly(tmp_path, fleet, small_disk):

@@ -20,6 +20,8 @@ from tailer.cursor import Cursor
 from tailer.errors import LockedError, StateError
 from tailer.store import CursorStore, StateLock, safe_name
 
+from .conftest import fill, tmpfs
+
 REPO = Path(__file__).resolve().parents[1]
 
 FULL = Cursor(
@@ -216,35 +218,9 @@ def test_the_good_document_used_above_does_load(tmp_path):
 
 @pytest.fixture
 def tiny_tmpfs(tmp_path) -> Iterator[Path]:
-    """A real 16 KiB tmpfs, to run out of space for real (needs root and mount)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs to fill it needs root")
-    mountpoint = tmp_path / "tiny"
-    mountpoint.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16k,mode=0755", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    """A real 16 KiB tmpfs (needs root and mount)."""
+    with tmpfs(tmp_path / "tiny", "16k") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
-
-
-def fill(filler: Path) -> None:
-    """Write zeros to ``filler`` until the file system has no room left."""
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
 
 
 def test_a_save_that_hits_a_full_disk_keeps_the_old_cursor(tiny_tmpfs):
