@@ -111,6 +111,9 @@ class QcApi:
         self.session.trust_env = False  # no ~/.netrc or proxy variables near our credentials
         self.session.headers["User-Agent"] = _USER_AGENT
         self._verify: bool | str = str(ca_bundle) if ca_bundle else True
+        # Built once: retry state lives per thread inside tenacity, so these are shareable.
+        self._transient = transient_retrying(self.policy, sleep=sleep, stop_event=stop_event)
+        self._signed = auth_retrying(self.policy, sleep=sleep, stop_event=stop_event)
         self.cache_ttl = 0.0
         self._cache: dict[tuple[int, str, int, int], tuple[float, LogWindow]] = {}
         self._cache_lock = threading.Lock()
@@ -198,16 +201,14 @@ class QcApi:
 
     def call(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST ``body`` to ``path``: transient failures retried, refusals re-signed."""
-        transient = transient_retrying(self.policy, sleep=self._sleep, stop_event=self._stop_event)
         try:
-            return transient(self._signed_call, path, body)
+            return self._transient(self._signed_call, path, body)
         except TransientError as exc:
             raise UnreachableError(f"{self.base_url}{path}: giving up for now: {exc}") from None
 
     def _signed_call(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        attempts = auth_retrying(self.policy, sleep=self._sleep, stop_event=self._stop_event)
         try:
-            return attempts(self._post_once, path, body)
+            return self._signed(self._post_once, path, body)
         except AuthRejected as exc:
             raise self._auth_error(str(exc)) from None
 

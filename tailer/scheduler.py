@@ -91,8 +91,9 @@ class Scheduler:
         while not self.shutdown.requested:
             if self.discovery is not None and self._clock() >= self.discovery.due:
                 self._discover()
-            for slot in sorted(self.slots, key=lambda s: s.due):
-                if self.shutdown.requested or slot.due > self._clock():
+            now = self._clock()
+            for slot in sorted((s for s in self.slots if s.due <= now), key=lambda s: s.due):
+                if self.shutdown.event.is_set():  # a stop arrived while polling
                     break
                 self._poll_guarded(slot)
             if on_idle is not None:

@@ -70,9 +70,12 @@ def _follow(
 
     def heartbeat() -> None:
         notifier.watchdog()
+        if not notifier.enabled:
+            return
+        status = scheduler.status()
         if scheduler.healthy_once:
-            notifier.ready(scheduler.status())
-        notifier.status(scheduler.status())
+            notifier.ready(status)
+        notifier.status(status)
 
     try:
         if once:
