@@ -125,7 +125,8 @@ class DeploymentReader:
                 self._prefetch(stop, min(window.length, bound or window.length))
             rows = list(window.logs)
             if checked > 0:
-                if len(rows) < checked and window.length >= first:
+                promised = min(stop, window.length) - start
+                if len(rows) < checked and len(rows) < promised:
                     raise ProtocolError(
                         f"{self.deploy_id}: the answer lacks rows its own length promises"
                     )
