@@ -239,6 +239,7 @@ def test_kill_9_with_loki_failing_leaves_every_line_exactly_once(tmp_path, fleet
     rng = random.Random(7)
     ahead = 0
     with LokiRecorder(check_age=False) as loki:
+        loki.faults.script(["503", "ok", "429", "ok", "500"], retry_after=0)  # then random
         loki.faults.random(rate=0.2, kinds=("429", "500", "503"), seed=3, retry_after=0)
         path = daemon_config(tmp_path, fleet, loki)
         written = 0
