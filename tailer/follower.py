@@ -110,7 +110,7 @@ class ProjectFollower:
         batch = reader.read()
         if batch is None:
             return
-        if batch.lines and self._newer_deployment(reader):
+        if self._newer_deployment(reader):  # lines or a gap: either may be a newer one's
             reader.ahead = before  # rows of a newer deployment may be in it: read it again
             yield from self._poll_chain()
             return

@@ -30,15 +30,21 @@ class Pipeline:
         name: str = "main",
         save: Save | None = None,
         make_follower: MakeFollower | None = None,
+        saved: Iterable[tuple[int, str]] = (),
     ) -> None:
         self.name = name
         self.outputs = list(outputs)
         self.followers = list(followers)
         self._save = save
         self.make_follower = make_follower
+        self._saved: set[tuple[int, str]] = set(saved)  # deployments with a cursor on disk
 
     def deliver(self, group: Sequence[Batch]) -> int:
         """Write, flush, stamp and save: after this the group is durable in every output."""
+        for batch in group:  # a first delivery: first save where it starts, so that a crash
+            key = (batch.cursor.project_id, batch.cursor.deploy_id)  # can be undone
+            if key not in self._saved and batch.before is not None:
+                self.persist(batch.before)
         records: list[Record] = []
         for batch in group:
             records.extend(batch.lines or ((batch.gap,) if batch.gap else ()))
@@ -56,6 +62,7 @@ class Pipeline:
             cursor = output.stamp(cursor)
         if self._save is not None:
             self._save(cursor)
+        self._saved.add((cursor.project_id, cursor.deploy_id))
 
     def close(self) -> None:
         for output in self.outputs:

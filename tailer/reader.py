@@ -29,6 +29,7 @@ class Batch:
     lines: tuple[Line, ...]
     gap: Gap | None
     cursor: Cursor
+    before: Cursor | None = None  # the cursor these lines follow
 
 
 class DeploymentReader:
@@ -154,7 +155,7 @@ class DeploymentReader:
             for i, row in enumerate(rows)
         )
         self.ahead = cursor.advance(rows)
-        return Batch(lines, None, self.ahead)
+        return Batch(lines, None, self.ahead, cursor)
 
     def _fetch(self, start: int, stop: int) -> LogWindow:
         """One window (prefetched, if it was foreseen), halving it if the server asks."""
@@ -206,7 +207,7 @@ class DeploymentReader:
         """The line before the cursor is not where it was: find it by content, or give a gap."""
         cursor = self.ahead
         expected = cursor.line_number(self.offset) - 1
-        found = self._search(cursor.tail, expected)
+        found = self._search(cursor.tail, expected, end)
         if found == expected:  # found where it should be, yet the read disagreed: not a trim
             raise ProtocolError(f"{self.deploy_id}: answers disagree with each other")
         if found is not None:
@@ -216,13 +217,13 @@ class DeploymentReader:
             return self.read(end, limit=limit)
         return self._gap(end)
 
-    def _search(self, tail: tuple[str, ...], expected: int) -> int | None:
+    def _search(self, tail: tuple[str, ...], expected: int, end: int | None) -> int | None:
         """The project-wide index where ``tail`` now ends, searching back from ``expected``.
 
         Trimming only moves lines to lower numbers, so the search runs downwards, window by
         window (overlapping by the tail's length), until the deployment's first line.
         """
-        hi = min(expected, self.length - 1)
+        hi = min(expected, self.length - 1, self.length if end is None else end - 1)
         overlap = len(tail) - 1
         while hi >= self.offset:
             lo = max(self.offset, hi - self.window + 1)
@@ -231,7 +232,7 @@ class DeploymentReader:
                 raise ProtocolError(f"{self.deploy_id}: the answer lacks rows it says exist")
             if window.deployment_offset != self.offset:
                 self.offset = window.deployment_offset
-                return None if self.offset > hi else self._search(tail, expected)
+                return None if self.offset > hi else self._search(tail, expected, end)
             prints = [fingerprint(row) for row in window.logs]
             for i in range(len(prints) - 1, -1, -1):
                 if prints[i] == tail[-1] and _ends_with(prints[: i + 1], tail, lo == self.offset):
@@ -245,8 +246,9 @@ class DeploymentReader:
         """The last line delivered is gone: what follows it, up to the first line left, is lost."""
         cursor = self.ahead
         lost: int | None = None
-        if cursor.total is not None:
-            lost = max(0, cursor.total - self.visible(end) - cursor.position)
+        if cursor.total is not None:  # the size known when aligned; late lines may have grown it
+            counted = cursor.total - self.visible(end) - cursor.position
+            lost = counted if counted > 0 else None
         position = cursor.position + (lost or 0)
         gap = Gap(self.project_id, self.deploy_id, self.name, lost, position)
         after = self.ahead = replace(cursor, position=position, trimmed=position, tail=())
@@ -257,7 +259,7 @@ class DeploymentReader:
             lost=lost if lost is not None else "unknown",
             hint="the API removed lines (retention) before they could be read",
         )
-        return Batch((), gap, after)
+        return Batch((), gap, after, cursor)
 
 
 def _ends_with(prints: list[str], tail: tuple[str, ...], at_start: bool) -> bool:

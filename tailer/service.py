@@ -124,4 +124,5 @@ def _pipeline(
         name=name,
         save=store.save,
         make_follower=lambda pid: make(FollowConfig(pid, start=config.discovery.start)),
+        saved=saved.keys(),
     )

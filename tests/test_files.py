@@ -127,8 +127,20 @@ def test_files_are_0640_and_directories_0750_whatever_the_umask(out, umask):
 # -- positions and recovery ------------------------------------------------------------------
 
 
-def test_position_is_unknown_before_anything_was_written(sink):
-    assert sink.position(PROJECT, "L-a") == (None, None)
+def test_position_before_anything_was_written_is_the_file_as_it_stands(sink):
+    assert sink.position(PROJECT, "L-a") == (0, None)  # no file: nothing to keep
+    path = sink.path(PROJECT, "L-a")
+    path.parent.mkdir(parents=True)
+    path.write_text("someone else's line\n")
+    assert sink.position(PROJECT, "L-a") == (path.stat().st_size, path.stat().st_ino)
+
+
+def test_a_first_cursor_saved_before_the_first_write_lets_recover_cut_back(sink):
+    before = sink.stamp(Cursor(PROJECT, "L-a"))  # what the pipeline saves before writing
+    sink.write(lines("L-a", texts("a", 3)))
+    sink.flush()  # ... and the process dies before saving the next cursor
+    FileSink(sink.directory).recover([before])
+    assert sink.path(PROJECT, "L-a").read_bytes() == b""
 
 
 def test_position_after_flush_is_the_file_size_and_inode(sink):

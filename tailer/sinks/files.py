@@ -44,6 +44,7 @@ class FileSink:
         self.directory = directory
         self._open: dict[tuple[int, str], _Open] = {}
         self._touched: set[tuple[int, str]] = set()
+        self._closed: dict[tuple[int, str], tuple[int | None, int | None]] = {}
         self._reopen = False
 
     def path(self, project_id: int, deploy_id: str) -> Path:
@@ -112,9 +113,18 @@ class FileSink:
         return replace(cursor, file_size=size, file_inode=inode)
 
     def position(self, project_id: int, deploy_id: str) -> tuple[int | None, int | None]:
-        """The flushed length and inode of a deployment's file, for its cursor."""
+        """The flushed length and inode of a deployment's file, for its cursor (kept after a
+        SIGHUP closed the file: the cursor still describes that file)."""
         handle = self._open.get((project_id, deploy_id))
-        return (handle.committed, handle.inode) if handle else (None, None)
+        if handle is not None:
+            return handle.committed, handle.inode
+        if (project_id, deploy_id) in self._closed:
+            return self._closed[(project_id, deploy_id)]
+        try:  # not opened by this process: as it stands (nothing at all: length 0)
+            stat = os.stat(self.path(project_id, deploy_id), follow_symlinks=False)
+        except FileNotFoundError:
+            return 0, None
+        return stat.st_size, stat.st_ino
 
     def reopen(self) -> None:
         """Close files at the next write, so renamed ones are let go (SIGHUP)."""
@@ -159,7 +169,8 @@ class FileSink:
         self._touched.clear()
 
     def _close_all(self) -> None:
-        for handle in self._open.values():
+        for key, handle in self._open.items():
+            self._closed[key] = (handle.committed, handle.inode)
             with contextlib.suppress(OSError):
                 os.close(handle.fd)
         self._open.clear()
