@@ -204,11 +204,11 @@ class ProjectFollower:
         if self._start.kind != "project" and not unfinished:
             return []
         listed = [d for d in self._listed() if d.deploy_id != current.deploy_id]
-        if self._start.kind == "project" and not self._saved:
-            return listed
+        done = {c.deploy_id for c in self._saved.values() if c.done}
+        if self._start.kind == "project":  # every one not finished: a deployment without a
+            return [d for d in listed if d.deploy_id not in done]  # cursor delivered nothing yet
         ids = [d.deploy_id for d in listed]
         first = min((ids.index(d) for d in unfinished if d in ids), default=len(ids))
-        done = {c.deploy_id for c in self._saved.values() if c.done}
         return [d for d in listed[first:] if d.deploy_id not in done]
 
     def _reader(

@@ -579,9 +579,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="open: a restart forgets a superseded deployment that had no lines yet (see below), "
-    "and the crash rule writes to files before any cursor exists, a state the daemon no longer "
-    "reaches (it saves a deployment's first cursor before its first write)",
+    reason="the crash rule writes to files before any cursor exists, a state the daemon no "
+    "longer reaches (it saves a deployment's first cursor before its first write)",
 )
 def test_delivery_promise_holds_under_faults_crashes_trims_redeploys_rotations(
     emulator: Emulator, root: Path
@@ -686,9 +685,6 @@ def test_a_gap_count_is_not_taken_from_a_size_late_lines_outgrew(
     replay(emulator, root, BEGIN + early + append("new", "new", late=1) + PUBLISH + trim(4) + POLL)
 
 
-@pytest.mark.xfail(
-    strict=False, reason="open bug: _older() skips deployments that had no saved cursor"
-)
 def test_a_restart_still_reads_a_superseded_deployment_that_had_no_lines_yet(
     emulator: Emulator, root: Path
 ) -> None:
