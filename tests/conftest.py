@@ -139,3 +139,10 @@ def fill(filler: Path) -> None:
         assert exc.errno == errno.ENOSPC
     finally:
         os.close(fd)
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 16 KiB tmpfs (needs root and mount)."""
+    with tmpfs(tmp_path / "tiny", "16k") as mountpoint:
+        yield mountpoint

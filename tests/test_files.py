@@ -17,7 +17,7 @@ from tailer.errors import OutputError
 from tailer.records import Gap, Line
 from tailer.sinks.files import FileSink
 
-from .conftest import fill, tmpfs
+from .conftest import fill
 
 PROJECT = 777
 
@@ -333,13 +333,6 @@ def test_long_deploy_ids_that_differ_only_at_the_end_do_not_share_a_file(sink):
 
 
 # -- a full disk -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def tiny_tmpfs(tmp_path) -> Iterator[Path]:
-    """A real 16 KiB tmpfs (needs root and mount)."""
-    with tmpfs(tmp_path / "tiny", "16k") as mountpoint:
-        yield mountpoint
 
 
 def test_a_full_disk_cuts_every_touched_file_back_and_the_retry_writes_once(tiny_tmpfs):

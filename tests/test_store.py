@@ -20,7 +20,7 @@ from tailer.cursor import Cursor
 from tailer.errors import LockedError, StateError
 from tailer.store import CursorStore, StateLock, safe_name
 
-from .conftest import fill, tmpfs
+from .conftest import fill
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -214,13 +214,6 @@ def test_the_good_document_used_above_does_load(tmp_path):
 
 
 # -- a full disk -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def tiny_tmpfs(tmp_path) -> Iterator[Path]:
-    """A real 16 KiB tmpfs (needs root and mount)."""
-    with tmpfs(tmp_path / "tiny", "16k") as mountpoint:
-        yield mountpoint
 
 
 def test_a_save_that_hits_a_full_disk_keeps_the_old_cursor(tiny_tmpfs):
