@@ -26,9 +26,6 @@ import gzip
 import json
 import random
 import re
-import socket
-import struct
-import sys
 import threading
 import time
 import zlib
@@ -37,9 +34,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Self
 from urllib.parse import urlsplit
+
+from tailer.emulator.server import CuttableServer, reset_connection
 
 PUSH_PATH = "/loki/api/v1/push"
 FAULT_KINDS = ("429", "500", "503", "400", "reset", "slow")
@@ -707,43 +706,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
 
     def _reset(self) -> None:
-        """Close abruptly: SO_LINGER 0 makes the kernel send RST instead of FIN."""
-        self.close_connection = True
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.rfile.close()  # the socket closes for real only once its file objects let go
-        self.connection.close()
+        reset_connection(self)
 
 
-class _Server(ThreadingHTTPServer):
-    """A threading server that knows its open connections, so stopping can cut them."""
-
-    daemon_threads = True
-    block_on_close = False
+class _Server(CuttableServer):
+    """The recorder's server: its handler stores pushes in ``recorder``."""
 
     def __init__(self, address: tuple[str, int], recorder: LokiRecorder) -> None:
         self.recorder = recorder
-        self._connections: set[socket.socket] = set()
-        self._guard = threading.Lock()
         super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._guard:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._guard:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def cut_connections(self) -> None:
-        with self._guard:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Clients that hang up mid-answer are normal here; anything else is still shown."""
-        if not isinstance(sys.exception(), OSError):
-            super().handle_error(request, client_address)

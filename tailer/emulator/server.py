@@ -238,24 +238,30 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + reply.body)
 
     def _reset(self) -> None:
-        """Close abruptly: SO_LINGER 0 makes the kernel send RST instead of FIN."""
-        self.close_connection = True
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.rfile.close()  # the socket closes for real only once its file objects let go
-        self.connection.close()
+        reset_connection(self)
 
 
-class ApiServer(ThreadingHTTPServer):
-    """A threading server that knows its open connections, so stopping can cut them."""
+def reset_connection(handler: BaseHTTPRequestHandler) -> None:
+    """Close abruptly: SO_LINGER 0 makes the kernel send RST instead of FIN."""
+    handler.close_connection = True
+    handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    handler.rfile.close()  # the socket closes for real only once its file objects let go
+    handler.connection.close()
+
+
+class CuttableServer(ThreadingHTTPServer):
+    """A threading server that knows its open connections, so stopping can cut them.
+
+    Also the base of the tests' recording Loki server.
+    """
 
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, address: tuple[str, int], api: Api) -> None:
-        self.api = api
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         self._connections: set[socket.socket] = set()
         self._guard = threading.Lock()
-        super().__init__(address, Handler)
+        super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._guard:
@@ -278,3 +284,11 @@ class ApiServer(ThreadingHTTPServer):
         """Clients that hang up mid-answer are normal here; anything else is still shown."""
         if not isinstance(sys.exception(), OSError):
             super().handle_error(request, client_address)
+
+
+class ApiServer(CuttableServer):
+    """The emulator's server: its handler answers from ``api``."""
+
+    def __init__(self, address: tuple[str, int], api: Api) -> None:
+        self.api = api
+        super().__init__(address, Handler)
