@@ -62,7 +62,7 @@ class DeploymentReader:
         self.window = min(window, MAX_WINDOW)
         self.prefetcher = prefetcher
         self._ahead: dict[tuple[int, int], Future[LogWindow]] = {}
-        self.caught_up = False  # the last read found nothing new
+        self.caught_up = False  # the last read found nothing new up to the deployment's end
 
     @property
     def deploy_id(self) -> str:
@@ -107,7 +107,7 @@ class DeploymentReader:
             stop = start + self.window
             if bound is not None:
                 if first >= bound and checked <= 0:
-                    self.caught_up = True
+                    self.caught_up = limit is None  # a limit is not the deployment's end
                     return None
                 stop = min(stop, max(bound, start + 1))
             window = self._fetch(start, stop)
@@ -138,7 +138,7 @@ class DeploymentReader:
                 rows = rows[: max(0, bound - first)]
             if end is not None:  # aligned, and the successor marks the end: the size is known
                 self.ahead = replace(cursor, total=cursor.trimmed + end - self.offset)
-            self.caught_up = not rows
+            self.caught_up = not rows and limit is None
             return self._batch(rows, first) if rows else None
         raise ProtocolError(f"{self.deploy_id}: deploymentOffset keeps moving; retrying later")
 

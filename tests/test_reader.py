@@ -150,3 +150,15 @@ def test_a_gap_in_a_finished_deployment_is_counted(emu, api):
     assert gaps(batches) == [30]
     assert texts(batches) == [stamp(i) for i in range(80, 100)]
     assert reader.cursor.position == 100
+
+
+def test_a_read_stopped_by_a_limit_is_not_caught_up(emu, api):
+    deploy_id = emu.deploy(PROJECT)
+    write(emu, 0, 10)
+    reader = new_reader(api, deploy_id)
+    drain(reader, end=None)
+    write(emu, 10, 5)
+    assert reader.read(limit=10) is None  # rows past the limit may still be this deployment's
+    assert reader.caught_up is False  # so a drain period must not drop it yet
+    assert texts(drain(reader)) == [stamp(i) for i in range(10, 15)]
+    assert reader.caught_up is True
