@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeGuard
 
-import requests
 import structlog
 
 from tailer.auth import QcAuth
@@ -20,6 +19,7 @@ from tailer.budget import RequestBudget
 from tailer.errors import (
     ApiError,
     AuthError,
+    ConfigError,
     NotFoundError,
     ProtocolError,
     TransientError,
@@ -34,6 +34,7 @@ from tailer.retry import (
     parse_retry_after,
     transient_retrying,
 )
+from tailer.transport import HttpError, Response, TlsError, Transport
 
 log = structlog.get_logger(__name__)
 
@@ -94,7 +95,6 @@ class QcApi:
         *,
         timeout: float = 30.0,
         policy: RetryPolicy | None = None,
-        session: requests.Session | None = None,
         budget: RequestBudget | None = None,
         sleep: Sleep = time.sleep,
         stop_event: threading.Event | None = None,
@@ -102,21 +102,30 @@ class QcApi:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.auth = auth
-        self.timeout = (min(10.0, timeout), timeout)
         self.policy = policy or RetryPolicy()
         self.budget = budget or RequestBudget()
         self._sleep = sleep
         self._stop_event = stop_event
-        self.session = session or requests.Session()
-        self.session.trust_env = False  # no ~/.netrc or proxy variables near our credentials
-        self.session.headers["User-Agent"] = _USER_AGENT
-        self._verify: bool | str = str(ca_bundle) if ca_bundle else True
+        try:
+            self.transport = Transport(
+                self.base_url,
+                connect_timeout=min(10.0, timeout),
+                read_timeout=timeout,
+                ca_bundle=ca_bundle,
+                headers={"Content-Type": "application/json", "User-Agent": _USER_AGENT},
+            )
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ConfigError(f"cannot use it: {_reason(exc)}", key="api.ca_bundle") from None
         # Built once: retry state lives per thread inside tenacity, so these are shareable.
         self._transient = transient_retrying(self.policy, sleep=sleep, stop_event=stop_event)
         self._signed = auth_retrying(self.policy, sleep=sleep, stop_event=stop_event)
         self.cache_ttl = 0.0
         self._cache: dict[tuple[int, str, int, int], tuple[float, LogWindow]] = {}
         self._cache_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the kept-alive connections (a later call opens new ones)."""
+        self.transport.close()
 
     # -- endpoints -----------------------------------------------------------------------
 
@@ -213,28 +222,22 @@ class QcApi:
             raise self._auth_error(str(exc)) from None
 
     def _post_once(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        payload = json.dumps(body, separators=(",", ":")).encode()
         with self.budget.slot():
             try:
-                response = self.session.post(
-                    self.base_url + path,
-                    json=dict(body),
-                    auth=self.auth,
-                    timeout=self.timeout,
-                    allow_redirects=False,
-                    verify=self._verify,
-                )
-            except requests.exceptions.SSLError as exc:
+                response = self.transport.post(path, payload, self.auth.headers())
+            except TlsError as exc:
                 raise ApiError(
-                    f"{self.base_url}: TLS verification failed ({_reason(exc)}); if the server "
+                    f"{self.base_url}: TLS verification failed ({exc}); if the server "
                     "uses a private certificate authority, set api.ca_bundle to its certificate"
                 ) from None
-            except requests.RequestException as exc:
-                raise TransientError(f"{path}: {type(exc).__name__}: {_reason(exc)}") from None
-        self.auth.clock.observe(response.headers.get("Date"))
+            except HttpError as exc:
+                raise TransientError(f"{path}: {exc}") from None
+        self.auth.clock.observe(response.header("Date"))
         return self._classify(path, response)
 
-    def _classify(self, path: str, response: requests.Response) -> dict[str, Any]:
-        status = response.status_code
+    def _classify(self, path: str, response: Response) -> dict[str, Any]:
+        status = response.status
         if status == 429:
             retry_after = _retry_after(response)
             if retry_after is not None:
@@ -244,14 +247,14 @@ class QcApi:
         if status in (401, 403):
             raise AuthRejected(f"{path}: HTTP {status}")
         if 300 <= status < 400:
-            where = _redact(response.headers.get("Location", "?"))[:200]
+            where = _redact(response.header("Location") or "?")[:200]
             raise ApiError(f"{path}: HTTP {status} redirect to {where} not followed", status=status)
         if status >= 500 or status == 408:
             raise TransientError(f"{path}: HTTP {status}", status=status)
         if status != 200:
             raise ApiError(f"{path}: HTTP {status}: {_snippet(response)}", status=status)
         try:
-            data = json.loads(response.content)
+            data = json.loads(response.body)
         except (ValueError, RecursionError):
             raise ProtocolError(f"{path}: the answer is not valid JSON") from None
         if not isinstance(data, dict):
@@ -336,12 +339,12 @@ def _deployment(data: Mapping[str, Any], project_id: int) -> Deployment:
     )
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    return parse_retry_after(response.headers.get("Retry-After"))
+def _retry_after(response: Response) -> float | None:
+    return parse_retry_after(response.header("Retry-After"))
 
 
-def _snippet(response: requests.Response) -> str:
-    text = response.text.strip().replace("\n", " ")
+def _snippet(response: Response) -> str:
+    text = response.body[:4096].decode("utf-8", "replace").strip().replace("\n", " ")
     return _redact(text[:200]) or "(empty body)"
 
 

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 
-import requests
 import structlog
 
 log = structlog.get_logger(__name__)
@@ -33,14 +32,16 @@ class ServerClock:
         self._lock = threading.Lock()
         self.offset = 0.0
         self.last_skew: float | None = None
+        self._last_header = ""
 
     def now(self) -> float:
         return self._now() + self.offset
 
     def observe(self, date_header: str | None, received_at: float | None = None) -> None:
         """Compare a response's ``Date`` with the local time it arrived at."""
-        if not date_header:
-            return
+        if not date_header or date_header == self._last_header:
+            return  # one-second resolution: the same header says nothing new (and is cheap)
+        self._last_header = date_header
         try:
             server = parsedate_to_datetime(date_header).timestamp()
         except (TypeError, ValueError, IndexError, OverflowError):
@@ -71,7 +72,7 @@ def auth_headers(user_id: int, api_token: str, timestamp: int) -> dict[str, str]
     return {"Timestamp": str(timestamp), "Authorization": f"Basic {basic}"}
 
 
-class QcAuth(requests.auth.AuthBase):
+class QcAuth:
     """Signs each request as it is sent, so every retry carries a fresh timestamp."""
 
     def __init__(self, user_id: int, api_token: str, clock: ServerClock | None = None) -> None:
@@ -79,9 +80,9 @@ class QcAuth(requests.auth.AuthBase):
         self._api_token = api_token
         self.clock = clock or ServerClock()
 
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers.update(auth_headers(self.user_id, self._api_token, int(self.clock.now())))
-        return request
+    def headers(self) -> dict[str, str]:
+        """The headers of one request, signed with the (corrected) time of now."""
+        return auth_headers(self.user_id, self._api_token, int(self.clock.now()))
 
     def __repr__(self) -> str:
         return f"QcAuth(user_id={self.user_id})"

@@ -16,7 +16,6 @@ from tailer.scheduler import Scheduler
 from tailer.shutdown import Shutdown
 from tailer.sinks import Sink
 from tailer.sinks.files import FileSink
-from tailer.sinks.loki import LokiSink
 from tailer.sinks.stdout import StdoutSink
 from tailer.store import CursorStore, StateLock
 
@@ -103,6 +102,8 @@ def _pipelines(config: Config, api: QcApi, shutdown: Shutdown) -> list[Pipeline]
     if outputs:
         pipelines.append(_pipeline("main", outputs, CursorStore(config.state.dir), config, api))
     if output.loki is not None:  # its own cursors: a Loki outage must not hold the files back
+        from tailer.sinks.loki import LokiSink  # imported on use: requests costs 60 ms
+
         loki = LokiSink(output.loki, sleep=shutdown.sleep)
         store = CursorStore(config.state.dir / "loki")
         pipelines.append(_pipeline("loki", [loki], store, config, api))

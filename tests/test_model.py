@@ -240,7 +240,7 @@ class TailerModel(RuleBasedStateMachine):
         api, pipelines, _, _ = self.live
         for pipeline in pipelines:
             pipeline.close()
-        api.session.close()
+        api.close()
         self.live = None
 
     def poll_once(self) -> int | None:
