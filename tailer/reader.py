@@ -12,7 +12,7 @@ from tailer.api import LogWindow, QcApi
 from tailer.cursor import TAIL_LINES, Cursor
 from tailer.errors import ProtocolError, WindowTooLargeError
 from tailer.prefetch import Prefetcher
-from tailer.records import Gap, Line, fingerprint
+from tailer.records import Gap, Line, fingerprint, lines_of
 
 log = structlog.get_logger(__name__)
 
@@ -123,7 +123,7 @@ class DeploymentReader:
                 self._forget_prefetched()
                 continue
             if len(window.logs) == stop - start and window.length > stop:
-                self._prefetch(stop, min(window.length, bound or window.length))
+                self._prefetch(stop, window.length, bound)
             rows = list(window.logs)
             if checked > 0:
                 promised = min(stop, window.length) - start
@@ -148,11 +148,14 @@ class DeploymentReader:
 
     def _batch(self, rows: list[str], first: int) -> Batch:
         cursor = self.ahead
-        project, deploy, name = cursor.project_id, cursor.deploy_id, self.name
-        position, launched = cursor.position, cursor.launched
-        lines = tuple(
-            Line(project, deploy, name, first + i, position + i, row, launched)
-            for i, row in enumerate(rows)
+        lines = lines_of(
+            cursor.project_id,
+            cursor.deploy_id,
+            self.name,
+            rows,
+            number=first,
+            position=cursor.position,
+            launched=cursor.launched,
         )
         self.ahead = cursor.advance(rows)
         return Batch(lines, None, self.ahead, cursor)
@@ -177,25 +180,32 @@ class DeploymentReader:
                 self._forget_prefetched()
                 raise
 
-    def _prefetch(self, stop: int, bound: int) -> None:
-        """Request the windows that will follow a full one, as ``read`` will compute them.
+    def _prefetch(self, stop: int, length: int, bound: int | None) -> None:
+        """Request the windows that will follow a full one, exactly as ``read`` will compute
+        them (a window asked differently would be read again, and this one wasted), up to
+        the project's ``length`` or the read's ``bound``.
 
         Each overlaps its predecessor by the tail that ``read`` checks, so a window fetched
         before a trim moved the lines is caught like any other read.
         """
         if self.prefetcher is None:
             return
-        depth = int(self.api.budget.window)  # the budget caps what is really in flight
+        # Twice what may be in flight (the budget caps that): a worker that finishes takes
+        # the next window at once, rather than waiting for the reader to consume in order.
+        depth = 2 * int(self.api.budget.window)
         overlap = min(TAIL_LINES, self.window - 1)
-        while len(self._ahead) < depth:
+        while len(self._ahead) < depth:  # past those already asked for, to keep depth in flight
             start = stop - overlap
-            nxt = min(start + self.window, max(bound, start + 1))
-            if start + overlap >= bound or (start, nxt) in self._ahead:
+            if start + overlap >= (length if bound is None else min(length, bound)):
                 return
-            read = functools.partial(
-                self.api.read_logs, self.project_id, self.deploy_id, start, nxt
-            )
-            self._ahead[(start, nxt)] = self.prefetcher.submit(read)
+            nxt = start + self.window
+            if bound is not None:
+                nxt = min(nxt, max(bound, start + 1))
+            if (start, nxt) not in self._ahead:
+                read = functools.partial(
+                    self.api.read_logs, self.project_id, self.deploy_id, start, nxt
+                )
+                self._ahead[(start, nxt)] = self.prefetcher.submit(read)
             stop = nxt
 
     def _forget_prefetched(self) -> None:

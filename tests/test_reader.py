@@ -162,3 +162,26 @@ def test_a_read_stopped_by_a_limit_is_not_caught_up(emu, api):
     assert reader.caught_up is False  # so a drain period must not drop it yet
     assert texts(drain(reader)) == [stamp(i) for i in range(10, 15)]
     assert reader.caught_up is True
+
+
+def test_a_catch_up_keeps_its_prefetched_windows_topped_up(emu):
+    """After every window read, the next ones are already asked for: twice the in-flight
+    budget (the budget caps what really travels), up to the deployment's end, never fewer
+    while more remain."""
+    from tailer.budget import RequestBudget
+    from tailer.prefetch import Prefetcher
+
+    deploy_id = emu.deploy(PROJECT)
+    expected = write(emu, 0, 249 * 20)
+    api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), budget=RequestBudget(max_in_flight=2))
+    reader = DeploymentReader(api, Cursor(PROJECT, deploy_id), "p", prefetcher=Prefetcher(2))
+    reader.probe()
+    batches, ahead = [], []
+    while (batch := reader.read()) is not None:
+        reader.commit(batch)
+        batches.append(batch)
+        ahead.append(len(reader._ahead))
+    assert texts(batches) == expected
+    remaining = [len(ahead) - 1 - i for i in range(len(ahead))]  # windows still to read
+    assert ahead == [min(4, left) for left in remaining]
+    assert emu.stats.by_path["/live/logs/read"] == 1 + len(batches) + 1  # probe, reads, end
