@@ -6,8 +6,10 @@ import pytest
 
 from tailer.api import QcApi
 from tailer.auth import QcAuth
+from tailer.budget import RequestBudget
 from tailer.cursor import Cursor
 from tailer.emulator import Emulator
+from tailer.prefetch import Prefetcher
 from tailer.reader import Batch, DeploymentReader
 from tailer.retry import RetryPolicy
 
@@ -168,9 +170,6 @@ def test_a_catch_up_keeps_its_prefetched_windows_topped_up(emu):
     """After every window read, the next ones are already asked for: twice the in-flight
     budget (the budget caps what really travels), up to the deployment's end, never fewer
     while more remain."""
-    from tailer.budget import RequestBudget
-    from tailer.prefetch import Prefetcher
-
     deploy_id = emu.deploy(PROJECT)
     expected = write(emu, 0, 249 * 20)
     api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), budget=RequestBudget(max_in_flight=2))
