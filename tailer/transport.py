@@ -1,16 +1,15 @@
 """Kept-alive HTTP/1.1 connections to one origin: how the QuantConnect client sends its bytes.
 
-Built on ``http.client`` rather than ``requests``: a catch-up sends hundreds of requests a
-second, and ``requests`` spends about 0.5 ms of CPU on each one preparing what never changes
-here (cookies, hooks, proxies, the URL parsed again), more than the exchange itself costs
-(measured in bench/README.md). What it leaves out is on purpose: redirects are returned, not
-followed (credentials stay with the origin); nothing is taken from the environment (proxy
-variables, ``~/.netrc``); certificates are always verified.
+Not ``requests``: a catch-up sends hundreds of requests a second, and ``requests`` spends
+about 0.5 ms of CPU on each one preparing what never changes here (cookies, hooks, proxies,
+the URL parsed again), several times what the exchange itself costs (``wire.py``; figures in
+bench/README.md). What it leaves out is on purpose: redirects are returned, not followed
+(credentials stay with the origin); nothing is taken from the environment (proxy variables,
+``~/.netrc``); certificates are always verified.
 """
 
 from __future__ import annotations
 
-import http.client
 import select
 import socket
 import ssl
@@ -19,16 +18,15 @@ import weakref
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.message import Message
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from tailer.wire import Connection, HttpError, request_head
+
+__all__ = ["MAX_BODY", "HttpError", "Response", "TlsError", "Transport"]
+
 MAX_BODY = 64 * 1024 * 1024
 """The largest answer accepted, before or after decompression (a window of 249 lines)."""
-
-
-class HttpError(Exception):
-    """The exchange failed before a whole answer arrived: worth another try."""
 
 
 class TlsError(HttpError):
@@ -38,11 +36,11 @@ class TlsError(HttpError):
 @dataclass(frozen=True, slots=True)
 class Response:
     status: int
-    headers: Message
+    headers: dict[str, str]  # names in lower case
     body: bytes
 
     def header(self, name: str) -> str | None:
-        return self.headers.get(name)
+        return self.headers.get(name.lower())
 
 
 class Transport:
@@ -67,92 +65,79 @@ class Transport:
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
         self.host = url.hostname
-        self.port = url.port
+        self.port = url.port or (443 if url.scheme == "https" else 80)
         self.prefix = url.path.rstrip("/")
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_body = max_body
         self._tls = _tls_context(ca_bundle) if url.scheme == "https" else None
+        name = f"[{self.host}]" if ":" in self.host else self.host
+        self._authority = name if url.port is None else f"{name}:{url.port}"
         self._headers = {"Accept": "application/json", "Accept-Encoding": "gzip"}
         self._headers.update(headers or {})
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[Connection] = []
         self._lock = threading.Lock()
         weakref.finalize(self, _close_all, self._idle, self._lock)  # when it is collected
 
     def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> Response:
         """One exchange; HttpError (TlsError) when no whole answer came back."""
+        head = request_head(
+            "POST", self.prefix + path, self._authority, {**self._headers, **headers}, len(body)
+        )
         connection = self._checkout()
         try:
-            connection.request("POST", self.prefix + path, body, {**self._headers, **headers})
-            answer = connection.getresponse()
-            data = self._read(answer)
-        except ssl.SSLCertVerificationError as exc:
-            connection.close()
-            raise TlsError(exc.verify_message or str(exc)) from None
-        except (OSError, http.client.HTTPException) as exc:
-            connection.close()
-            raise HttpError(f"{type(exc).__name__}: {exc}"[:300]) from None
-        except BaseException:
-            connection.close()
-            raise
-        if answer.will_close or not answer.isclosed():
-            connection.close()
-        else:
-            with self._lock:
-                self._idle.append(connection)
-        encoding = (answer.headers.get("Content-Encoding") or "").strip().lower()
-        return Response(answer.status, answer.headers, self._decode(encoding, data))
-
-    def close(self) -> None:
-        """Close the idle connections; the transport stays usable (it opens new ones)."""
-        _close_all(self._idle, self._lock)
-
-    def _checkout(self) -> http.client.HTTPConnection:
-        while True:
-            with self._lock:
-                if not self._idle:
-                    break
-                connection = self._idle.pop()
-            if _usable(connection):
-                return connection
-            connection.close()
-        return self._connect()
-
-    def _connect(self) -> http.client.HTTPConnection:
-        connection: http.client.HTTPConnection
-        if self._tls is None:
-            connection = http.client.HTTPConnection(
-                self.host, self.port, timeout=self.connect_timeout
-            )
-        else:
-            connection = http.client.HTTPSConnection(
-                self.host, self.port, timeout=self.connect_timeout, context=self._tls
-            )
-        try:
-            connection.connect()
+            status, answer_headers, data = connection.exchange(head, body, self.max_body)
         except ssl.SSLCertVerificationError as exc:
             connection.close()
             raise TlsError(exc.verify_message or str(exc)) from None
         except OSError as exc:
             connection.close()
             raise HttpError(f"{type(exc).__name__}: {exc}"[:300]) from None
-        assert connection.sock is not None
-        connection.sock.settimeout(self.read_timeout)
-        # http.client sends the headers and the body in two writes: without this, Nagle's
-        # algorithm holds the body back until the server acknowledges the headers (~40 ms).
-        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return connection
+        except BaseException:
+            connection.close()
+            raise
+        if connection.reusable:
+            with self._lock:
+                self._idle.append(connection)
+        else:
+            connection.close()
+        encoding = answer_headers.get("content-encoding", "").strip().lower()
+        return Response(status, answer_headers, self._decode(encoding, data))
 
-    def _read(self, answer: http.client.HTTPResponse) -> bytes:
-        """The body, refusing one over ``max_body`` before it is all in memory."""
-        if answer.length is not None:  # Content-Length: read it all, or IncompleteRead
-            if answer.length > self.max_body:
-                raise HttpError(f"an answer of {answer.length} bytes is too large")
-            return answer.read()
-        data = answer.read(self.max_body + 1)  # chunked, or until the server closes
-        if len(data) > self.max_body:
-            raise HttpError(f"an answer of more than {self.max_body} bytes is too large")
-        return data
+    def close(self) -> None:
+        """Close the idle connections; the transport stays usable (it opens new ones)."""
+        _close_all(self._idle, self._lock)
+
+    def _checkout(self) -> Connection:
+        while True:
+            with self._lock:
+                if not self._idle:
+                    break
+                connection = self._idle.pop()
+            if _usable(connection.sock):
+                return connection
+            connection.close()
+        return self._connect()
+
+    def _connect(self) -> Connection:
+        sock: socket.socket | None = None
+        try:
+            sock = socket.create_connection((self.host, self.port), self.connect_timeout)
+            # One request goes out in one write, but an answer's last segment should never
+            # wait on Nagle's algorithm either.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+            sock.settimeout(self.read_timeout)
+        except ssl.SSLCertVerificationError as exc:
+            if sock is not None:
+                sock.close()
+            raise TlsError(exc.verify_message or str(exc)) from None
+        except OSError as exc:
+            if sock is not None:
+                sock.close()
+            raise HttpError(f"{type(exc).__name__}: {exc}"[:300]) from None
+        return Connection(sock)
 
     def _decode(self, encoding: str, data: bytes) -> bytes:
         if encoding in ("", "identity"):
@@ -171,7 +156,7 @@ class Transport:
         return plain
 
 
-def _close_all(idle: list[http.client.HTTPConnection], lock: threading.Lock) -> None:
+def _close_all(idle: list[Connection], lock: threading.Lock) -> None:
     with lock:
         connections = idle[:]
         idle.clear()
@@ -186,12 +171,9 @@ def _tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_bundle))
 
 
-def _usable(connection: http.client.HTTPConnection) -> bool:
+def _usable(sock: socket.socket) -> bool:
     """An idle kept-alive connection is usable unless it reads as ready: the server closed
     it (or sent something unasked), either way the next answer could not be trusted to it."""
-    sock = connection.sock
-    if sock is None:
-        return False
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return not poller.poll(0)

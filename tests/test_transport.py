@@ -136,7 +136,7 @@ def test_an_answer_that_closes_the_connection_is_not_reused(
 
 
 def test_connections_send_without_nagle_delay(server: Server, transport: Transport) -> None:
-    """Headers and body leave in two writes: Nagle would hold the body for an ACK."""
+    """Small writes must not wait for ACKs (Nagle): a request is latency-bound."""
     transport.post("/x", b"1", {})
     (connection,) = transport._idle
     assert connection.sock is not None
