@@ -6,7 +6,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -209,15 +209,32 @@ class QcApi:
     # -- transport -----------------------------------------------------------------------
 
     def call(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """POST ``body`` to ``path``: transient failures retried, refusals re-signed."""
+        """POST ``body`` to ``path``: transient failures retried, refusals re-signed.
+
+        The first attempt runs bare: tenacity's bookkeeping costs about 45 us a call, a
+        quarter of a catch-up request's CPU. Only when it fails do the retry loops start,
+        taking that failure as their first attempt (so the counts are unchanged).
+        """
         try:
-            return self._transient(self._signed_call, path, body)
+            return self._post_once(path, body)
+        except (TransientError, AuthRejected) as exc:
+            failed: list[Exception] = [exc]
+
+        def attempt(path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+            if failed:
+                raise failed.pop()
+            return self._post_once(path, body)
+
+        try:
+            return self._transient(self._signed_call, attempt, path, body)
         except TransientError as exc:
             raise UnreachableError(f"{self.base_url}{path}: giving up for now: {exc}") from None
 
-    def _signed_call(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def _signed_call(
+        self, attempt: Callable[[str, Mapping[str, Any]], dict[str, Any]], path: str, body: Any
+    ) -> dict[str, Any]:
         try:
-            return self._signed(self._post_once, path, body)
+            return self._signed(attempt, path, body)
         except AuthRejected as exc:
             raise self._auth_error(str(exc)) from None
 
