@@ -309,6 +309,31 @@ def test_trimming_shifts_numbers_and_clamps_offsets(make: Callable[..., Emulator
     assert [f"b{i}" for i in range(6)] == emu.published(1, second)
 
 
+def test_a_late_line_does_not_bring_back_a_trimmed_one(make: Callable[..., Emulator]) -> None:
+    """Retention went past the first deployment's end into the second's; a late line of the
+    first then appears at the front (the oldest row). What was removed stays removed."""
+    emu = make(publish_interval=3600)
+    client = Client(emu)
+    emu.add_project(1, "p")
+    first = emu.deploy(1)
+    second = emu.deploy(1)
+    emu.write(1, ["b0", "b1", "b2"], deploy_id=second)
+    emu.publish()
+    emu.trim(1, 1)
+    emu.write(1, ["a late"], deploy_id=first)
+    emu.publish()
+    answer = client.logs(1, second, 0, 10)
+    assert (answer["logs"], answer["length"], answer["deploymentOffset"]) == (
+        ["a late", "b1", "b2"],
+        3,
+        1,
+    )
+    assert (emu.trimmed(1, first), emu.trimmed(1, second)) == (0, 1)
+    emu.trim(1, 2)
+    assert (emu.visible(1), emu.deployment_offset(1, second)) == (["b2"], 0)
+    assert (emu.trimmed(1, first), emu.trimmed(1, second)) == (1, 2)
+
+
 def test_live_read_describes_the_latest_deployment(client: Client, emu: Emulator) -> None:
     emu.add_project(1, "alpha")
     assert (

@@ -150,6 +150,10 @@ class Emulator:
     def published(self, project_id: int, deploy_id: str) -> list[str]:
         return self.model.published(project_id, deploy_id)
 
+    def trimmed(self, project_id: int, deploy_id: str) -> int:
+        """How many of the deployment's first published lines retention removed."""
+        return self.model.trimmed(project_id, deploy_id)
+
     def visible(self, project_id: int) -> list[str]:
         return self.model.visible(project_id)
 

@@ -27,42 +27,53 @@ class Deployment:
     stopped: float | None = None
     published: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    trimmed: int = 0  # its first published lines that retention removed
 
 
 @dataclass(slots=True)
 class Project:
-    """A project's deployments in order, and how many of its oldest visible rows are gone."""
+    """A project's deployments in order; the rows it serves are theirs, oldest first.
+
+    Retention removes rows from the front, and a removed row stays removed: each deployment
+    counts its own. (A count from the project's start would bring one back when a late row
+    is published into an earlier deployment that retention had already emptied.)
+    """
 
     project_id: int
     name: str
     deployments: list[Deployment] = field(default_factory=list)
-    trimmed: int = 0
-
-    def total(self) -> int:
-        """Rows ever published by all deployments, trimmed ones included."""
-        return sum(len(d.published) for d in self.deployments)
 
     def length(self) -> int:
-        return self.total() - self.trimmed
+        return sum(len(d.published) - d.trimmed for d in self.deployments)
 
     def offset(self, deployment: Deployment) -> int:
         before = 0
         for other in self.deployments:
             if other is deployment:
                 break
-            before += len(other.published)
-        return max(0, before - self.trimmed)
+            before += len(other.published) - other.trimmed
+        return before
+
+    def trim(self, n: int) -> None:
+        """Remove the ``n`` oldest rows served (fewer if the project has fewer)."""
+        for d in self.deployments:
+            if n <= 0:
+                return
+            taken = min(n, len(d.published) - d.trimmed)
+            d.trimmed += taken
+            n -= taken
 
     def rows(self, start: int, end: int) -> list[str]:
-        """Visible rows ``[start, end)``, sliced deployment by deployment."""
-        lo, hi = start + self.trimmed, min(end, self.length()) + self.trimmed
+        """Rows ``[start, end)`` as served, sliced deployment by deployment."""
         rows: list[str] = []
         base = 0
         for d in self.deployments:
-            top = base + len(d.published)
-            if top > lo and base < hi:
-                rows.extend(d.published[max(lo, base) - base : min(hi, top) - base])
-            if top >= hi:
+            served = len(d.published) - d.trimmed
+            top = base + served
+            if top > start and base < end:
+                lo, hi = max(start, base) - base, min(end, top) - base
+                rows.extend(d.published[d.trimmed + lo : d.trimmed + hi])
+            if top >= end:
                 break
             base = top
         return rows
@@ -105,9 +116,7 @@ class Model:
         raise NotFound(f"Algorithm {deploy_id} not found in project {project.project_id}")
 
     def _enforce(self, project: Project) -> None:
-        excess = project.length() - self.max_lines
-        if excess > 0:
-            project.trimmed += excess
+        project.trim(project.length() - self.max_lines)
 
     def add_project(self, project_id: int, name: str) -> None:
         with self._lock:
@@ -161,12 +170,16 @@ class Model:
 
     def trim(self, project_id: int, n: int) -> None:
         with self._lock:
-            project = self._project(project_id)
-            project.trimmed += max(0, min(n, project.length()))
+            self._project(project_id).trim(n)
 
     def published(self, project_id: int, deploy_id: str) -> list[str]:
         with self._lock:
             return list(self._deployment(self._project(project_id), deploy_id).published)
+
+    def trimmed(self, project_id: int, deploy_id: str) -> int:
+        """How many of the deployment's first published lines retention removed."""
+        with self._lock:
+            return self._deployment(self._project(project_id), deploy_id).trimmed
 
     def visible(self, project_id: int) -> list[str]:
         with self._lock:
