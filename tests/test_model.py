@@ -1,6 +1,7 @@
 """A model test of the daemon's core (research A6.32): the real follower, cursor store and file
 output, in-process against the emulator on loopback, driven by hypothesis through appends,
-snapshots, faults, polls, kill -9 and restart from disk, trims, redeploys and rotations.
+snapshots, faults, polls, kill -9 (between polls, or inside a write) and restart from disk,
+trims, redeploys and rotations, following with ``start = "project"`` or ``"deployment"``.
 
 Every step is checked against the delivery promise (SPEC §5): each deployment's files hold
 its published lines once and in order, skipping only lines the API trimmed before they were
@@ -17,7 +18,7 @@ import os
 import shutil
 import signal
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,7 +65,7 @@ from .conftest import TOKEN, USER_ID
 
 SETTINGS = settings(
     max_examples=int(os.environ.get("MODEL_EXAMPLES", "200")),  # more, for a deeper search
-    stateful_step_count=50,
+    stateful_step_count=int(os.environ.get("MODEL_STEPS", "50")),  # more, for longer stories
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -78,7 +79,8 @@ POLICY = RetryPolicy(base=0, cap=0, max_attempts=3, auth_base=0)
 IN_FLIGHT = 2  # each restart makes a prefetcher whose threads never end: keep them few
 DRAIN = 10.0**9  # superseded deployments are never dropped: their late lines keep coming
 REPEATED = {"tick": "2026-03-02 09:30:00 tick", "heartbeat": "heartbeat"}  # legitimate repeats
-GARBAGE = ("none", "next", "partial", "junk")
+GARBAGE = ("none", "empty", "next", "partial", "junk")  # what a kill -9 leaves (see Torn)
+STARTS = ("project", "deployment")  # "end" skips lines the model would have to guess
 _project_ids = itertools.count(50_000)
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -124,6 +126,60 @@ class Recorder:
         """Nothing to undo."""
 
 
+class Killed(BaseException):
+    """kill -9: nothing after it runs (a BaseException, so no handler in the daemon sees it)."""
+
+
+class Torn:
+    """A first output, for one poll: kill -9 in the middle of the poll's first write.
+
+    It writes what the file output's write, cut short there, would have left in the files
+    (that output writes each deployment's lines in one chunk, in order of appearance): the
+    chunks of the deployments before ``which`` in full; of that one, whole lines (``next``:
+    written, perhaps fsynced, but no cursor saved), lines and a cut one (``partial``), bytes
+    the file system never filled in (``junk``) or nothing (``empty``). What the pipeline
+    saves before it writes (a deployment's first cursor) is on disk by then, as it would be.
+    """
+
+    def __init__(self, files: FileSink, garbage: str, which: int) -> None:
+        self._files = files
+        self._garbage = garbage
+        self._which = which
+
+    def write(self, records: Sequence[Record]) -> None:
+        chunks: dict[tuple[int, str], list[str]] = {}
+        for record in records:
+            if isinstance(record, Line):
+                chunks.setdefault((record.project_id, record.deploy_id), []).append(record.text)
+        keys = list(chunks)[: self._which % len(chunks) + 1] if chunks else []
+        for key in keys:
+            data = ("\n".join(chunks[key]) + "\n").encode("utf-8", "backslashreplace")
+            if key == keys[-1]:
+                data = {
+                    "next": data,
+                    "partial": data[: max(1, len(data) - 5)],
+                    "junk": b"\0" * 7 + b"torn",
+                    "empty": b"",
+                }[self._garbage]
+            path = self._files.path(*key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("ab") as f:
+                f.write(data)
+        raise Killed
+
+    def flush(self) -> None:
+        """Never reached: the write kills."""
+
+    def close(self) -> None:
+        """Nothing open."""
+
+    def stamp(self, cursor: Cursor) -> Cursor:
+        return cursor
+
+    def recover(self, cursors: object) -> None:
+        """Nothing to undo."""
+
+
 @dataclass(slots=True)
 class Deployed:
     """What one deployment's output is, as far as the model knows."""
@@ -143,22 +199,24 @@ class Deployed:
 class Layout:
     """Where a deployment's lines are now: its published lines, and how many are trimmed."""
 
-    base: int  # the deployment's first line's number before any trimming
+    offset: int  # the project-wide number of its first line still served
     published: list[str]
     trimmed: int  # its first lines the API no longer serves
 
+    def index(self, number: int) -> int | None:
+        """The index in ``published`` of the project-wide line ``number``, if it is ours."""
+        index = number - self.offset + self.trimmed
+        return index if self.trimmed <= index < len(self.published) else None
 
-def layout(emu: Emulator, project_id: int) -> tuple[int, dict[str, Layout]]:
-    """How many of the project's rows are trimmed, and each deployment's layout."""
-    ids = emu.deploy_ids(project_id)
-    published = {d: emu.published(project_id, d) for d in ids}
-    trimmed = sum(len(p) for p in published.values()) - emu.length(project_id)
-    base, out = 0, {}
-    for d in ids:
-        size = len(published[d])
-        out[d] = Layout(base, published[d], min(size, max(0, trimmed - base)))
-        base += size
-    return trimmed, out
+
+def layout(emu: Emulator, project_id: int) -> dict[str, Layout]:
+    """Each deployment's layout, oldest first."""
+    offset, out = 0, {}
+    for d in emu.deploy_ids(project_id):
+        published, trimmed = emu.published(project_id, d), emu.trimmed(project_id, d)
+        out[d] = Layout(offset, published, trimmed)
+        offset += len(published) - trimmed
+    return out
 
 
 def checked(cursor: Cursor | None) -> int:
@@ -210,8 +268,8 @@ class TailerModel(RuleBasedStateMachine):
         self.before: dict[str, Cursor] = {}  # the saved cursors when the current poll began
         self.clean = True
         self.last_error: Exception | None = None
-        self.pending: set[str] = set()  # deployments with lines not yet published
         self.live: tuple[QcApi, list[Pipeline], Scheduler, Instant] | None = None
+        self.first: str | None = None  # the first deployment the follower ever began with
         emu.faults.clear()
         emu.add_project(self.project, f"model-{self.project}")
 
@@ -258,7 +316,19 @@ class TailerModel(RuleBasedStateMachine):
             return None
         except RecursionError:  # one message, wherever the stack ran out: hypothesis can shrink
             raise AssertionError("the poll recursed without end") from None
+        self._began()
         return sum(len(o.texts) + o.gaps for o in self.outs.values()) - delivered
+
+    def _began(self) -> None:
+        """Note the first deployment the follower began with, once a poll got far enough.
+
+        With ``start = "deployment"``, deployments launched before it are not followed; it and
+        every later one are, across restarts, whether or not they had lines yet.
+        """
+        assert self.live is not None
+        chain = self.live[1][0].followers[0].chain
+        if self.first is None and chain:
+            self.first = chain[0].deploy_id
 
     # -- what the outputs were given ---------------------------------------------------------
 
@@ -267,7 +337,7 @@ class TailerModel(RuleBasedStateMachine):
 
     def delivered(self, records: list[Record]) -> None:
         """Called when the pipeline flushed: ``records`` are durable in the files now."""
-        trimmed, deployments = layout(self.emu, self.project)
+        deployments = layout(self.emu, self.project)
         for record in records:
             where = deployments.get(record.deploy_id)
             if record.project_id != self.project or where is None:
@@ -288,10 +358,9 @@ class TailerModel(RuleBasedStateMachine):
                 o.tail = []
                 continue
             assert isinstance(record, Line)
-            index = record.number + trimmed - where.base
-            if not 0 <= index < len(where.published) or where.published[index] != record.text:
-                row = record.number + trimmed
-                owner = [d for d, w in deployments.items() if 0 <= row - w.base < len(w.published)]
+            index = where.index(record.number)
+            if index is None or where.published[index] != record.text:
+                owner = [d for d, w in deployments.items() if w.index(record.number) is not None]
                 self.violations.append(
                     f"{record.deploy_id}: delivered {record.text!r} as its line {record.number}"
                     f" (position {record.position}), but that line is {owner[:1] or 'nobody'}'s"
@@ -358,9 +427,11 @@ class TailerModel(RuleBasedStateMachine):
 
     # -- rules ---------------------------------------------------------------------------------
 
-    @initialize(deployed=st.booleans())
+    @initialize(deployed=st.booleans(), start=st.sampled_from(STARTS))
     @guarded
-    def begin(self, deployed: bool) -> None:
+    def begin(self, deployed: bool, start: str = "project") -> None:
+        """A project with a deployment or none yet; the follow entry's ``start``."""
+        self.config = replace(self.config, follows=(FollowConfig(self.project, start=start),))
         if deployed:
             self.emu.deploy(self.project)
         self.start()
@@ -375,18 +446,6 @@ class TailerModel(RuleBasedStateMachine):
         i = next(self.counter)
         return f"2026-03-02 10:{i // 60 % 60:02d}:{i % 60:02d} order {self.project}-{i}"
 
-    def _room(self, deploy_id: str) -> int:
-        """How many more rows retention may drop before the end of ``deploy_id``'s lines.
-
-        The emulator counts trimmed rows from the project's start, so a row published late
-        into a deployment that retention has gone past would bring a trimmed row of a later
-        deployment back (see test_emulator_late_line_does_not_resurrect_a_trimmed_one): the
-        model keeps retention short of every earlier deployment still getting lines.
-        """
-        trimmed, deployments = layout(self.emu, self.project)
-        where = deployments[deploy_id]
-        return where.base + len(where.published) - trimmed
-
     @precondition(lambda self: self.deployments)
     @rule(
         kinds=st.lists(st.sampled_from(["new", "new", "new", "tick", "heartbeat"]), max_size=8),
@@ -397,10 +456,7 @@ class TailerModel(RuleBasedStateMachine):
         """New pending lines, for the current deployment or (late lines) an earlier one."""
         ids = self.deployments
         target = ids[max(0, len(ids) - 1 - late)]
-        if target != ids[-1] and self._room(target) < 0:
-            target = ids[-1]
         self.emu.write(self.project, [self.line(kind) for kind in kinds], deploy_id=target)
-        self.pending.add(target)
 
     @precondition(lambda self: self.deployments)
     @rule(size=st.sampled_from([249, 250, 260]))
@@ -414,7 +470,6 @@ class TailerModel(RuleBasedStateMachine):
     @guarded
     def publish(self) -> None:
         self.emu.publish(self.project)
-        self.pending.clear()
 
     @rule(n=st.integers(1, 4), kind=st.sampled_from(FAULTS))
     @guarded
@@ -430,41 +485,24 @@ class TailerModel(RuleBasedStateMachine):
     @rule(garbage=st.sampled_from(GARBAGE), which=st.integers(0, 3))
     @guarded
     def crash(self, garbage: str, which: int) -> None:
-        """kill -9, perhaps after a write the cursor never heard of, then start from disk."""
+        """kill -9 between polls (``none``), or inside a poll's first write (see Torn); then
+        start from disk."""
+        if garbage != "none":
+            assert self.live is not None
+            self.live[1][0].outputs.insert(0, Torn(self.files, garbage, which))
+            try:
+                self.poll_once()
+            except Killed:
+                note(f"killed inside a write ({garbage})")
+                self._began()  # the write was reached: what the poll began with is on disk
         self.kill()
-        ids = self.deployments
-        if garbage != "none" and ids:
-            deploy_id = ids[which % len(ids)]
-            self._half_written(deploy_id, garbage)
         self.start()
-
-    def _half_written(self, deploy_id: str, garbage: str) -> None:
-        """Bytes a write left in the file just before the crash, beyond the saved length."""
-        path = self.files.path(self.project, deploy_id)
-        if garbage == "junk":
-            if (self.project, deploy_id) not in self.store.load_all():
-                return  # nothing was ever written: a torn write needs a write
-            data = b"\0" * 7 + b"torn"
-        else:
-            o, where = self.out(deploy_id), layout(self.emu, self.project)[1][deploy_id]
-            start = max(o.last + 1, where.trimmed)
-            upcoming = "".join(f"{t}\n" for t in where.published[start : start + 3]).encode()
-            if not upcoming:
-                return  # nothing that could have been written
-            data = upcoming if garbage == "next" else upcoming[: max(1, len(upcoming) - 5)]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("ab") as f:
-            f.write(data)
-        note(f"crash after a half-done write ({garbage})")
 
     @rule(n=st.integers(1, 6), share=st.sampled_from([0.0, 0.0, 0.0, 0.5, 0.9, 1.0]))
     @guarded
     def trim(self, n: int, share: float) -> None:
         """Retention drops the project's oldest served lines: n, plus a share of them all."""
-        n += int(share * self.emu.length(self.project))
-        latest = self.deployments[-1:]
-        room = [self._room(d) for d in self.pending if d not in latest]
-        self.emu.trim(self.project, min([n, *room]))
+        self.emu.trim(self.project, n + int(share * self.emu.length(self.project)))
 
     @rule()
     @guarded
@@ -518,8 +556,11 @@ class TailerModel(RuleBasedStateMachine):
             return
         assert cursor.file_size is not None, f"{deploy_id}: lines written, no file size saved"
         inodes = [p.stat().st_ino if p.exists() else None for p in paths]
-        assert cursor.file_inode in inodes, f"{deploy_id}: the cursor's file is not one of ours"
-        at = inodes.index(cursor.file_inode)
+        if cursor.file_inode is None:  # no file when it was saved (rotated away): a restart
+            at = len(paths) - 1  # empties the one there now (a killed write may have made it)
+        else:
+            assert cursor.file_inode in inodes, f"{deploy_id}: the cursor's file is not ours"
+            at = inodes.index(cursor.file_inode)
         if at == len(paths) - 1:  # the current file: a restart cuts it back to file_size
             before = sum(len(chunk) for chunk in chunks[:-1])
             assert before + cursor.file_size == len(expected), (
@@ -551,9 +592,13 @@ class TailerModel(RuleBasedStateMachine):
             raise AssertionError(f"the follower never caught up; last error: {self.last_error!r}")
         self.consistent()
         saved = self.store.load_all()
-        _, deployments = layout(self.emu, self.project)
+        deployments = layout(self.emu, self.project)
+        ids = list(deployments)
         for deploy_id, where in deployments.items():
             o = self.out(deploy_id)
+            if self.first is None or ids.index(deploy_id) < ids.index(self.first):
+                assert o.position == 0, f"{deploy_id}: delivered, yet older than {self.first}"
+                continue
             cursor = saved.get((self.project, deploy_id))
             error = self._accounted(o, len(where.published), where, cursor, first=True)
             assert error is None, f"{deploy_id} at its end ({len(where.published)}): {error}"
@@ -577,11 +622,6 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     assert os.listdir(path) == []  # every example cleaned up after itself
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the crash rule writes to files before any cursor exists, a state the daemon no "
-    "longer reaches (it saves a deployment's first cursor before its first write)",
-)
 def test_delivery_promise_holds_under_faults_crashes_trims_redeploys_rotations(
     emulator: Emulator, root: Path
 ) -> None:
@@ -597,6 +637,10 @@ BEGIN: Steps = [("begin", {"deployed": True})]
 POLL: Steps = [("poll", {})]
 PUBLISH: Steps = [("publish", {})]
 REDEPLOY: Steps = [("redeploy", {})]
+
+
+def begin(start: str) -> Steps:
+    return [("begin", {"deployed": True, "start": start})]
 
 
 def append(*kinds: str, late: int = 0) -> Steps:
@@ -617,20 +661,16 @@ def replay(emulator: Emulator, root: Path, steps: Steps) -> None:
         machine.teardown()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="models a write before any cursor was saved; the daemon now saves a deployment's "
-    "first cursor (file length before the write) first, so recover() cuts such a file back; "
-    "this test's crash rule does not model that save yet",
-)
+@pytest.mark.parametrize("garbage", ["next", "partial", "junk"])
 def test_a_file_written_before_the_first_cursor_save_is_cut_back_on_restart(
-    emulator: Emulator, root: Path
+    emulator: Emulator, root: Path, garbage: str
 ) -> None:
-    """kill -9 between the first write to a deployment's file and its first cursor save: the
-    file holds lines and no cursor does. ``FileSink.recover`` only visits files that have a
-    cursor, so the lines stay, and the restarted daemon writes them again: duplicates."""
-    crash = [("crash", {"garbage": "next", "which": 0})]  # the line was written, then kill -9
-    replay(emulator, root, BEGIN + append("new") + PUBLISH + crash)
+    """kill -9 inside the first write to a deployment's file, before the cursor that follows
+    it is saved. ``FileSink.recover`` only visits files that have a cursor: unless the
+    pipeline saved the deployment's first cursor (the file's length before the write) ahead
+    of the write, the bytes stay, and the restarted daemon writes the lines again."""
+    crash = [("crash", {"garbage": garbage, "which": 0})]  # the lines were written, then kill -9
+    replay(emulator, root, BEGIN + append("new", "new") + PUBLISH + crash)
 
 
 def test_a_gap_after_sighup_keeps_the_files_length_in_the_cursor(
@@ -685,16 +725,30 @@ def test_a_gap_count_is_not_taken_from_a_size_late_lines_outgrew(
     replay(emulator, root, BEGIN + early + append("new", "new", late=1) + PUBLISH + trim(4) + POLL)
 
 
+@pytest.mark.parametrize("start", STARTS)
 def test_a_restart_still_reads_a_superseded_deployment_that_had_no_lines_yet(
-    emulator: Emulator, root: Path
+    emulator: Emulator, root: Path, start: str
 ) -> None:
     """Before the crash the old deployment had no line, so no cursor; its successor has one.
     On restart ``ProjectFollower._older`` keeps only deployments from the first unfinished
     saved cursor on, so the old one is no longer followed and its late lines are never
-    read. (The same with ``start = "deployment"``, once the follower saw the redeploy.)"""
+    read. (``start = "project"`` was mended in ``_older``; ``start = "deployment"`` needs the
+    old deployment's cursor on disk, saved when the follower began with it.)"""
     crash = [("crash", {"garbage": "none", "which": 0})]
-    before = BEGIN + POLL + REDEPLOY + append("new") + PUBLISH + POLL
+    before = begin(start) + POLL + REDEPLOY + append("new") + PUBLISH + POLL
     replay(emulator, root, before + append("new", late=1) + PUBLISH + crash + POLL)
+
+
+def test_a_restart_still_reads_the_deployment_followed_before_a_redeploy_while_down(
+    emulator: Emulator, root: Path
+) -> None:
+    """``start = "deployment"``: the follower began with a deployment that had no line yet,
+    so nothing was delivered and no cursor saved; kill -9; a redeploy while the daemon is
+    down, and a late line for the old deployment. The restarted follower knows only the new
+    deployment, and the old one's line is never read."""
+    crash = [("crash", {"garbage": "none", "which": 0})]
+    steps = begin("deployment") + POLL + crash + REDEPLOY + append("new", late=1) + PUBLISH
+    replay(emulator, root, steps + POLL)
 
 
 def test_trimming_read_lines_of_a_superseded_deployment_does_not_stall_the_follower(
@@ -707,22 +761,14 @@ def test_trimming_read_lines_of_a_superseded_deployment_does_not_stall_the_follo
     replay(emulator, root, steps + PUBLISH + trim(2) + POLL)
 
 
-@pytest.mark.xfail(
-    strict=False, reason="open emulator bug: trimming counts rows from the project's start"
-)
-def test_emulator_late_line_does_not_resurrect_a_trimmed_one(emulator: Emulator) -> None:
-    """The emulator counts trimmed rows from the project's start: a row published late into
-    an earlier deployment, once retention has gone past that deployment's end, is hidden in
-    place of the next deployment's oldest trimmed row, which comes back. A removed line must
-    stay removed."""
-    project = next(_project_ids)
-    emulator.add_project(project, "late")
-    first = emulator.deploy(project)
-    emulator.deploy(project)
-    emulator.write(project, ["a", "b", "c"])
-    emulator.publish(project)
-    emulator.trim(project, 1)
-    assert emulator.visible(project) == ["b", "c"]
-    emulator.write(project, ["late"], deploy_id=first)
-    emulator.publish(project)
-    assert "a" not in emulator.visible(project)
+def test_a_late_line_after_retention_emptied_its_deployment_is_read_after_a_gap(
+    emulator: Emulator, root: Path
+) -> None:
+    """Retention takes all of the old deployment's lines (the last one unread) and the first
+    of its successor's, already read; then a late line of the old deployment arrives, at the
+    front of what is served. The old deployment reports the gap and reads its late line; the
+    successor resumes after its lines. (Before the emulator counted trimmed rows per
+    deployment, the model kept retention short of this.)"""
+    read = BEGIN + append("new") + PUBLISH + POLL + REDEPLOY + append("new", "new") + PUBLISH
+    unread = POLL + append("new", late=1) + PUBLISH
+    replay(emulator, root, read + unread + trim(3) + append("new", late=1) + PUBLISH + POLL)
