@@ -67,6 +67,7 @@ class ProjectFollower:
         self.deployment: Deployment | None = None
         self._waiting_logged = False
         self.finished: list[Cursor] = []  # drained deployments' last cursors, to save as done
+        self.started: list[Cursor] = []  # first cursors of deployments begun, to save at once
 
     @property
     def readers(self) -> list[DeploymentReader]:
@@ -138,7 +139,7 @@ class ProjectFollower:
         )
         if self.pinned:
             self._superseded[reader.deploy_id] = self._clock()
-            self._successor = self._reader(successors[0], Start("deployment"))
+            self._successor = self._reader(successors[0], Start("deployment"), followed=False)
             return True
         for deployment in successors:
             self._superseded[self.chain[-1].deploy_id] = self._clock()
@@ -184,7 +185,8 @@ class ProjectFollower:
                 self._superseded[deployment.deploy_id] = self._clock()
         end = None
         if self.pinned and self.pinned != current.deploy_id:
-            self._successor = self._reader(self._successors(self.pinned, current)[0], Start())
+            later = self._successors(self.pinned, current)[0]
+            self._successor = self._reader(later, Start(), followed=False)
             end = self._successor.offset
         target = current
         if self.pinned and self.pinned != current.deploy_id:
@@ -212,9 +214,20 @@ class ProjectFollower:
         return [d for d in listed[first:] if d.deploy_id not in done]
 
     def _reader(
-        self, deployment: Deployment, start: Start | None, end: int | None = None
+        self,
+        deployment: Deployment,
+        start: Start | None,
+        end: int | None = None,
+        *,
+        followed: bool = True,
     ) -> DeploymentReader:
-        """A reader at the saved cursor, or placed by ``start`` (the configured one if None)."""
+        """A reader at the saved cursor, or placed by ``start`` (the configured one if None).
+
+        A new reader of a deployment to follow (not a pinned one's successor, only probed)
+        puts its first cursor in ``started``, to be saved before anything else happens: a
+        restart then resumes it where it began, even if it had no line yet (nothing else
+        would tell the restarted follower that it was being followed or drained).
+        """
         name = self.name or str(self.project_id)
         saved = self._saved.pop(deployment.deploy_id, None)
         if saved is not None:
@@ -228,6 +241,8 @@ class ProjectFollower:
             visible = reader.visible(end)
             skip = max(0, visible - start.count) if start.kind == "last" else visible
             reader.place(replace(cursor, position=skip))
+        if followed:
+            self.started.append(reader.cursor)
         return reader
 
     def _forget_drained(self) -> None:

@@ -185,13 +185,21 @@ class Scheduler:
         if group:
             found += self._deliver(slot, group)
         with self.shutdown.critical():
+            self._save_started(slot)
             while follower.finished:
                 slot.pipeline.persist(follower.finished.pop(0))
         self.delivered += found
         return found
 
+    def _save_started(self, slot: _Slot) -> None:
+        """Save the first cursors of deployments the follower began with, before any of its
+        lines are delivered: a restart then follows (or drains) them, lines or none yet."""
+        while slot.follower.started:
+            slot.pipeline.persist(slot.follower.started.pop(0))
+
     def _deliver(self, slot: _Slot, group: list[Batch]) -> int:
         with self.shutdown.critical():
+            self._save_started(slot)
             slot.pipeline.deliver(group)
             for batch in group:
                 slot.follower.commit(batch)
