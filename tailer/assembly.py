@@ -49,13 +49,20 @@ def build_api(config: Config, shutdown: Shutdown, policy: RetryPolicy = ONE_SHOT
 
 def follower_factory(
     api: QcApi, config: Config, saved: Mapping[tuple[int, str], Cursor]
-) -> Callable[[FollowConfig], ProjectFollower]:
-    """Makes the follower of one follow entry, resuming from its saved cursors."""
+) -> Callable[..., ProjectFollower]:
+    """Makes the follower of one follow entry, resuming from its saved cursors.
+
+    ``make(entry, now)``: ``now`` are the cursors as saved at this moment, for a follower made
+    later in the run (a project discovered again); the start-up ones are stale by then.
+    """
 
     prefetcher = Prefetcher(config.api.max_in_flight)
 
-    def make(entry: FollowConfig) -> ProjectFollower:
-        mine = {d: c for (p, d), c in saved.items() if p == entry.project_id}
+    def make(
+        entry: FollowConfig, now: Mapping[tuple[int, str], Cursor] | None = None
+    ) -> ProjectFollower:
+        cursors = saved if now is None else now
+        mine = {d: c for (p, d), c in cursors.items() if p == entry.project_id}
         return ProjectFollower(
             api,
             entry.project_id,

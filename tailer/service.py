@@ -124,6 +124,8 @@ def _pipeline(
         [make(entry) for entry in config.follows],
         name=name,
         save=store.save,
-        make_follower=lambda pid: make(FollowConfig(pid, start=config.discovery.start)),
+        make_follower=lambda pid: make(
+            FollowConfig(pid, start=config.discovery.start), store.load_all()
+        ),
         saved=saved.keys(),
     )
