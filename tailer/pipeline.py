@@ -45,9 +45,7 @@ class Pipeline:
             key = (batch.cursor.project_id, batch.cursor.deploy_id)  # can be undone
             if key not in self._saved and batch.before is not None:
                 self.persist(batch.before)
-        records: list[Record] = []
-        for batch in group:
-            records.extend(batch.lines or ((batch.gap,) if batch.gap else ()))
+        records: list[Record] = [b.record for b in group if b.record is not None]
         for output in self.outputs:
             output.write(records)
         for output in self.outputs:
@@ -55,7 +53,7 @@ class Pipeline:
         latest = {batch.cursor.deploy_id: batch.cursor for batch in group}
         for cursor in latest.values():
             self.persist(cursor)
-        return len(records)
+        return sum(batch.count or (batch.gap is not None) for batch in group)
 
     def persist(self, cursor: Cursor) -> None:
         for output in self.outputs:

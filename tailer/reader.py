@@ -12,7 +12,7 @@ from tailer.api import LogWindow, QcApi
 from tailer.cursor import TAIL_LINES, Cursor
 from tailer.errors import ProtocolError, WindowTooLargeError
 from tailer.prefetch import Prefetcher
-from tailer.records import Gap, Line, fingerprint, lines_of
+from tailer.records import Gap, Line, LineRun, fingerprint
 
 log = structlog.get_logger(__name__)
 
@@ -26,10 +26,24 @@ _OFFSET_RETRIES = 3
 class Batch:
     """Lines (or a gap) ready for the outputs, and the cursor to save once they have them."""
 
-    lines: tuple[Line, ...]
+    run: LineRun | None
     gap: Gap | None
     cursor: Cursor
     before: Cursor | None = None  # the cursor these lines follow
+
+    @property
+    def count(self) -> int:
+        """How many lines it holds."""
+        return len(self.run.texts) if self.run is not None else 0
+
+    @property
+    def lines(self) -> tuple[Line, ...]:
+        return self.run.lines() if self.run is not None else ()
+
+    @property
+    def record(self) -> LineRun | Gap | None:
+        """What the outputs are given."""
+        return self.run if self.run is not None else self.gap
 
 
 class DeploymentReader:
@@ -148,17 +162,17 @@ class DeploymentReader:
 
     def _batch(self, rows: list[str], first: int) -> Batch:
         cursor = self.ahead
-        lines = lines_of(
+        run = LineRun(
             cursor.project_id,
             cursor.deploy_id,
             self.name,
-            rows,
-            number=first,
-            position=cursor.position,
-            launched=cursor.launched,
+            first,
+            cursor.position,
+            tuple(rows),
+            cursor.launched,
         )
         self.ahead = cursor.advance(rows)
-        return Batch(lines, None, self.ahead, cursor)
+        return Batch(run, None, self.ahead, cursor)
 
     def _fetch(self, start: int, stop: int) -> LogWindow:
         """One window (prefetched, if it was foreseen), halving it if the server asks."""
@@ -190,9 +204,10 @@ class DeploymentReader:
         """
         if self.prefetcher is None:
             return
-        # Twice what may be in flight (the budget caps that): a worker that finishes takes
-        # the next window at once, rather than waiting for the reader to consume in order.
-        depth = 2 * int(self.api.budget.window)
+        # Four times what may be in flight (the budget caps that): a worker that finishes
+        # takes the next window at once, rather than waiting for the reader to consume in
+        # order, and reading goes on while the outputs fsync (16 windows by default).
+        depth = 4 * int(self.api.budget.window)
         overlap = min(TAIL_LINES, self.window - 1)
         while len(self._ahead) < depth:  # past those already asked for, to keep depth in flight
             start = stop - overlap
@@ -269,7 +284,7 @@ class DeploymentReader:
             lost=lost if lost is not None else "unknown",
             hint="the API removed lines (retention) before they could be read",
         )
-        return Batch((), gap, after, cursor)
+        return Batch(None, gap, after, cursor)
 
 
 def _ends_with(prints: list[str], tail: tuple[str, ...], at_start: bool) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from itertools import count, repeat
 from typing import NamedTuple
@@ -50,6 +50,34 @@ def lines_of(
     return tuple(map(tuple.__new__, repeat(Line), fields))
 
 
+class LineRun(NamedTuple):
+    """Consecutive lines of one deployment, as one window brought them.
+
+    What flows from readers to outputs: an output that needs only the texts (files, plain
+    stdout) takes them as they are, and only one that needs each line as an object (JSON,
+    prefixes, Loki) pays for building them (``expand``).
+    """
+
+    project_id: int
+    deploy_id: str
+    name: str
+    number: int  # of the first line
+    position: int  # of the first line
+    texts: tuple[str, ...]
+    launched: float | None = None
+
+    def lines(self) -> tuple[Line, ...]:
+        return lines_of(
+            self.project_id,
+            self.deploy_id,
+            self.name,
+            self.texts,
+            number=self.number,
+            position=self.position,
+            launched=self.launched,
+        )
+
+
 class Gap(NamedTuple):
     """Lines the API removed (retention) before they could be read."""
 
@@ -74,3 +102,28 @@ def line_time(text: str) -> datetime | None:
 def fingerprint(text: str) -> str:
     """A short, stable digest of a line's text, kept in cursors to recognise it later."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+Record = Line | LineRun | Gap
+
+
+def expand(records: Iterable[Record]) -> list[Line | Gap]:
+    """The records with every run of lines opened up into its lines."""
+    out: list[Line | Gap] = []
+    for record in records:
+        if isinstance(record, LineRun):
+            out.extend(record.lines())
+        else:
+            out.append(record)
+    return out
+
+
+def texts_of(records: Iterable[Record]) -> list[str]:
+    """The texts of every line among the records, in order (gaps have none)."""
+    texts: list[str] = []
+    for record in records:
+        if isinstance(record, LineRun):
+            texts.extend(record.texts)
+        elif isinstance(record, Line):
+            texts.append(record.text)
+    return texts

@@ -178,7 +178,7 @@ class Scheduler:
         lines = 0
         for batch in follower.poll():
             group.append(batch)
-            lines += len(batch.lines)
+            lines += batch.count
             if lines >= GROUP_LINES:
                 found += self._deliver(slot, group)
                 group, lines = [], 0
@@ -203,7 +203,7 @@ class Scheduler:
             slot.pipeline.deliver(group)
             for batch in group:
                 slot.follower.commit(batch)
-        return sum(len(batch.lines) for batch in group)
+        return sum(batch.count for batch in group)
 
     def _ended(self, slot: _Slot) -> bool:
         """A discovered project that stopped running, drained, and read to the end."""

@@ -52,7 +52,7 @@ from tailer.cursor import TAIL_LINES, Cursor
 from tailer.emulator import Emulator, Fault
 from tailer.pipeline import Pipeline
 from tailer.reader import MAX_WINDOW
-from tailer.records import Gap, Line, fingerprint
+from tailer.records import Gap, Line, expand, fingerprint
 from tailer.retry import RetryPolicy
 from tailer.scheduler import _RECOVERABLE, Scheduler
 from tailer.service import _pipelines
@@ -148,7 +148,7 @@ class Torn:
 
     def write(self, records: Sequence[Record]) -> None:
         chunks: dict[tuple[int, str], list[str]] = {}
-        for record in records:
+        for record in expand(records):
             if isinstance(record, Line):
                 chunks.setdefault((record.project_id, record.deploy_id), []).append(record.text)
         keys = list(chunks)[: self._which % len(chunks) + 1] if chunks else []
@@ -338,7 +338,7 @@ class TailerModel(RuleBasedStateMachine):
     def delivered(self, records: list[Record]) -> None:
         """Called when the pipeline flushed: ``records`` are durable in the files now."""
         deployments = layout(self.emu, self.project)
-        for record in records:
+        for record in expand(records):
             where = deployments.get(record.deploy_id)
             if record.project_id != self.project or where is None:
                 self.violations.append(f"a record of an unknown deployment: {record!r}")

@@ -167,7 +167,7 @@ def test_a_read_stopped_by_a_limit_is_not_caught_up(emu, api):
 
 
 def test_a_catch_up_keeps_its_prefetched_windows_topped_up(emu):
-    """After every window read, the next ones are already asked for: twice the in-flight
+    """After every window read, the next ones are already asked for: four times the in-flight
     budget (the budget caps what really travels), up to the deployment's end, never fewer
     while more remain."""
     deploy_id = emu.deploy(PROJECT)
@@ -182,5 +182,5 @@ def test_a_catch_up_keeps_its_prefetched_windows_topped_up(emu):
         ahead.append(len(reader._ahead))
     assert texts(batches) == expected
     remaining = [len(ahead) - 1 - i for i in range(len(ahead))]  # windows still to read
-    assert ahead == [min(4, left) for left in remaining]
+    assert ahead == [min(8, left) for left in remaining]
     assert emu.stats.by_path["/live/logs/read"] == 1 + len(batches) + 1  # probe, reads, end

@@ -6,9 +6,9 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from tailer.cursor import Cursor
-from tailer.records import Gap, Line
+from tailer.records import Record
 
-Record = Line | Gap
+__all__ = ["Record", "Sink"]
 
 
 class Sink(Protocol):

@@ -7,15 +7,19 @@ import errno
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 
 import structlog
 
 from tailer.cursor import Cursor
 from tailer.errors import OutputError
-from tailer.records import Line
+from tailer.records import texts_of
 from tailer.sinks import Record
 from tailer.store import safe_name
+
+_DEPLOYMENT = itemgetter(0, 1)  # (project_id, deploy_id), of any record alike
 
 log = structlog.get_logger(__name__)
 
@@ -78,9 +82,10 @@ class FileSink:
             self._close_all()
             self._reopen = False
         chunks: dict[tuple[int, str], list[str]] = {}
-        for record in records:
-            if isinstance(record, Line):
-                chunks.setdefault((record.project_id, record.deploy_id), []).append(record.text)
+        for key, run in groupby(records, _DEPLOYMENT):  # consecutive records of one deployment
+            texts = texts_of(run)
+            if texts:
+                chunks.setdefault(key, []).extend(texts)
         for key, texts in chunks.items():
             # A lone surrogate (an emoji cut in half upstream) is kept as a visible escape.
             data = ("\n".join(texts) + "\n").encode("utf-8", "backslashreplace")

@@ -17,7 +17,7 @@ import structlog
 from tailer.config import LokiConfig
 from tailer.cursor import Cursor
 from tailer.errors import OutputError, TransientError
-from tailer.records import Line, line_time
+from tailer.records import Line, expand, line_time
 from tailer.retry import RetryPolicy, Sleep, parse_retry_after, transient_retrying
 from tailer.sinks import Record
 
@@ -74,7 +74,7 @@ class LokiSink:
         return cursor if last is None else replace(cursor, last_ns=last)
 
     def write(self, records: Sequence[Record]) -> None:
-        lines = [record for record in records if isinstance(record, Line)]
+        lines = [record for record in expand(records) if isinstance(record, Line)]
         for index, line in enumerate(lines):
             key = (line.project_id, line.deploy_id)
             ns = self._timestamp(line, lines, index)

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 from tailer.cursor import Cursor
-from tailer.records import Gap, Line, line_time
+from tailer.records import Gap, Line, expand, line_time, texts_of
 from tailer.sinks import Record
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\[\]]")
@@ -60,12 +60,12 @@ class StdoutSink:
 
     def write(self, records: Sequence[Record]) -> None:
         if self.format == "text" and not self.prefix:  # the common case, kept cheap
-            texts = [record.text for record in records if isinstance(record, Line)]
+            texts = texts_of(records)
             if texts:
                 self._emit("\n".join(texts) + "\n")
             return
         out = []
-        for record in records:
+        for record in expand(records):
             if self.format == "json":
                 obj = line_object(record) if isinstance(record, Line) else gap_object(record)
                 out.append(json.dumps(obj, ensure_ascii=False) + "\n")
