@@ -151,6 +151,20 @@ def test_position_after_flush_is_the_file_size_and_inode(sink):
     assert sink.position(PROJECT, "L-a")[0] == len(raw(texts("a", 3)))
 
 
+def test_a_finished_deployments_file_is_closed_and_its_cursor_still_stamped(sink):
+    """Redeploys come for months: a drained deployment must not keep a descriptor open."""
+    fds = len(os.listdir("/proc/self/fd"))
+    for n in range(20):
+        sink.write(lines(f"L-{n}", texts("a", 3)))
+        sink.flush()
+        done = sink.stamp(Cursor(PROJECT, f"L-{n}", position=3, done=True))
+        assert done.file_size == len(raw(texts("a", 3)))
+    assert len(os.listdir("/proc/self/fd")) <= fds + 1  # not one more per deployment
+    sink.write(lines("L-0", texts("b", 1)))  # a late line after all: the file reopens
+    sink.flush()
+    assert sink.path(PROJECT, "L-0").read_bytes() == raw(texts("a", 3) + texts("b", 1))
+
+
 def test_position_counts_only_flushed_lines(sink):
     sink.write(lines("L-a", texts("a", 3)))
     sink.flush()
