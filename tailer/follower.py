@@ -255,4 +255,5 @@ class ProjectFollower:
                 return
             log.info("drained", deploy=oldest.deploy_id)
             self.chain.pop(0)
+            del self._superseded[oldest.deploy_id]
             self.finished.append(replace(oldest.cursor, done=True))

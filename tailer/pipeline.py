@@ -60,7 +60,11 @@ class Pipeline:
             cursor = output.stamp(cursor)
         if self._save is not None:
             self._save(cursor)
-        self._saved.add((cursor.project_id, cursor.deploy_id))
+        key = (cursor.project_id, cursor.deploy_id)
+        if cursor.done:  # nothing more of it will come: a daemon that runs for months
+            self._saved.discard(key)  # would otherwise keep one key per deployment it saw
+        else:
+            self._saved.add(key)
 
     def close(self) -> None:
         for output in self.outputs:

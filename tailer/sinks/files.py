@@ -113,16 +113,17 @@ class FileSink:
     def stamp(self, cursor: Cursor) -> Cursor:
         """The cursor, with the flushed length and inode of its deployment's file.
 
-        A finished deployment's file is closed here: a daemon that sees a redeploy a day
-        would otherwise hold one more descriptor each day, for good.
+        A finished deployment's file is closed and forgotten here: a daemon that sees a
+        redeploy a day would otherwise hold one more descriptor (or entry) each day, for good.
         """
         key = (cursor.project_id, cursor.deploy_id)
         size, inode = self.position(*key)
-        if cursor.done and key in self._open and key not in self._touched:
-            handle = self._open.pop(key)
-            self._closed[key] = (handle.committed, handle.inode)
-            with contextlib.suppress(OSError):
-                os.close(handle.fd)
+        if cursor.done and key not in self._touched:  # and nothing kept of it either
+            self._closed.pop(key, None)
+            handle = self._open.pop(key, None)
+            if handle is not None:
+                with contextlib.suppress(OSError):
+                    os.close(handle.fd)
         if size is None:
             return cursor
         return replace(cursor, file_size=size, file_inode=inode)
