@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 
 from tailer.api import QcApi
@@ -48,7 +49,10 @@ def build_api(config: Config, shutdown: Shutdown, policy: RetryPolicy = ONE_SHOT
 
 
 def follower_factory(
-    api: QcApi, config: Config, saved: Mapping[tuple[int, str], Cursor]
+    api: QcApi,
+    config: Config,
+    saved: Mapping[tuple[int, str], Cursor],
+    clock: Callable[[], float] = time.monotonic,
 ) -> Callable[..., ProjectFollower]:
     """Makes the follower of one follow entry, resuming from its saved cursors.
 
@@ -71,6 +75,7 @@ def follower_factory(
             start=Start(entry.start),
             saved=mine,
             drain=config.poll.drain,
+            clock=clock,
             prefetcher=prefetcher,
         )
 

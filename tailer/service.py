@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tailer.api import QcApi
@@ -87,8 +89,14 @@ def _follow(
             pipeline.close()
 
 
-def _pipelines(config: Config, api: QcApi, shutdown: Shutdown) -> list[Pipeline]:
-    """Files and stdout share cursors (stdout last: it gets a line once files have it)."""
+def _pipelines(
+    config: Config,
+    api: QcApi,
+    shutdown: Shutdown,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[Pipeline]:
+    """Files and stdout share cursors (stdout last: it gets a line once files have it);
+    ``clock`` times the followers' drains."""
     output = config.output
     outputs: list[Sink] = []
     if output.directory:
@@ -100,25 +108,32 @@ def _pipelines(config: Config, api: QcApi, shutdown: Shutdown) -> list[Pipeline]
         outputs.append(StdoutSink(sys.stdout, format=output.format, prefix=prefix))
     pipelines = []
     if outputs:
-        pipelines.append(_pipeline("main", outputs, CursorStore(config.state.dir), config, api))
+        pipelines.append(
+            _pipeline("main", outputs, CursorStore(config.state.dir), config, api, clock)
+        )
     if output.loki is not None:  # its own cursors: a Loki outage must not hold the files back
         from tailer.sinks.loki import LokiSink  # imported on use: requests costs 60 ms
 
         loki = LokiSink(output.loki, sleep=shutdown.sleep)
         store = CursorStore(config.state.dir / "loki")
-        pipelines.append(_pipeline("loki", [loki], store, config, api))
+        pipelines.append(_pipeline("loki", [loki], store, config, api, clock))
     if len(pipelines) > 1:
         api.cache_ttl = min(1.0, config.poll.interval / 2)  # one request serves both pipelines
     return pipelines
 
 
 def _pipeline(
-    name: str, outputs: list[Sink], store: CursorStore, config: Config, api: QcApi
+    name: str,
+    outputs: list[Sink],
+    store: CursorStore,
+    config: Config,
+    api: QcApi,
+    clock: Callable[[], float],
 ) -> Pipeline:
     saved = store.load_all()
     for output in outputs:
         output.recover(saved.values())
-    make = follower_factory(api, config, saved)
+    make = follower_factory(api, config, saved, clock)
     return Pipeline(
         outputs,
         [make(entry) for entry in config.follows],

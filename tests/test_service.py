@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from pathlib import Path
 
+import tailer as tailer_package
 from tailer.api import QcApi
 from tailer.auth import QcAuth
 from tailer.config import (
@@ -66,7 +69,7 @@ def daemon(emu: Emulator, root: Path, time: FakeTime) -> tuple[list[Pipeline], S
         policy=RetryPolicy(max_attempts=1),
         sleep=lambda s: None,
     )
-    pipelines = _pipelines(config, api, time)
+    pipelines = _pipelines(config, api, time, time.clock)
     discovery = Discovery(api, config.discovery, clock=time.clock)
     scheduler = Scheduler(
         pipelines,
@@ -105,3 +108,50 @@ def test_a_project_discovered_again_resumes_from_the_cursors_saved_in_this_run(
     out = tmp_path / "out" / str(PROJECT)
     assert (out / f"{old}.log").read_text().splitlines() == ["a", "b", "c"]
     assert (out / f"{new}.log").read_text().splitlines() == ["d"]
+
+
+def _held_by_tailer() -> int:
+    """Bytes allocated by qc-tail's own code (not the emulator's) since tracing started and
+    still held."""
+    gc.collect()
+    snapshot = tracemalloc.take_snapshot()
+    tailer = str(Path(tailer_package.__file__).parent)
+    emulator = str(Path(tailer, "emulator"))
+    return sum(
+        stat.size
+        for stat in snapshot.statistics("filename")
+        if stat.traceback[0].filename.startswith(tailer)
+        and not stat.traceback[0].filename.startswith(emulator)
+    )
+
+
+def test_a_daemon_keeps_nothing_of_the_deployments_it_has_drained(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    """Redeploys come for months: whatever the daemon keeps per deployment (readers, files,
+    cursors, bookkeeping) must go once the deployment is drained, or memory grows with every
+    redeploy. Memory held by qc-tail's code after 100 more redeploys must stay where it was."""
+    time = FakeTime()
+    emu.deploy(PROJECT)
+    _, scheduler = daemon(emu, tmp_path, time)
+
+    def redeploys(n: int) -> None:
+        for i in range(n):
+            emu.write(PROJECT, [f"old {i}"])
+            emu.publish(PROJECT)
+            emu.deploy(PROJECT)
+            emu.write(PROJECT, [f"new {i}"])
+            emu.publish(PROJECT)
+            time.run(scheduler, 3)
+
+    redeploys(20)  # warm-up: caches, pools and the chain of draining deployments fill up
+    tracemalloc.start()
+    try:
+        redeploys(20)  # what a deployment needs while it is followed or drained
+        before = _held_by_tailer()
+        redeploys(100)
+        after = _held_by_tailer()
+    finally:
+        tracemalloc.stop()
+    assert len(scheduler.slots[0].follower.readers) <= 1 + DRAIN / 3 + 1
+    assert after - before < 100 * 15  # a dict entry a deployment is 25 to 100 bytes
