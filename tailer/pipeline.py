@@ -16,10 +16,10 @@ MakeFollower = Callable[[int], ProjectFollower]
 class Pipeline:
     """Outputs fed together, in order, from one cursor per deployment.
 
-    A group of batches is written to every output and flushed; each output then stamps the
-    cursor with what it needs to recover (a file's length, Loki's last timestamp), and the
-    cursor is saved. Outputs that must not wait on each other (files and Loki) go in
-    separate pipelines, each with its own cursors.
+    A group of batches is written to each output and flushed, one output after the other;
+    each output then stamps the cursor with what it needs to recover (a file's length,
+    Loki's last timestamp), and the cursor is saved. Outputs that must not wait on each
+    other (files and Loki) go in separate pipelines, each with its own cursors.
     """
 
     def __init__(
@@ -46,10 +46,9 @@ class Pipeline:
             if key not in self._saved and batch.before is not None:
                 self.persist(batch.before)
         records: list[Record] = [b.record for b in group if b.record is not None]
-        for output in self.outputs:
-            output.write(records)
-        for output in self.outputs:
-            output.flush()
+        for output in self.outputs:  # one at a time, in order: stdout (last) gets a line
+            output.write(records)  # only once the files have it durably, so a failed
+            output.flush()  # fsync, retried, does not print it twice
         latest = {batch.cursor.deploy_id: batch.cursor for batch in group}
         for cursor in latest.values():
             self.persist(cursor)

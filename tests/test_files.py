@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
 import shutil
 import stat
@@ -14,8 +16,11 @@ import pytest
 
 from tailer.cursor import Cursor
 from tailer.errors import OutputError
-from tailer.records import Gap, Line
+from tailer.pipeline import Pipeline
+from tailer.reader import Batch
+from tailer.records import Gap, Line, LineRun
 from tailer.sinks.files import FileSink
+from tailer.sinks.stdout import StdoutSink
 
 from .conftest import fill
 
@@ -375,6 +380,33 @@ def test_a_full_disk_cuts_every_touched_file_back_and_the_retry_writes_once(tiny
     sink.close()
     assert sink.path(PROJECT, "L-a").read_bytes() == raw(first_a + more_a)
     assert sink.path(PROJECT, "L-b").read_bytes() == raw(first_b + more_b)
+
+
+def test_stdout_behind_files_prints_a_line_once_when_their_fsync_failed(tmp_path, monkeypatch):
+    """stdout is exactly-once within a run: it gets a group only after the files flushed it,
+    so a group whose fsync failed (an I/O error: a stand-in, no disk here fails on demand),
+    retried, is printed once."""
+    out = io.StringIO()
+    pipeline = Pipeline([FileSink(tmp_path / "out"), StdoutSink(out)])
+    new = texts("a", 3)
+    group = [Batch(LineRun(PROJECT, "L-a", "p", 0, 0, tuple(new)), None, Cursor(PROJECT, "L-a"))]
+    real_fsync = os.fsync
+    failures = [OSError(errno.EIO, "Input/output error")]
+
+    def failing_once(fd: int) -> None:
+        if failures:
+            raise failures.pop()
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_once)
+    with pytest.raises(OutputError):
+        pipeline.deliver(group)
+    assert out.getvalue() == ""
+
+    pipeline.deliver(group)
+    pipeline.close()
+    assert out.getvalue().splitlines() == new
+    assert (tmp_path / "out" / str(PROJECT) / "L-a.log").read_bytes() == raw(new)
 
 
 # -- rotation --------------------------------------------------------------------------------
