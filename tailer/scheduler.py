@@ -75,6 +75,7 @@ class Scheduler:
         self.healthy_once = False  # some poll or discovery has succeeded
         self.auth_failing_since: float | None = None
         self.auth_grace = auth_grace
+        self._on_progress: Callable[[], None] | None = None
 
     @property
     def failing(self) -> int:
@@ -85,9 +86,15 @@ class Scheduler:
         self._discover()
         return sum(self._poll(slot) for slot in list(self.slots))
 
-    def run(self, on_idle: Callable[[], None] | None = None) -> None:
+    def run(
+        self,
+        on_idle: Callable[[], None] | None = None,
+        on_progress: Callable[[], None] | None = None,
+    ) -> None:
         """Poll followers as they fall due until a stop is requested; ``on_idle`` runs once
-        per turn of the loop."""
+        per turn of the loop, ``on_progress`` after each group delivered (a catch-up of hours
+        of lines is one turn, and must not look like a hung loop to systemd's watchdog)."""
+        self._on_progress = on_progress
         while not self.shutdown.requested:
             if self.discovery is not None and self._clock() >= self.discovery.due:
                 self._discover()
@@ -203,6 +210,9 @@ class Scheduler:
             slot.pipeline.deliver(group)
             for batch in group:
                 slot.follower.commit(batch)
+        self.healthy_once = True  # lines delivered: the API and the outputs both work
+        if self._on_progress is not None:
+            self._on_progress()
         return sum(batch.count for batch in group)
 
     def _ended(self, slot: _Slot) -> bool:

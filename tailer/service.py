@@ -78,11 +78,16 @@ def _follow(
             notifier.ready(status)
         notifier.status(status)
 
+    def progress() -> None:  # a group delivered: alive, and ready once the first one is
+        notifier.watchdog()
+        if notifier.enabled and not notifier.is_ready and scheduler.healthy_once:
+            notifier.ready(scheduler.status())
+
     try:
         if once:
             scheduler.poll_once()
         else:
-            scheduler.run(on_idle=heartbeat)
+            scheduler.run(on_idle=heartbeat, on_progress=progress)
     finally:
         notifier.stopping()
         for pipeline in pipelines:

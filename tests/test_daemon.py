@@ -16,7 +16,7 @@ import pytest
 from tailer.daemon import Notifier
 from tailer.emulator import Emulator
 
-from .conftest import PROJECT, USER_ID, cli_env, qc_tail, secrets_in
+from .conftest import PROJECT, TOKEN, USER_ID, cli_env, qc_tail, secrets_in
 
 
 class NotifySocket:
@@ -150,6 +150,36 @@ def test_ready_status_and_a_watchdog_that_stops_when_the_loop_cannot_progress(
     assert code == 0, stderr
     assert secrets_in(stderr) == []
     assert any(m == "STOPPING=1" for _, m in notify_socket.messages)
+
+
+def test_a_long_catch_up_is_ready_early_and_keeps_the_watchdog_fed(tmp_path, notify_socket):
+    """A backlog read at a real API's pace takes one turn of the loop: READY=1 must not wait
+    for its end (systemd's start timeout), nor the watchdog pings (it would abort us)."""
+    lines = [f"backlog {i}" for i in range(30_000)]  # 121 windows, 0.1 s each, 4 at a time
+    with Emulator(user_id=USER_ID, api_token=TOKEN, latency=0.1).start() as emu:
+        emu.add_project(PROJECT, "slow")
+        deploy_id = emu.deploy(PROJECT)
+        emu.write(PROJECT, lines)
+        emu.publish()
+        config = daemon_config(tmp_path, emu)
+        env = cli_env(emu, NOTIFY_SOCKET=notify_socket.address, WATCHDOG_USEC="400000")
+        output = tmp_path / "out" / str(PROJECT) / f"{deploy_id}.log"
+        process = subprocess.Popen(qc_tail("--config", str(config), "run"), env=env)
+        try:
+            complete_at = None
+            deadline = time.monotonic() + 60
+            while complete_at is None and time.monotonic() < deadline:
+                notify_socket.collect(0.05)
+                if output.exists() and output.read_bytes().count(b"\n") == len(lines):
+                    complete_at = time.monotonic()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=10)
+    assert complete_at is not None
+    ready_at = next(at for at, m in notify_socket.messages if "READY=1" in m)
+    started = notify_socket.messages[0][0]
+    assert ready_at < complete_at  # ready after the first lines, not after the whole backlog
+    assert len([at for at in notify_socket.pings(started) if at < complete_at]) >= 2
 
 
 def test_detach_keeps_a_locked_pidfile_and_removes_it_on_sigterm(tmp_path, emu):
