@@ -47,6 +47,11 @@ _CACHE_SIZE = 64
 _USER_AGENT = "qc-tail/0.1 (+https://pypi.org/project/qc-tailer/)"
 
 
+class _BareServerError(TransientError):
+    """HTTP 500 with an empty body: a passing fault, or QuantConnect's old way of refusing
+    credentials (SPEC §1). Retried as transient; the final message mentions both readings."""
+
+
 @dataclass(frozen=True, slots=True)
 class LogWindow:
     """One answer of /live/logs/read: project-wide rows and where the deployment begins."""
@@ -219,16 +224,27 @@ class QcApi:
             return self._post_once(path, body)
         except (TransientError, AuthRejected) as exc:
             failed: list[Exception] = [exc]
+            bare = [isinstance(exc, _BareServerError)]  # was each failure an empty-body 500?
 
         def attempt(path: str, body: Mapping[str, Any]) -> dict[str, Any]:
             if failed:
                 raise failed.pop()
-            return self._post_once(path, body)
+            try:
+                return self._post_once(path, body)
+            except (TransientError, AuthRejected) as exc:
+                bare.append(isinstance(exc, _BareServerError))
+                raise
 
         try:
             return self._transient(self._signed_call, attempt, path, body)
         except TransientError as exc:
-            raise UnreachableError(f"{self.base_url}{path}: giving up for now: {exc}") from None
+            message = f"{self.base_url}{path}: giving up for now: {exc}"
+            if all(bare):
+                message += (
+                    " (every failure was a bare HTTP 500, which is also how QuantConnect has "
+                    "refused credentials: if this persists, run `qc-tail check` to test them)"
+                )
+            raise UnreachableError(message) from None
 
     def _signed_call(
         self, attempt: Callable[[str, Mapping[str, Any]], dict[str, Any]], path: str, body: Any
@@ -266,6 +282,10 @@ class QcApi:
         if 300 <= status < 400:
             where = _redact(response.header("Location") or "?")[:200]
             raise ApiError(f"{path}: HTTP {status} redirect to {where} not followed", status=status)
+        if status == 500 and not response.body.strip():
+            if path == "/authenticate":  # the call that only checks credentials (SPEC §1)
+                raise AuthRejected(f"{path}: HTTP 500 with an empty body")
+            raise _BareServerError(f"{path}: HTTP 500 with an empty body", status=status)
         if status >= 500 or status == 408:
             raise TransientError(f"{path}: HTTP {status}", status=status)
         if status != 200:

@@ -363,17 +363,22 @@ def _read_secret(path: Path, via: str, *, private: bool = True) -> str:
 
 
 def _api_token(env: Mapping[str, str], token_file: Path | None, inline: str | None) -> str | None:
-    """The first of: systemd credential, api.api_token_file, $QC_API_TOKEN, api.api_token."""
+    """The first of: systemd credential, $QC_API_TOKEN, api.api_token_file, api.api_token.
+
+    The environment beats the config file here as it does for ``QC_USER_ID``: were the two
+    halves of the pair to take opposite orders, an environment that names one user and a
+    file that holds another's token would sign with a pair that never matches.
+    """
     if credentials := env.get("CREDENTIALS_DIRECTORY"):
         credential = Path(credentials) / CREDENTIAL_NAME
         if credential.is_file():
             return _read_secret(credential, "$CREDENTIALS_DIRECTORY", private=False)
-    if token_file is not None:
-        return _read_secret(token_file, "api.api_token_file")
     if token := env.get("QC_API_TOKEN", "").strip():
         if not token.isprintable():
             raise ConfigError("must be a single line of printable text", key="QC_API_TOKEN")
         return token
+    if token_file is not None:
+        return _read_secret(token_file, "api.api_token_file")
     return inline
 
 

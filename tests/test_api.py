@@ -1,4 +1,5 @@
-"""The API client against the emulator: TLS, clock skew, and what it refuses to trust."""
+"""The API client against the emulator: TLS, clock skew, auth failures, and what it refuses to
+trust."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from structlog.testing import capture_logs
 from tailer.api import QcApi
 from tailer.auth import QcAuth, ServerClock
 from tailer.emulator import Emulator
-from tailer.errors import ApiError, AuthError
+from tailer.emulator.faults import Fault
+from tailer.errors import ApiError, AuthError, UnreachableError
 from tailer.retry import RetryPolicy
 
 from .conftest import PROJECT, TOKEN, USER_ID, run, secrets_in
@@ -120,3 +122,66 @@ def test_netrc_and_proxy_settings_cannot_touch_the_credentials(emu, tmp_path, mo
     api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=QUICK)
     assert api.read_live(PROJECT).project_id == PROJECT
     assert emu.stats.auth_failures == 0
+
+
+# -- the bare HTTP 500: a fault, or QuantConnect's old way of refusing credentials (SPEC §1) --
+
+
+@pytest.fixture
+def empty500_emu() -> Iterator[Emulator]:
+    """An emulator that answers unsigned or wrongly signed requests with an empty HTTP 500."""
+    with Emulator(user_id=USER_ID, api_token=TOKEN, auth_failure="empty500").start() as emu:
+        emu.add_project(PROJECT, "p")
+        emu.deploy(PROJECT)
+        yield emu
+
+
+def test_a_bare_500_from_authenticate_is_a_refusal_of_the_credentials(empty500_emu):
+    api = QcApi(empty500_emu.base_url, QcAuth(USER_ID, "not-the-token"), policy=QUICK)
+
+    with pytest.raises(AuthError) as raised:
+        api.authenticate()
+
+    message = str(raised.value)
+    assert "refused the credentials" in message and "HTTP 500 with an empty body" in message
+    assert "token is wrong" in message and secrets_in(message) == []
+    assert empty500_emu.stats.auth_failures == QUICK.auth_attempts  # each freshly signed
+
+
+def test_one_bare_500_from_authenticate_is_retried_freshly_signed(emu):
+    emu.faults.script([Fault("empty500")], path="/authenticate")
+    api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=QUICK)
+
+    api.authenticate()
+
+    assert emu.stats.faults_injected == 1 and emu.faults.pending == 0
+
+
+def test_bare_500s_elsewhere_stay_transient_and_the_message_suggests_check(empty500_emu):
+    api = QcApi(empty500_emu.base_url, QcAuth(USER_ID, "not-the-token"), policy=QUICK)
+
+    with pytest.raises(UnreachableError) as raised:  # not AuthError: the daemon keeps polling
+        api.read_live(PROJECT)
+
+    message = str(raised.value)
+    assert "giving up for now: /live/read: HTTP 500 with an empty body" in message
+    assert "refused credentials" in message and "qc-tail check" in message
+
+
+def test_a_bare_500_among_other_failures_does_not_blame_the_credentials(emu):
+    emu.faults.script([Fault("empty500"), Fault("503")], path="/live/read")
+    api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=QUICK)
+
+    with pytest.raises(UnreachableError) as raised:
+        api.read_live(PROJECT)
+
+    assert "HTTP 503" in str(raised.value) and "qc-tail check" not in str(raised.value)
+
+
+def test_a_passing_bare_500_elsewhere_is_retried(emu):
+    emu.deploy(PROJECT)
+    emu.faults.script([Fault("empty500")], path="/live/read")
+    api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=QUICK)
+
+    assert api.read_live(PROJECT).project_id == PROJECT
+    assert emu.stats.faults_injected == 1
