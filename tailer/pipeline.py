@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 
 from tailer.cursor import Cursor
 from tailer.follower import ProjectFollower
@@ -10,6 +12,7 @@ from tailer.reader import Batch
 from tailer.sinks import Record, Sink
 
 Save = Callable[[Cursor], None]
+Guard = Callable[[], AbstractContextManager[None]]
 MakeFollower = Callable[[int], ProjectFollower]
 
 
@@ -31,24 +34,43 @@ class Pipeline:
         save: Save | None = None,
         make_follower: MakeFollower | None = None,
         saved: Iterable[tuple[int, str]] = (),
+        interruptible: bool = False,
     ) -> None:
         self.name = name
+        self.interruptible = interruptible  # its writes are pushes that a stop may cut
         self.outputs = list(outputs)
         self.followers = list(followers)
         self._save = save
         self.make_follower = make_follower
         self._saved: set[tuple[int, str]] = set(saved)  # deployments with a cursor on disk
 
-    def deliver(self, group: Sequence[Batch]) -> int:
-        """Write, flush, stamp and save: after this the group is durable in every output."""
-        for batch in group:  # a first delivery: first save where it starts, so that a crash
-            key = (batch.cursor.project_id, batch.cursor.deploy_id)  # can be undone
-            if key not in self._saved and batch.before is not None:
-                self.persist(batch.before)
+    def deliver(self, group: Sequence[Batch], guard: Guard = contextlib.nullcontext) -> int:
+        """Write, flush, stamp and save: after this the group is durable in every output.
+
+        ``guard`` (a stop's critical section) wraps what a stop must not cut short: the
+        whole delivery, or, for an ``interruptible`` pipeline, all but the writes. A push to
+        a hung Loki is then abandoned at once on SIGTERM: its cursor was not saved, and the
+        same push, made again after the restart, is the same entries.
+        """
+        with guard():
+            for batch in group:  # a first delivery: first save where it starts, so that a
+                key = (batch.cursor.project_id, batch.cursor.deploy_id)  # crash can be undone
+                if key not in self._saved and batch.before is not None:
+                    self.persist(batch.before)
+            if not self.interruptible:
+                self._write(group)
+                return self._save_latest(group)
+        self._write(group)
+        with guard():
+            return self._save_latest(group)
+
+    def _write(self, group: Sequence[Batch]) -> None:
         records: list[Record] = [b.record for b in group if b.record is not None]
         for output in self.outputs:  # one at a time, in order: stdout (last) gets a line
             output.write(records)  # only once the files have it durably, so a failed
             output.flush()  # fsync, retried, does not print it twice
+
+    def _save_latest(self, group: Sequence[Batch]) -> int:
         latest = {batch.cursor.deploy_id: batch.cursor for batch in group}
         for cursor in latest.values():
             self.persist(cursor)

@@ -207,9 +207,9 @@ class Scheduler:
     def _deliver(self, slot: _Slot, group: list[Batch]) -> int:
         with self.shutdown.critical():
             self._save_started(slot)
-            slot.pipeline.deliver(group)
-            for batch in group:
-                slot.follower.commit(batch)
+        slot.pipeline.deliver(group, guard=self.shutdown.critical)
+        for batch in group:
+            slot.follower.commit(batch)
         self.healthy_once = True  # lines delivered: the API and the outputs both work
         if self._on_progress is not None:
             self._on_progress()

@@ -122,6 +122,7 @@ def _pipelines(
         loki = LokiSink(output.loki, sleep=shutdown.sleep)
         store = CursorStore(config.state.dir / "loki")
         pipelines.append(_pipeline("loki", [loki], store, config, api, clock))
+        pipelines[-1].interruptible = True  # a push cut short by a stop is re-pushed alike
     if len(pipelines) > 1:
         api.cache_ttl = min(1.0, config.poll.interval / 2)  # one request serves both pipelines
     return pipelines

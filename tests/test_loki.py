@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -182,7 +183,7 @@ def test_a_400_is_logged_with_its_reason_counted_and_not_retried():
 PROJECTS = (11, 22)
 
 
-def daemon_config(tmp_path: Path, emu: Emulator, loki: LokiRecorder) -> Path:
+def daemon_config(tmp_path: Path, emu: Emulator, loki_url: str) -> Path:
     path = tmp_path / "qc-tail.toml"
     path.write_text(
         f"""
@@ -203,7 +204,7 @@ start = "project"
 [output]
 directory = "{tmp_path / "out"}"
 [output.loki]
-url = "{loki.url}"
+url = "{loki_url}"
 """
     )
     return path
@@ -241,7 +242,7 @@ def test_kill_9_with_loki_failing_leaves_every_line_exactly_once(tmp_path, fleet
     with LokiRecorder(check_age=False) as loki:
         loki.faults.script(["503", "ok", "429", "ok", "500"], retry_after=0)  # then random
         loki.faults.random(rate=0.2, kinds=("429", "500", "503"), seed=3, retry_after=0)
-        path = daemon_config(tmp_path, fleet, loki)
+        path = daemon_config(tmp_path, fleet, loki.url)
         written = 0
         kill = 0
         while kill < 12 or (ahead < 3 and kill < 30):  # on a loaded machine aim some more
@@ -286,7 +287,7 @@ def test_a_loki_outage_holds_back_neither_files_nor_lines_for_loki(tmp_path, fle
     deploy_id = fleet.deploy_ids(project_id)[-1]
     with LokiRecorder(check_age=False) as loki:
         loki.outage(True)
-        path = daemon_config(tmp_path, fleet, loki)
+        path = daemon_config(tmp_path, fleet, loki.url)
         process = subprocess.Popen(
             qc_tail("--config", str(path), "run"),
             env=cli_env(fleet),
@@ -326,7 +327,7 @@ def test_a_400_does_not_stop_the_other_outputs(tmp_path, fleet):
     deploy_id = fleet.deploy_ids(project_id)[-1]
     with LokiRecorder() as loki:
         loki.faults.script(["400"])
-        path = daemon_config(tmp_path, fleet, loki)
+        path = daemon_config(tmp_path, fleet, loki.url)
         fleet.write(project_id, [stamped(n) for n in range(10)])
         fleet.publish()
         result = run(fleet, "--config", str(path), "run", "--once")
@@ -338,3 +339,40 @@ def test_a_400_does_not_stop_the_other_outputs(tmp_path, fleet):
         fleet.publish()
         result = run(fleet, "--config", str(path), "run", "--once")
         assert loki.lines(deploy_id=deploy_id) == [stamped(n) for n in range(10, 15)]
+
+
+def test_sigterm_while_a_push_hangs_exits_0_at_once(tmp_path, fleet):
+    """A Loki that accepts the connection and never answers: the push would hang for its
+    timeouts and retries (about 30 s), past systemd's stop timeout. SIGTERM must abandon it
+    (its cursor is not saved; after a restart the same push is the same entries)."""
+    project_id = PROJECTS[0]
+    deploy_id = fleet.deploy_ids(project_id)[-1]
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as black_hole:  # never accepts
+        url = f"http://127.0.0.1:{black_hole.getsockname()[1]}/loki/api/v1/push"
+        fleet.write(project_id, [stamped(n) for n in range(10)])
+        fleet.publish()
+        process = subprocess.Popen(
+            qc_tail("--config", str(daemon_config(tmp_path, fleet, url)), "run"),
+            env=cli_env(fleet),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        log = tmp_path / "out" / str(project_id) / f"{deploy_id}.log"
+        deadline = time.monotonic() + 20
+        while not (log.exists() and log.read_text().count("\n") == 10):  # files: delivered;
+            assert time.monotonic() < deadline  # the Loki pipeline's push goes out next
+            time.sleep(0.05)
+        time.sleep(0.5)  # the push is in flight, and hangs
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=8)  # systemd's TimeoutStopSec is 10 s
+        finally:
+            process.kill()
+            assert process.stderr is not None
+            with process.stderr:
+                stderr = process.stderr.read()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    saved = (tmp_path / "state" / "loki" / "cursors").glob("*/*.json")
+    assert all(json.loads(path.read_text())["position"] == 0 for path in saved)  # none pushed
