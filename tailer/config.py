@@ -362,24 +362,24 @@ def _read_secret(path: Path, via: str, *, private: bool = True) -> str:
     return text
 
 
-def _api_token(env: Mapping[str, str], token_file: Path | None, inline: str | None) -> str | None:
-    """The first of: systemd credential, $QC_API_TOKEN, api.api_token_file, api.api_token.
-
-    The environment beats the config file here as it does for ``QC_USER_ID``: were the two
-    halves of the pair to take opposite orders, an environment that names one user and a
-    file that holds another's token would sign with a pair that never matches.
-    """
+def _api_token(
+    env: Mapping[str, str], token_file: Path | None, inline: str | None
+) -> tuple[str | None, str]:
+    """The token and where it came from: the first of the systemd credential,
+    api.api_token_file, $QC_API_TOKEN, api.api_token (a service's own files before a stray
+    environment variable)."""
     if credentials := env.get("CREDENTIALS_DIRECTORY"):
         credential = Path(credentials) / CREDENTIAL_NAME
         if credential.is_file():
-            return _read_secret(credential, "$CREDENTIALS_DIRECTORY", private=False)
+            via = "the systemd credential qc-api-token"
+            return _read_secret(credential, "$CREDENTIALS_DIRECTORY", private=False), via
+    if token_file is not None:
+        return _read_secret(token_file, "api.api_token_file"), "api.api_token_file"
     if token := env.get("QC_API_TOKEN", "").strip():
         if not token.isprintable():
             raise ConfigError("must be a single line of printable text", key="QC_API_TOKEN")
-        return token
-    if token_file is not None:
-        return _read_secret(token_file, "api.api_token_file")
-    return inline
+        return token, "QC_API_TOKEN"
+    return inline, "api.api_token"
 
 
 # -- the sections ----------------------------------------------------------------------------
@@ -400,14 +400,27 @@ def _api(t: _Table, env: Mapping[str, str]) -> ApiConfig:
         if problem := _http_url(env_url):
             raise ConfigError(f"{problem}, got {_show(env_url)}", key="QC_BASE_URL")
         base_url = env_url
+    token, token_from = _api_token(env, token_file, inline)
     if env_user := env.get("QC_USER_ID"):
         if not re.fullmatch(r"[0-9]{1,18}", env_user) or int(env_user) < 1:
             raise ConfigError(f"must be an integer >= 1, got {_show(env_user)}", key="QC_USER_ID")
+        if (
+            user_id is not None
+            and int(env_user) != user_id
+            and token
+            and token_from != "QC_API_TOKEN"
+        ):
+            raise ConfigError(  # a user from one place, a token from another: never a match
+                f"is {env_user}, but {t.src.name} says api.user_id = {user_id} and the token "
+                f"comes from {token_from}, which belongs with it; unset QC_USER_ID (or make "
+                "the two agree)",
+                key="QC_USER_ID",
+            )
         user_id = int(env_user)
     return ApiConfig(
         base_url=base_url,
         user_id=user_id,
-        api_token=_api_token(env, token_file, inline),
+        api_token=token,
         timeout=timeout,
         max_requests_per_minute=per_minute,
         max_in_flight=in_flight,

@@ -337,7 +337,7 @@ def test_bad_environment_variables_are_named(env: dict[str, str], expected: str)
     assert str(error).startswith(expected)
 
 
-SOURCES = ("credential", "environment", "token file", "config file")
+SOURCES = ("credential", "token file", "environment", "config file")
 
 
 @pytest.mark.parametrize("first", range(len(SOURCES) + 1))
@@ -360,23 +360,34 @@ def test_the_token_comes_from_the_first_source_present(tmp_path: Path, first: in
 
     token = load_config(path, env).api.api_token
 
-    expected = ["from-credential", "from-environment", "from-token-file", "from-config-file"]
+    expected = ["from-credential", "from-token-file", "from-environment", "from-config-file"]
     assert token == (expected[first] if first < len(expected) else None)
 
 
-@pytest.mark.parametrize("file_token", ['api_token_file = "token"', 'api_token = "file-token"'])
-def test_the_environment_replaces_the_files_user_and_token_together(
-    tmp_path: Path, file_token: str
+def test_a_user_from_the_environment_and_a_token_from_the_file_are_refused(
+    tmp_path: Path,
 ) -> None:
+    """The token file wins over $QC_API_TOKEN (a service's own files first), while
+    $QC_USER_ID overrides api.user_id: another user with the file's token is a pair that
+    never matches, and would fail as "bad credentials". It is refused, naming both."""
     write(tmp_path / "token", "file-token\n", mode=0o600)
-    text = f"[api]\nuser_id = 999\n{file_token}\n"
+    text = '[api]\nuser_id = 999\napi_token_file = "token"\n'
     path = write(tmp_path / "config.toml", text, mode=0o600)
-    env = {"QC_USER_ID": "1234", "QC_API_TOKEN": "env-token"}
 
-    from_env, from_file = load_config(path, env).api, load_config(path, {}).api
+    error = refusal(path, {"QC_USER_ID": "1234", "QC_API_TOKEN": "env-token"})
 
-    assert (from_env.user_id, from_env.api_token) == (1234, "env-token")
-    assert (from_file.user_id, from_file.api_token) == (999, "file-token")
+    assert error.key == "QC_USER_ID"
+    assert "api.user_id = 999" in str(error) and "api.api_token_file" in str(error)
+    agreeing = load_config(path, {"QC_USER_ID": "999"}).api
+    assert (agreeing.user_id, agreeing.api_token) == (999, "file-token")
+
+
+def test_the_environments_pair_replaces_an_inline_token_and_its_user(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", '[api]\nuser_id = 999\napi_token = "t"\n', mode=0o600)
+
+    api = load_config(path, {"QC_USER_ID": "1234", "QC_API_TOKEN": "env-token"}).api
+
+    assert (api.user_id, api.api_token) == (1234, "env-token")
 
 
 def test_an_empty_token_file_is_an_error_naming_it(tmp_path: Path) -> None:
