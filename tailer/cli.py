@@ -12,6 +12,7 @@ import structlog
 
 from tailer import __version__, commands, logs
 from tailer.errors import QcTailError
+from tailer.follower import Start
 from tailer.shutdown import Interrupted, Shutdown
 
 EX_SOFTWARE = 70
@@ -32,6 +33,14 @@ def _count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text}")
     return value
+
+
+def _lines(text: str) -> Start:
+    """``-n``: ``N`` is the last N lines; ``+K`` starts with the deployment's K-th line (as in
+    GNU tail, ``+0`` is ``+1``)."""
+    if text.startswith("+"):
+        return Start("line", max(0, _count(text[1:]) - 1))
+    return Start("last", _count(text))
 
 
 def _positive_int(text: str) -> int:
@@ -68,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str, run: Callable[..., int]) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         _globals(p, argparse.SUPPRESS)
-        p.set_defaults(run=run)
+        p.set_defaults(run=run, parser=p, reopen_on_hangup=False)  # SIGHUP stops, as for tail
         return p
 
     tail = command(
@@ -78,13 +87,26 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--deploy", metavar="DEPLOY_ID", help="default: the current deployment")
     tail.add_argument("-f", "--follow", action="store_true", help="keep following new lines")
     where = tail.add_mutually_exclusive_group()
-    where.add_argument("-n", "--lines", type=_count, default=10, metavar="N")
+    where.add_argument(
+        "-n",
+        "--lines",
+        type=_lines,
+        default=Start("last", 10),
+        metavar="N",
+        help="the last N lines (default 10); +K: from the deployment's K-th line on",
+    )
     where.add_argument("--from-start", action="store_true", help="from the deployment's start")
     tail.add_argument("--format", choices=("text", "json"), default="text")
-    tail.add_argument("--prefix", action=argparse.BooleanOptionalAction, default=False)
+    tail.add_argument(
+        "--prefix",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="[name] before each line (default: once a second deployment's lines appear)",
+    )
     tail.add_argument("--interval", type=_positive_float, metavar="SECONDS")
 
     daemon = command("run", "follow the configured deployments to the outputs", commands.run)
+    daemon.set_defaults(reopen_on_hangup=True)  # logrotate's SIGHUP: reopen output files
     daemon.add_argument("--once", action="store_true", help="catch up on everything, then exit")
     daemon.add_argument("--detach", action="store_true", help="run in the background")
     daemon.add_argument("--pidfile", metavar="PATH", help="with --detach: the pid (locked)")
@@ -133,20 +155,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The parsed command line; a usage error exits 2 with the command's usage."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "detach", False) and args.pidfile is None:
+        args.parser.error("--detach needs --pidfile PATH (where the daemon's pid is kept)")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     shutdown = Shutdown()
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     logs.configure(args.log_level or "info", args.log_format)
     try:
-        shutdown.install()
+        shutdown.install(reopen_on_hangup=args.reopen_on_hangup)
         code: int = args.run(args, shutdown, dict(os.environ))
         sys.stdout.flush()
         return code
     except Interrupted as exc:
-        return EX_INTERRUPTED if exc.signum == signal.SIGINT else 0
+        return _stopped_by(exc.signum)
     except KeyboardInterrupt:
         return EX_INTERRUPTED
     except BrokenPipeError:
@@ -160,6 +190,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_SOFTWARE
     finally:
         shutdown.uninstall()
+
+
+def _stopped_by(signum: int) -> int:
+    """SIGTERM is a normal end (a service stop): 0; any other signal: 128 + its number
+    (130 after Ctrl-C, 129 after a hangup), as a shell reports it."""
+    return 0 if signum == signal.SIGTERM else 128 + signum
 
 
 def _silence_stdout() -> None:

@@ -39,7 +39,7 @@ def load(args: argparse.Namespace, env: Env) -> Config:
 def tail(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
     config = load(args, env)
     api = build_api(config, shutdown, FOLLOWING if args.follow else ONE_SHOT)
-    start = Start("deployment") if args.from_start else Start("last", args.lines)
+    start = Start("deployment") if args.from_start else args.lines
     follower = ProjectFollower(
         api,
         args.project_id,
@@ -80,9 +80,7 @@ def run(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
             path=str(config.source) if config.source else None,
             key="follow",
         )
-    pidfile = Path(args.pidfile).absolute() if args.pidfile else None
-    if args.detach and pidfile is None:
-        raise ConfigError("--detach needs --pidfile PATH (where the daemon's pid is kept)")
+    pidfile = Path(args.pidfile).absolute() if args.pidfile else None  # cli: --detach has one
     log_file = Path(args.log_file).absolute() if args.log_file else None
     service.serve(
         config,
@@ -138,8 +136,8 @@ def check(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
     print(f"config: {config.source or '(none: defaults and environment)'}: ok")
     api = build_api(config, shutdown)
     api.authenticate()
-    skew = api.auth.clock.last_skew
-    print(f"credentials: ok (user {config.api.user_id}, clock skew {round(skew or 0)} s)")
+    skew = api.auth.clock.offset  # the correction signed with (a sub-second skew is noise)
+    print(f"credentials: ok (user {config.api.user_id}, clock skew {round(skew)} s)")
     for entry in config.follows:
         try:
             current = api.read_live(entry.project_id)

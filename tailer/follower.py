@@ -21,7 +21,8 @@ log = structlog.get_logger(__name__)
 @dataclass(frozen=True, slots=True)
 class Start:
     """Where a deployment with no saved cursor starts: ``end``, ``deployment`` or ``project``,
-    or ``last`` with ``count`` lines before the end (``tail -n``)."""
+    ``last`` with ``count`` lines before the end (``tail -n N``), or ``line`` after its first
+    ``count`` lines (``tail -n +K``: count = K - 1; at the end if it has fewer)."""
 
     kind: str = "deployment"
     count: int = 0
@@ -237,9 +238,13 @@ class ProjectFollower:
         reader = DeploymentReader(self.api, cursor, name, prefetcher=self._prefetcher)
         reader.probe()
         start = start or self._start
-        if start.kind in ("end", "last"):
+        if start.kind in ("end", "last", "line"):
             visible = reader.visible(end)
-            skip = max(0, visible - start.count) if start.kind == "last" else visible
+            skip = visible
+            if start.kind == "last":
+                skip = max(0, visible - start.count)
+            elif start.kind == "line":
+                skip = min(start.count, visible)
             reader.place(replace(cursor, position=skip))
         if followed:
             self.started.append(reader.cursor)

@@ -109,7 +109,8 @@ def _pipelines(
         shutdown.on_hangup(files.reopen)
         outputs.append(files)
     if output.stdout:
-        prefix = len(config.follows) > 1 or config.discovery.enabled
+        several = len(config.follows) > 1 or config.discovery.enabled  # else: on a redeploy
+        prefix = True if several else None
         outputs.append(StdoutSink(sys.stdout, format=output.format, prefix=prefix))
     pipelines = []
     if outputs:

@@ -12,7 +12,8 @@ from typing import Any
 
 
 class Interrupted(BaseException):
-    """Raised in the main thread to leave a blocking wait when SIGTERM or SIGINT arrives.
+    """Raised in the main thread to leave a blocking wait when a stop signal arrives
+    (SIGTERM, SIGINT, and SIGHUP for every command but ``run``).
 
     A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it.
     """
@@ -44,9 +45,13 @@ class Shutdown:
     def requested(self) -> bool:
         return self.event.is_set()
 
-    def install(self) -> None:
-        """Take SIGTERM, SIGINT and SIGHUP (main thread only); ``uninstall`` gives them back."""
-        for signum, handler in _handlers(self):
+    def install(self, *, reopen_on_hangup: bool = False) -> None:
+        """Take SIGTERM, SIGINT and SIGHUP (main thread only); ``uninstall`` gives them back.
+
+        SIGHUP stops, like a closed terminal stops ``tail -f``; with ``reopen_on_hangup`` (the
+        daemon) it runs the ``on_hangup`` callbacks instead: reopen output files (logrotate).
+        """
+        for signum, handler in _handlers(self, reopen_on_hangup):
             self._previous[signum] = signal.signal(signum, handler)
 
     def uninstall(self) -> None:
@@ -102,9 +107,11 @@ class Shutdown:
             callback()
 
 
-def _handlers(shutdown: Shutdown) -> list[tuple[int, Callable[[int, FrameType | None], None]]]:
+def _handlers(
+    shutdown: Shutdown, reopen_on_hangup: bool
+) -> list[tuple[int, Callable[[int, FrameType | None], None]]]:
     return [
         (signal.SIGTERM, shutdown._handle),
         (signal.SIGINT, shutdown._handle),
-        (signal.SIGHUP, shutdown._hangup),
+        (signal.SIGHUP, shutdown._hangup if reopen_on_hangup else shutdown._handle),
     ]

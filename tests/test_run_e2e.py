@@ -17,6 +17,7 @@ import pytest
 from tailer.emulator import Emulator
 
 from .conftest import (
+    PROJECT,
     TOKEN,
     USER_ID,
     assert_no_secrets_under,
@@ -434,3 +435,22 @@ def test_discovery_picks_up_new_deployments_and_drops_drained_ones(tmp_path, fle
     dropped = [e["project"] for e in events if e["event"] == "stopped_following"]
     assert dropped == [PROJECTS[1]]
     assert [e["project"] for e in events if e["event"] == "discovered"] == [*PROJECTS, 404]
+
+
+def test_stdout_of_a_single_follow_prefixes_lines_once_a_second_deployment_shows(tmp_path, emu):
+    """One follow entry: plain lines, as `tail` prints them, until the project's second
+    deployment appears in the run; from then on each line says whose it is (SPEC §4)."""
+    old = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["a1"])
+    emu.publish()
+    path = config(tmp_path, emu, follows=(PROJECT,), discovery=False)
+    path.write_text(path.read_text().replace("[output]\n", "[output]\nstdout = true\n"))
+    first = run(emu, "--config", str(path), "run", "--once")
+    new = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["a2 late"], deploy_id=old)
+    emu.write(PROJECT, ["b1"], deploy_id=new)
+    emu.publish()
+    second = run(emu, "--config", str(path), "run", "--once")
+    assert first.returncode == second.returncode == 0, second.stderr
+    assert first.stdout == "a1\n"
+    assert second.stdout == f"a2 late\n[mean-reversion {new[:10]}] b1\n"

@@ -39,6 +39,28 @@ def test_default_is_the_last_ten_lines(emu):
     assert run(emu, "tail", str(PROJECT)).stdout.splitlines() == lines(10, first=40)
 
 
+@pytest.mark.parametrize(
+    ("lines_arg", "first"), [("+7", 6), ("+1", 0), ("+0", 0), ("+50", 49), ("+51", 50), ("+99", 50)]
+)
+def test_plus_k_starts_with_the_deployments_kth_line(emu, lines_arg, first):
+    deployed(emu, 30)
+    emu.deploy(PROJECT)  # the current deployment's lines start at project line 30
+    emu.write(PROJECT, lines(50, first=100))
+    emu.publish()
+    result = run(emu, "tail", str(PROJECT), "-n", lines_arg)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == lines(50, first=100)[first:]
+
+
+def test_plus_one_is_from_start(emu):
+    deploy_id = deployed(emu, 600)
+    plus_one = run(emu, "tail", str(PROJECT), "-n", "+1")
+    assert plus_one.returncode == 0, plus_one.stderr
+    from_start = run(emu, "tail", str(PROJECT), "--from-start")
+    assert plus_one.stdout.splitlines() == from_start.stdout.splitlines()
+    assert plus_one.stdout.splitlines() == emu.published(PROJECT, deploy_id)
+
+
 def test_from_start_reads_every_line_across_many_windows(emu):
     deploy_id = deployed(emu, 1234)
     result = run(emu, "tail", str(PROJECT), "--from-start")
@@ -155,7 +177,10 @@ def test_a_closed_pipe_ends_quietly_with_0(emu):
 
 
 class Follow:
-    """``qc-tail tail -f`` running in the background, its stdout collected line by line."""
+    """``qc-tail tail -f`` running in the background, its stdout collected line by line.
+
+    stderr is read all along too: DEBUG events would otherwise fill the pipe and block it.
+    """
 
     def __init__(self, emu: Emulator, *args: str) -> None:
         self.process = subprocess.Popen(
@@ -166,13 +191,22 @@ class Follow:
             text=True,
         )
         self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self._stderr: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.append(line.rstrip("\n"))
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        self._stderr.extend(self.process.stderr)
 
     def wait_for(self, count: int, timeout: float = 30) -> list[str]:
         deadline = time.monotonic() + timeout
@@ -183,11 +217,12 @@ class Follow:
     def stop(self, signum: int) -> tuple[int, str]:
         self.process.send_signal(signum)
         code = self.process.wait(timeout=10)
-        self._reader.join(timeout=5)
+        for reader in self._readers:
+            reader.join(timeout=5)
         assert self.process.stdout is not None and self.process.stderr is not None
         self.process.stdout.close()
-        with self.process.stderr:
-            stderr = self.process.stderr.read()
+        self.process.stderr.close()
+        stderr = "".join(self._stderr)
         assert secrets_in(stderr + "\n".join(self.lines)) == []
         return code, stderr
 
@@ -211,7 +246,8 @@ def test_follow_delivers_bursts_and_follows_a_redeploy(emu):
     emu.write(PROJECT, ["late line of the first deployment"], deploy_id=first)
     emu.write(PROJECT, lines(300, first=5000))
     emu.publish()
-    expected = [*lines(600)[3:], "late line of the first deployment", *lines(300, first=5000)]
+    prefixed = [f"[mean-reversion {second[:10]}] {line}" for line in lines(300, first=5000)]
+    expected = [*lines(600)[3:], "late line of the first deployment", *prefixed]
     assert follow.wait_for(len(expected)) == expected
     assert emu.published(PROJECT, second) == lines(300, first=5000)
     code, stderr = follow.stop(signal.SIGINT)
@@ -230,3 +266,85 @@ def test_follow_from_nothing_prints_only_new_lines_and_stops_on_sigterm(emu):
     code, stderr = follow.stop(signal.SIGTERM)
     assert code == 0
     assert "Traceback" not in stderr
+
+
+def test_follow_stops_on_a_hangup_with_129(emu):
+    deployed(emu, 5)
+    follow = Follow(emu, "-n", "1")
+    assert follow.wait_for(1) == lines(1, first=4)
+    code, stderr = follow.stop(signal.SIGHUP)  # the terminal was closed
+    assert code == 129
+    assert "Traceback" not in stderr
+
+
+def test_follow_from_the_kth_line_goes_on_with_new_lines(emu):
+    deployed(emu, 5)
+    follow = Follow(emu, "-n", "+4")
+    assert follow.wait_for(2) == lines(2, first=3)
+    emu.write(PROJECT, lines(300, first=5))
+    emu.publish()
+    assert follow.wait_for(302) == lines(302, first=3)
+    code, stderr = follow.stop(signal.SIGTERM)
+    assert code == 0, stderr
+
+
+def redeploy_with_late_lines(emu: Emulator, follow: Follow, first: str, seen: int) -> str:
+    """Redeploy; then, twice, a late line of ``first`` and a line of the new deployment."""
+    second = emu.deploy(PROJECT)
+    for i in (1, 2):
+        emu.write(PROJECT, [f"late {i}"], deploy_id=first)
+        emu.write(PROJECT, [f"new {i}"])
+        emu.publish()
+        follow.wait_for(seen + 2 * i)  # each pair in its own poll
+    return second
+
+
+def test_follow_prefixes_lines_once_a_second_deployment_appears(emu):
+    first = deployed(emu, 3)
+    follow = Follow(emu, "-n", "3")
+    assert follow.wait_for(3) == lines(3)
+    second = redeploy_with_late_lines(emu, follow, first, seen=3)
+    old, new = f"[mean-reversion {first[:10]}] ", f"[mean-reversion {second[:10]}] "
+    # every line without a prefix is the first deployment's; from the second's first line on,
+    # each says whose it is
+    expected = [*lines(3), "late 1", new + "new 1", old + "late 2", new + "new 2"]
+    assert follow.wait_for(len(expected)) == expected
+    code, stderr = follow.stop(signal.SIGINT)
+    assert code == 130, stderr
+    assert follow.lines == expected
+
+
+@pytest.mark.parametrize(
+    ("option", "head"), [("--no-prefix", ""), ("--prefix", "[mean-reversion] ")]
+)
+def test_an_explicit_prefix_choice_holds_across_a_redeploy(emu, option, head):
+    first = deployed(emu, 3)
+    follow = Follow(emu, "-n", "3", option)
+    assert follow.wait_for(3) == [head + line for line in lines(3)]
+    second = redeploy_with_late_lines(emu, follow, first, seen=3)
+    if head:
+        old, new = f"[mean-reversion {first[:10]}] ", f"[mean-reversion {second[:10]}] "
+    else:
+        old = new = ""
+    expected = [head + line for line in lines(3)]
+    expected += [head + "late 1", new + "new 1", old + "late 2", new + "new 2"]
+    assert follow.wait_for(len(expected)) == expected
+    code, stderr = follow.stop(signal.SIGTERM)
+    assert code == 0, stderr
+
+
+def test_json_across_a_redeploy_is_unchanged(emu):
+    first = deployed(emu, 1)
+    follow = Follow(emu, "-n", "1", "--format", "json")
+    assert len(follow.wait_for(1)) == 1
+    second = redeploy_with_late_lines(emu, follow, first, seen=1)
+    objects = [json.loads(line) for line in follow.wait_for(5)]
+    assert [(o["deploy_id"], o["text"]) for o in objects] == [
+        (first, lines(1)[0]),
+        (first, "late 1"),
+        (second, "new 1"),
+        (first, "late 2"),
+        (second, "new 2"),
+    ]
+    code, stderr = follow.stop(signal.SIGTERM)
+    assert code == 0, stderr

@@ -50,19 +50,29 @@ class StdoutSink:
     In text mode a prefix ``[name] `` marks each line when ``prefix`` is on; once a project
     has shown a second deployment in this run, its lines carry the deploy id too. Every
     physical line of a multi-line text gets the prefix, so no line can pose as another's.
+    With ``prefix=None`` it turns on from the first line of a second deployment (a redeploy
+    followed by ``tail -f``): every line without a prefix is then the first deployment's.
     """
 
-    def __init__(self, stream: TextIO, *, format: str = "text", prefix: bool = False) -> None:
+    def __init__(
+        self, stream: TextIO, *, format: str = "text", prefix: bool | None = False
+    ) -> None:
         self.stream = stream
         self.format = format
         self.prefix = prefix
         self._deployments: dict[int, set[str]] = {}
 
     def write(self, records: Sequence[Record]) -> None:
-        if self.format == "text" and not self.prefix:  # the common case, kept cheap
-            texts = texts_of(records)
-            if texts:
-                self._emit("\n".join(texts) + "\n")
+        if self.format == "text" and self.prefix is None:
+            second = self._second_deployment(records)
+            if second is None:
+                self._write_plain(records)
+                return
+            self._write_plain(records[:second])
+            self.prefix = True
+            records = records[second:]
+        if self.format == "text" and not self.prefix:
+            self._write_plain(records)
             return
         out = []
         for record in expand(records):
@@ -72,6 +82,23 @@ class StdoutSink:
             elif isinstance(record, Line):
                 out.append(self._text(record))
         self._emit("".join(out))
+
+    def _write_plain(self, records: Sequence[Record]) -> None:
+        """The raw lines: the common case, kept cheap (no Line object per line)."""
+        texts = texts_of(records)
+        if texts:
+            self._emit("\n".join(texts) + "\n")
+
+    def _second_deployment(self, records: Sequence[Record]) -> int | None:
+        """The index of the first line record of a second deployment seen in this run."""
+        for index, record in enumerate(records):
+            if isinstance(record, Gap):
+                continue
+            seen = self._deployments.setdefault(record.project_id, set())
+            seen.add(record.deploy_id)
+            if sum(len(ids) for ids in self._deployments.values()) > 1:
+                return index
+        return None
 
     def _emit(self, text: str) -> None:
         try:

@@ -1,0 +1,209 @@
+"""`qc-tail list`, `check`, `demo`, `emulator` and `run`'s usage, end to end: the real CLI as a
+subprocess, the emulator over loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shlex
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from tailer.emulator import Emulator
+
+from .conftest import PROJECT, USER_ID, qc_tail, run, secrets_in
+
+OTHER = 888  # a second project, its deployment stopped
+IDLE = 999  # a project that was never deployed
+
+HANGUP_STOPS = [(signal.SIGINT, 130), (signal.SIGHUP, 129), (signal.SIGTERM, 0)]
+
+
+@pytest.fixture
+def account(emu: Emulator) -> Emulator:
+    """Project 777 running, project 888 stopped, project 999 never deployed."""
+    emu.deploy(PROJECT)
+    emu.add_project(OTHER, "momentum")
+    emu.deploy(OTHER)
+    emu.stop_deployment(OTHER)
+    emu.add_project(IDLE, "idle")
+    return emu
+
+
+class Background:
+    """A command running in the background, its stdout collected line by line.
+
+    stderr is read all along too: a command logging at DEBUG would otherwise fill the pipe
+    and block.
+    """
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._stderr: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line.rstrip("\n"))
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        self._stderr.extend(self.process.stderr)
+
+    def lines(self, count: int) -> list[str]:
+        """The next ``count`` lines of stdout (a hang guard, not a timing check: 60 s)."""
+        return [self._lines.get(timeout=60) for _ in range(count)]
+
+    def stop(self, signum: int) -> tuple[int, str]:
+        """Send ``signum``; the exit status and everything written to stderr."""
+        self.process.send_signal(signum)
+        code = self.process.wait(timeout=30)
+        for reader in self._readers:
+            reader.join(timeout=5)
+        assert self.process.stdout is not None and self.process.stderr is not None
+        self.process.stdout.close()
+        self.process.stderr.close()
+        return code, "".join(self._stderr)
+
+
+def plain_env(**extra: str) -> dict[str, str]:
+    """An environment with no credentials and no API address."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONUNBUFFERED": "1", **extra}
+
+
+# -- list ----------------------------------------------------------------------------------
+
+
+def test_list_prints_a_table_of_live_deployments(account):
+    result = run(account, "list")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert rows[0] == ["PROJECT", "NAME", "DEPLOY", "STATUS", "LAUNCHED"]
+    assert sorted(row[:4] for row in rows[1:]) == [
+        [str(PROJECT), "mean-reversion", account.deploy_ids(PROJECT)[-1], "Running"],
+        [str(OTHER), "momentum", account.deploy_ids(OTHER)[-1], "Stopped"],
+    ]
+    assert all(len(row) == 5 for row in rows)  # launched is shown
+
+
+def test_list_json_gives_one_object_per_deployment_and_filters_by_status(account):
+    result = run(account, "list", "--format", "json", "--status", "Stopped")
+    assert result.returncode == 0, result.stderr
+    objects = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(o["project_id"], o["name"], o["deploy_id"], o["status"]) for o in objects] == [
+        (OTHER, "momentum", account.deploy_ids(OTHER)[-1], "Stopped")
+    ]
+    assert objects[0]["launched"] is not None and objects[0]["stopped"] is not None
+
+
+# -- check ---------------------------------------------------------------------------------
+
+
+def test_check_validates_credentials_and_shows_what_would_be_followed(account, tmp_path):
+    config = tmp_path / "qc-tail.toml"
+    config.write_text(
+        "[discovery]\nenabled = true\n\n"
+        f'[[follow]]\nproject_id = {PROJECT}\nname = "mr"\n\n'
+        f"[[follow]]\nproject_id = {IDLE}\n"
+    )
+    result = run(account, "check", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    deploy_id = account.deploy_ids(PROJECT)[-1]
+    assert result.stdout.splitlines() == [
+        f"config: {config}: ok",
+        f"credentials: ok (user {USER_ID}, clock skew 0 s)",
+        f"follow: project {PROJECT} [mr]: {deploy_id} (current, across redeploys), status Running",
+        f"follow: project {IDLE}: no live deployment yet (will wait)",
+        "discovery: 1 running deployment(s) would be followed",
+        f"  project {PROJECT} [mean-reversion]: {deploy_id}",
+    ]
+
+
+def test_check_with_a_wrong_token_exits_77_and_says_so(account):
+    wrong = "wrong-canary-token-41c7"
+    result = run(account, "check", QC_API_TOKEN=wrong)
+    assert result.returncode == 77
+    assert result.stdout.splitlines() == ["config: (none: defaults and environment): ok"]
+    assert "refused the credentials" in result.stderr
+    assert "token is wrong" in result.stderr
+    assert wrong not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# -- run: usage ----------------------------------------------------------------------------
+
+
+def test_run_detach_without_pidfile_is_a_usage_error(emu):
+    result = run(emu, "run", "--detach")
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: qc-tail run ")
+    assert "qc-tail run: error: --detach needs --pidfile PATH" in result.stderr
+    assert result.stdout == ""
+
+
+# -- demo ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("signum", "code"), HANGUP_STOPS)
+def test_demo_follows_its_algorithms_until_a_signal(signum, code):
+    demo = Background(qc_tail("demo"), plain_env())
+    lines = demo.lines(4)
+    status, stderr = demo.stop(signum)
+    assert all(re.match(r"\[[a-z-]+\] \S", line) for line in lines), lines
+    assert status == code, stderr
+    assert "Traceback" not in stderr
+
+
+# -- emulator ------------------------------------------------------------------------------
+
+
+def exported(line: str) -> tuple[dict[str, str], list[int]]:
+    """The variables of the emulator's ``export ...  # projects: ...`` line, and the projects."""
+    command, _, comment = line.partition("#")
+    words = shlex.split(command)
+    assert words[0] == "export"
+    env = dict(word.split("=", 1) for word in words[1:])
+    return env, [int(p) for p in comment.removeprefix(" projects:").split()]
+
+
+@pytest.mark.parametrize(("signum", "code"), HANGUP_STOPS)
+def test_the_emulator_prints_an_export_line_that_points_qc_tail_at_it(signum, code):
+    emulator = Background(qc_tail("emulator", "--port", "0"), plain_env())
+    env, projects = exported(emulator.lines(1)[0])
+    try:
+        assert sorted(env) == ["QC_API_TOKEN", "QC_BASE_URL", "QC_USER_ID"]
+        assert env["QC_BASE_URL"].startswith("http://127.0.0.1:")
+        listed = subprocess.run(
+            qc_tail("list", "--format", "json"),
+            env=plain_env(**env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=Path(__file__).parent,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert env["QC_API_TOKEN"] not in listed.stdout + listed.stderr
+        assert sorted(json.loads(line)["project_id"] for line in listed.stdout.splitlines()) == (
+            sorted(projects)
+        )
+    finally:
+        status, stderr = emulator.stop(signum)
+    assert status == code, stderr
+    assert "Traceback" not in stderr
+    assert secrets_in(stderr) == []
