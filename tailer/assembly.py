@@ -56,14 +56,17 @@ def follower_factory(
 ) -> Callable[..., ProjectFollower]:
     """Makes the follower of one follow entry, resuming from its saved cursors.
 
-    ``make(entry, now)``: ``now`` are the cursors as saved at this moment, for a follower made
-    later in the run (a project discovered again); the start-up ones are stale by then.
+    ``make(entry, now, others)``: ``now`` are the cursors as saved at this moment, for a
+    follower made later in the run (a project discovered again; the start-up ones are stale
+    by then); ``others`` are deployments that other follow entries read (pinned ones).
     """
 
     prefetcher = Prefetcher(config.api.max_in_flight)
 
     def make(
-        entry: FollowConfig, now: Mapping[tuple[int, str], Cursor] | None = None
+        entry: FollowConfig,
+        now: Mapping[tuple[int, str], Cursor] | None = None,
+        others: frozenset[str] = frozenset(),
     ) -> ProjectFollower:
         cursors = saved if now is None else now
         mine = {d: c for (p, d), c in cursors.items() if p == entry.project_id}
@@ -74,6 +77,7 @@ def follower_factory(
             deploy_id=entry.deploy_id,
             start=Start(entry.start),
             saved=mine,
+            others=others,
             drain=config.poll.drain,
             clock=clock,
             prefetcher=prefetcher,

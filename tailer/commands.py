@@ -146,6 +146,10 @@ def check(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
             continue
         name = entry.name or current.project_name or entry.project_id
         target = entry.deploy_id or f"{current.deploy_id} (current, across redeploys)"
+        if entry.deploy_id and entry.deploy_id != current.deploy_id:  # its status is not this
+            target += f" (pinned; the current deployment is {current.deploy_id})"
+            print(f"follow: project {entry.project_id} [{name}]: {target}")
+            continue
         print(f"follow: project {entry.project_id} [{name}]: {target}, status {current.status}")
     if config.discovery.enabled:
         running = api.list_live(status="Running")

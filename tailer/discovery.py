@@ -29,8 +29,9 @@ class Discovery:
         self.due = 0.0
         self._failing = False
 
-    def running(self) -> set[int] | None:
-        """Projects with a Running deployment now, or None if the API could not say."""
+    def running(self) -> dict[int, str] | None:
+        """Projects with a Running deployment now, and its deploy id; None if the API could
+        not say."""
         self.due = self._clock() + self.config.interval
         try:
             deployments = self.api.list_live(status="Running")
@@ -43,4 +44,6 @@ class Discovery:
             log.info("discovery_recovered")
             self._failing = False
         limit = set(self.config.projects)
-        return {d.project_id for d in deployments if not limit or d.project_id in limit}
+        return {
+            d.project_id: d.deploy_id for d in deployments if not limit or d.project_id in limit
+        }

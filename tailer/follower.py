@@ -47,6 +47,7 @@ class ProjectFollower:
         deploy_id: str | None = None,
         start: Start = Start(),
         saved: Mapping[str, Cursor] | None = None,
+        others: frozenset[str] = frozenset(),
         drain: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
         wait_for_deployment: bool = True,
@@ -59,6 +60,7 @@ class ProjectFollower:
         self.pinned = deploy_id
         self.name = name
         self._start = start
+        self._others = others  # deployments other follow entries read (pinned): never ours
         self._saved = dict(saved or {})
         self._drain = drain
         self._clock = clock
@@ -160,7 +162,11 @@ class ProjectFollower:
 
     def _listed(self) -> list[Deployment]:
         """The project's deployments, oldest first."""
-        listed = self.api.list_live(project_id=self.project_id)
+        listed = [
+            d
+            for d in self.api.list_live(project_id=self.project_id)
+            if d.deploy_id not in self._others
+        ]
         never = datetime.max.replace(tzinfo=UTC)
         return sorted(listed, key=lambda deployment: deployment.launched or never)
 

@@ -13,7 +13,8 @@ from tailer.sinks import Record, Sink
 
 Save = Callable[[Cursor], None]
 Guard = Callable[[], AbstractContextManager[None]]
-MakeFollower = Callable[[int], ProjectFollower]
+MakeFollower = Callable[[int, frozenset[str]], ProjectFollower]
+"""A follower for a discovered project, leaving alone the deployments given (pinned ones)."""
 
 
 class Pipeline:

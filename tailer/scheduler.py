@@ -143,13 +143,19 @@ class Scheduler:
         if running is None:
             return
         self.healthy_once = True
-        followed = {slot.follower.project_id for slot in self.slots}
-        for project_id in sorted(running - followed):
+        followers = [slot.follower for slot in self.slots]
+        followed = {f.project_id for f in followers if f.pinned is None}  # across redeploys
+        pinned = {(f.project_id, f.pinned) for f in followers if f.pinned is not None}
+        for project_id, deploy_id in sorted(running.items()):
+            if project_id in followed or (project_id, deploy_id) in pinned:
+                continue  # a follow entry pinned to an older deployment does not cover this one
             log.info("discovered", project=project_id)
+            others = frozenset(d for p, d in pinned if p == project_id)  # theirs, not ours
             for pipeline in self.pipelines:
                 if pipeline.make_follower is not None:
-                    follower = pipeline.make_follower(project_id)
+                    follower = pipeline.make_follower(project_id, others)
                     self.slots.append(_Slot(follower, pipeline, self.interval, discovered=True))
+            followed.add(project_id)
         for slot in self.slots:
             if not slot.discovered:
                 continue

@@ -146,8 +146,8 @@ def _pipeline(
         [make(entry) for entry in config.follows],
         name=name,
         save=store.save,
-        make_follower=lambda pid: make(
-            FollowConfig(pid, start=config.discovery.start), store.load_all()
+        make_follower=lambda pid, others: make(
+            FollowConfig(pid, start=config.discovery.start), store.load_all(), others
         ),
         saved=saved.keys(),
     )

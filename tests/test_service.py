@@ -13,6 +13,7 @@ from tailer.config import (
     ApiConfig,
     Config,
     DiscoveryConfig,
+    FollowConfig,
     OutputConfig,
     PollConfig,
     StateConfig,
@@ -54,9 +55,12 @@ class FakeTime(Shutdown):
         scheduler.run()
 
 
-def daemon(emu: Emulator, root: Path, time: FakeTime) -> tuple[list[Pipeline], Scheduler]:
+def daemon(
+    emu: Emulator, root: Path, time: FakeTime, follows: tuple[FollowConfig, ...] = ()
+) -> tuple[list[Pipeline], Scheduler]:
     """A (re)start from disk: discovery on, files under ``root``."""
     config = Config(
+        follows=follows,
         api=ApiConfig(base_url=emu.base_url, user_id=USER_ID, api_token=TOKEN),
         poll=PollConfig(interval=1.0, max_interval=1.0, drain=DRAIN),
         state=StateConfig(dir=root / "state"),
@@ -155,3 +159,35 @@ def test_a_daemon_keeps_nothing_of_the_deployments_it_has_drained(
         tracemalloc.stop()
     assert len(scheduler.slots[0].follower.readers) <= 1 + DRAIN / 3 + 1
     assert after - before < 100 * 15  # a dict entry a deployment is 25 to 100 bytes
+
+
+def test_a_follow_pinned_to_an_old_deployment_leaves_the_running_one_to_discovery(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    """SPEC: `run` follows the deployments the config names plus every Running one. A follow
+    entry pinned to an old deployment covers that one only: the running one is discovered,
+    and neither follower reads the other's deployment (no line twice)."""
+    time = FakeTime()
+    old = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["old 1"])
+    emu.publish(PROJECT)
+    new = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["new 1"])
+    emu.write(PROJECT, ["old 2 late"], deploy_id=old)
+    emu.publish(PROJECT)
+    pinned = (FollowConfig(PROJECT, deploy_id=old, start="deployment"),)
+    _, scheduler = daemon(emu, tmp_path, time, pinned)
+    time.run(scheduler, 3)
+    emu.write(PROJECT, ["new 2"])
+    emu.publish(PROJECT)
+    time.run(scheduler, 3)
+    for pipeline in scheduler.pipelines:
+        pipeline.close()
+    _, scheduler = daemon(emu, tmp_path, time, pinned)  # a restart, from both cursors
+    emu.write(PROJECT, ["old 3 later"], deploy_id=old)
+    emu.publish(PROJECT)
+    time.run(scheduler, 3)
+    out = tmp_path / "out" / str(PROJECT)
+    assert (out / f"{old}.log").read_text().splitlines() == ["old 1", "old 2 late", "old 3 later"]
+    assert (out / f"{new}.log").read_text().splitlines() == ["new 1", "new 2"]
+    assert len(scheduler.slots) == 2  # the pinned entry, and the running one discovered
