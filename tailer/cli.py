@@ -43,6 +43,13 @@ def _lines(text: str) -> Start:
     return Start("last", _count(text))
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(text)
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -152,6 +159,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MS",
         help="milliseconds slept before every answer (default 0)",
     )
+    emulator.add_argument(
+        "--fault-rate",
+        type=_fraction,
+        default=0.0,
+        metavar="R",
+        help="the share of requests (0 to 1) that get a random fault (default 0)",
+    )
+    emulator.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND",
+        help="with --fault-rate, a kind to draw from (repeatable; default: every transient "
+        "one): 500 empty500 502 503 429 reset truncated slow auth html",
+    )
+    emulator.add_argument(
+        "--auth-failure",
+        default="401",
+        metavar="SHAPE",
+        help="how refused credentials look: 401 (default), hash, userid, empty500",
+    )
+    emulator.add_argument(
+        "--skew", type=float, default=0.0, metavar="SECONDS", help="the server clock's offset"
+    )
     return parser
 
 
@@ -160,6 +191,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     if getattr(args, "detach", False) and args.pidfile is None:
         args.parser.error("--detach needs --pidfile PATH (where the daemon's pid is kept)")
+    if args.run is commands.emulator:  # checked here: the emulator is imported only if used
+        from tailer.emulator.faults import KINDS
+        from tailer.emulator.server import AUTH_SHAPES
+
+        for kind in args.fault:
+            if kind not in KINDS:
+                args.parser.error(f"--fault: unknown kind {kind!r}; known: {' '.join(KINDS)}")
+        if args.auth_failure not in AUTH_SHAPES:
+            shapes = " ".join(AUTH_SHAPES)
+            args.parser.error(
+                f"--auth-failure: unknown shape {args.auth_failure!r}; known: {shapes}"
+            )
     return args
 
 

@@ -206,6 +206,10 @@ def emulator(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
         preload=args.preload,
         projects=args.projects,
         latency=args.latency,
+        fault_rate=args.fault_rate,
+        fault_kinds=args.fault,
+        auth_failure=args.auth_failure,
+        skew=args.skew,
         stop=shutdown.event,
         out=sys.stdout,
     )

@@ -11,6 +11,8 @@ import shlex
 import signal
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -178,7 +180,7 @@ def exported(line: str) -> tuple[dict[str, str], list[int]]:
     words = shlex.split(command)
     assert words[0] == "export"
     env = dict(word.split("=", 1) for word in words[1:])
-    return env, [int(p) for p in comment.removeprefix(" projects:").split()]
+    return env, [int(p) for p in comment.removeprefix(" projects:").split() if p.isdigit()]
 
 
 @pytest.mark.parametrize(("signum", "code"), HANGUP_STOPS)
@@ -207,3 +209,52 @@ def test_the_emulator_prints_an_export_line_that_points_qc_tail_at_it(signum, co
     assert status == code, stderr
     assert "Traceback" not in stderr
     assert secrets_in(stderr) == []
+
+
+def test_the_emulators_fault_auth_and_skew_options_take_effect():
+    """`--fault-rate 1 --fault 503`: every request answered 503; `--auth-failure empty500`:
+    a wrong token gets a bare 500, which `check` reports as refused credentials (77);
+    `--skew`: `check` measures the server clock's offset."""
+    faulty = Background(
+        qc_tail("emulator", "--quiet", "--fault-rate", "1", "--fault", "503"), plain_env()
+    )
+    env, _ = exported(faulty.lines(1)[0])
+    try:
+        request = urllib.request.Request(env["QC_BASE_URL"] + "/authenticate", b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(request, timeout=30)
+        assert answer.value.code == 503
+    finally:
+        assert faulty.stop(signal.SIGTERM)[0] == 0
+
+    shaped = Background(
+        qc_tail("emulator", "--quiet", "--auth-failure", "empty500", "--skew", "-3600"),
+        plain_env(),
+    )
+    env, _ = exported(shaped.lines(1)[0])
+    try:
+        checked = subprocess.run(
+            qc_tail("check"), env=plain_env(**env), capture_output=True, text=True, timeout=60
+        )
+        refused = subprocess.run(
+            qc_tail("check"),
+            env=plain_env(**{**env, "QC_API_TOKEN": "not-the-token"}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        assert shaped.stop(signal.SIGTERM)[0] == 0
+    assert checked.returncode == 0, checked.stderr
+    skew = re.search(r"clock skew (-?\d+) s", checked.stdout)
+    assert skew is not None and abs(int(skew.group(1)) + 3600) <= 1  # Date: whole seconds
+    assert refused.returncode == 77, refused.stderr
+    assert "HTTP 500 with an empty body" in refused.stderr
+
+
+def test_the_emulator_refuses_an_unknown_fault_kind_as_a_usage_error():
+    result = subprocess.run(
+        qc_tail("emulator", "--fault", "bogus"), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "unknown kind 'bogus'" in result.stderr and "empty500" in result.stderr

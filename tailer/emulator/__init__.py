@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import secrets
 import signal
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import FrameType, TracebackType
 from typing import Self, TextIO
 
@@ -195,16 +196,33 @@ def serve(
     preload: int | None = None,
     projects: int | None = None,
     latency: float = 0.0,
+    fault_rate: float = 0.0,
+    fault_kinds: Sequence[str] = (),
+    auth_failure: str = "401",
+    skew: float = 0.0,
 ) -> None:
     """Serve until ``stop`` is set, after printing how to point qc-tail at the emulator.
 
     With ``preload`` or ``projects`` (benchmarks), projects ``1..projects`` (project 1 named
     ``bench``) are each deployed with ``preload`` published lines. ``latency`` is slept before
-    every answer. SIGUSR1 prints ``stats requests=N logs_read=M`` (main thread only).
+    every answer. ``fault_rate`` of the requests get one of ``fault_kinds`` (all the transient
+    ones if empty); refused credentials take the ``auth_failure`` shape; the server's clock is
+    ``skew`` seconds off. SIGUSR1 prints ``stats requests=N logs_read=M`` (main thread only).
     """
     emulator = Emulator(
-        user_id, api_token, publish_interval=publish_interval, max_lines=max_lines, latency=latency
+        user_id,
+        api_token,
+        publish_interval=publish_interval,
+        max_lines=max_lines,
+        latency=latency,
+        auth_failure=auth_failure,
+        skew=skew,
     ).start(host, port)
+    if fault_rate:
+        if fault_kinds:
+            emulator.faults.random(fault_rate, fault_kinds, seed=secrets.randbelow(2**31))
+        else:
+            emulator.faults.random(fault_rate, seed=secrets.randbelow(2**31))
     if preload is not None or projects is not None:
         lines = [bench_line(i) for i in range(preload or 0)]
         for project_id in range(1, (projects or 1) + 1):
