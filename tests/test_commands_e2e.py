@@ -223,6 +223,7 @@ def test_the_emulators_fault_auth_and_skew_options_take_effect():
         request = urllib.request.Request(env["QC_BASE_URL"] + "/authenticate", b"{}", method="POST")
         with pytest.raises(urllib.error.HTTPError) as answer:
             urllib.request.urlopen(request, timeout=30)
+        answer.value.close()  # the error holds the response and its socket
         assert answer.value.code == 503
     finally:
         assert faulty.stop(signal.SIGTERM)[0] == 0
