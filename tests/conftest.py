@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -146,3 +147,49 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A real 16 KiB tmpfs (needs root and mount)."""
     with tmpfs(tmp_path / "tiny", "16k") as mountpoint:
         yield mountpoint
+
+
+class Background:
+    """A command running in the background, its stdout collected line by line into
+    ``lines``. stderr is read all along too: DEBUG events would otherwise fill the pipe and
+    block the command."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.lines: list[str] = []
+        self._stderr: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        self._stderr.extend(self.process.stderr)
+
+    def wait_for(self, count: int, timeout: float = 30) -> list[str]:
+        """The lines so far, once there are ``count`` (a hang guard: ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while len(self.lines) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return list(self.lines)
+
+    def stop(self, signum: int) -> tuple[int, str]:
+        """Send ``signum``; the exit status and everything written to stderr."""
+        self.process.send_signal(signum)
+        code = self.process.wait(timeout=30)
+        for reader in self._readers:
+            reader.join(timeout=5)
+        assert self.process.stdout is not None and self.process.stderr is not None
+        self.process.stdout.close()
+        self.process.stderr.close()
+        return code, "".join(self._stderr)

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import shlex
 import signal
 import subprocess
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 
 from tailer.emulator import Emulator
 
-from .conftest import PROJECT, USER_ID, qc_tail, run, secrets_in
+from .conftest import PROJECT, USER_ID, Background, qc_tail, run, secrets_in
 
 OTHER = 888  # a second project, its deployment stopped
 IDLE = 999  # a project that was never deployed
@@ -36,51 +34,6 @@ def account(emu: Emulator) -> Emulator:
     emu.stop_deployment(OTHER)
     emu.add_project(IDLE, "idle")
     return emu
-
-
-class Background:
-    """A command running in the background, its stdout collected line by line.
-
-    stderr is read all along too: a command logging at DEBUG would otherwise fill the pipe
-    and block.
-    """
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        self._lines: queue.Queue[str] = queue.Queue()
-        self._stderr: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._read, daemon=True),
-            threading.Thread(target=self._read_stderr, daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.put(line.rstrip("\n"))
-
-    def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        self._stderr.extend(self.process.stderr)
-
-    def lines(self, count: int) -> list[str]:
-        """The next ``count`` lines of stdout (a hang guard, not a timing check: 60 s)."""
-        return [self._lines.get(timeout=60) for _ in range(count)]
-
-    def stop(self, signum: int) -> tuple[int, str]:
-        """Send ``signum``; the exit status and everything written to stderr."""
-        self.process.send_signal(signum)
-        code = self.process.wait(timeout=30)
-        for reader in self._readers:
-            reader.join(timeout=5)
-        assert self.process.stdout is not None and self.process.stderr is not None
-        self.process.stdout.close()
-        self.process.stderr.close()
-        return code, "".join(self._stderr)
 
 
 def plain_env(**extra: str) -> dict[str, str]:
@@ -164,7 +117,7 @@ def test_run_detach_without_pidfile_is_a_usage_error(emu):
 @pytest.mark.parametrize(("signum", "code"), HANGUP_STOPS)
 def test_demo_follows_its_algorithms_until_a_signal(signum, code):
     demo = Background(qc_tail("demo"), plain_env())
-    lines = demo.lines(4)
+    lines = demo.wait_for(4, timeout=60)[:4]
     status, stderr = demo.stop(signum)
     assert all(re.match(r"\[[a-z-]+\] \S", line) for line in lines), lines
     assert status == code, stderr
@@ -186,7 +139,7 @@ def exported(line: str) -> tuple[dict[str, str], list[int]]:
 @pytest.mark.parametrize(("signum", "code"), HANGUP_STOPS)
 def test_the_emulator_prints_an_export_line_that_points_qc_tail_at_it(signum, code):
     emulator = Background(qc_tail("emulator", "--port", "0"), plain_env())
-    env, projects = exported(emulator.lines(1)[0])
+    env, projects = exported(emulator.wait_for(1, timeout=60)[0])
     try:
         assert sorted(env) == ["QC_API_TOKEN", "QC_BASE_URL", "QC_USER_ID"]
         assert env["QC_BASE_URL"].startswith("http://127.0.0.1:")
@@ -218,7 +171,7 @@ def test_the_emulators_fault_auth_and_skew_options_take_effect():
     faulty = Background(
         qc_tail("emulator", "--quiet", "--fault-rate", "1", "--fault", "503"), plain_env()
     )
-    env, _ = exported(faulty.lines(1)[0])
+    env, _ = exported(faulty.wait_for(1, timeout=60)[0])
     try:
         request = urllib.request.Request(env["QC_BASE_URL"] + "/authenticate", b"{}", method="POST")
         with pytest.raises(urllib.error.HTTPError) as answer:
@@ -232,7 +185,7 @@ def test_the_emulators_fault_auth_and_skew_options_take_effect():
         qc_tail("emulator", "--quiet", "--auth-failure", "empty500", "--skew", "-3600"),
         plain_env(),
     )
-    env, _ = exported(shaped.lines(1)[0])
+    env, _ = exported(shaped.wait_for(1, timeout=60)[0])
     try:
         checked = subprocess.run(
             qc_tail("check"), env=plain_env(**env), capture_output=True, text=True, timeout=60

@@ -6,14 +6,23 @@ import hashlib
 import json
 import signal
 import subprocess
-import threading
 import time
 
 import pytest
 
 from tailer.emulator import Emulator, Fault
 
-from .conftest import PROJECT, TOKEN, USER_ID, cli_env, qc_tail, run, secrets_in, stamp
+from .conftest import (
+    PROJECT,
+    TOKEN,
+    USER_ID,
+    Background,
+    cli_env,
+    qc_tail,
+    run,
+    secrets_in,
+    stamp,
+)
 
 
 def lines(n: int, first: int = 0) -> list[str]:
@@ -176,53 +185,15 @@ def test_a_closed_pipe_ends_quietly_with_0(emu):
         assert process.stderr.read() == b""
 
 
-class Follow:
-    """``qc-tail tail -f`` running in the background, its stdout collected line by line.
-
-    stderr is read all along too: DEBUG events would otherwise fill the pipe and block it.
-    """
+class Follow(Background):
+    """``qc-tail tail -f`` running in the background, its stdout collected line by line."""
 
     def __init__(self, emu: Emulator, *args: str) -> None:
-        self.process = subprocess.Popen(
-            qc_tail("tail", str(PROJECT), "-f", "--interval", "0.1", *args),
-            env=cli_env(emu),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._stderr: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._read, daemon=True),
-            threading.Thread(target=self._read_stderr, daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        self._stderr.extend(self.process.stderr)
-
-    def wait_for(self, count: int, timeout: float = 30) -> list[str]:
-        deadline = time.monotonic() + timeout
-        while len(self.lines) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return list(self.lines)
+        command = qc_tail("tail", str(PROJECT), "-f", "--interval", "0.1", *args)
+        super().__init__(command, cli_env(emu))
 
     def stop(self, signum: int) -> tuple[int, str]:
-        self.process.send_signal(signum)
-        code = self.process.wait(timeout=10)
-        for reader in self._readers:
-            reader.join(timeout=5)
-        assert self.process.stdout is not None and self.process.stderr is not None
-        self.process.stdout.close()
-        self.process.stderr.close()
-        stderr = "".join(self._stderr)
+        code, stderr = super().stop(signum)
         assert secrets_in(stderr + "\n".join(self.lines)) == []
         return code, stderr
 
