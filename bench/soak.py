@@ -174,11 +174,14 @@ def write_config(directory: Path, emu: Emulator) -> Path:
 
 
 def environment() -> dict[str, str]:
+    """The daemon's environment; glibc's MALLOC_* tunables pass through (allocator runs)."""
+    malloc = {name: value for name, value in os.environ.items() if name.startswith("MALLOC_")}
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
         "QC_API_TOKEN": TOKEN,
         "PYTHONUNBUFFERED": "1",
+        **malloc,
     }
 
 
