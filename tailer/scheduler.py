@@ -139,10 +139,14 @@ class Scheduler:
     def _discover(self) -> None:
         if self.discovery is None:
             return
-        running = self.discovery.running()
+        try:
+            running = self.discovery.running()
+        except AuthError as exc:  # as for a poll: fatal at start, else a grace period
+            self._auth_refused(exc)
+            return
         if running is None:
             return
-        self.healthy_once = True
+        self._succeeded()
         followers = [slot.follower for slot in self.slots]
         followed = {f.project_id for f in followers if f.pinned is None}  # across redeploys
         pinned = {(f.project_id, f.pinned) for f in followers if f.pinned is not None}
@@ -173,10 +177,7 @@ class Scheduler:
         except AuthError as exc:
             self._auth_failed(slot, exc)
             return
-        self.healthy_once = True
-        if self.auth_failing_since is not None:
-            log.info("auth_recovered", after=round(time.time() - self.auth_failing_since, 1))
-            self.auth_failing_since = None
+        self._succeeded()
         self._recovered(slot)
         slot.delay = self.interval if found else min(slot.delay * 2, self.max_interval)
         slot.due = self._clock() + slot.delay + self._phase(slot)
@@ -235,11 +236,22 @@ class Scheduler:
                 slot.pipeline.persist(replace(reader.cursor, done=True))
         self.slots.remove(slot)
 
-    def _auth_failed(self, slot: _Slot, exc: AuthError) -> None:
-        """Credentials refused mid-run: retry slowly for a while, then give up (exit 77).
+    def _succeeded(self) -> None:
+        """A request went through: the API works, and with these credentials."""
+        self.healthy_once = True
+        if self.auth_failing_since is not None:
+            log.info("auth_recovered", after=round(time.time() - self.auth_failing_since, 1))
+            self.auth_failing_since = None
 
-        At start (nothing ever succeeded) it is fatal at once: the credentials are wrong.
-        """
+    def _auth_failed(self, slot: _Slot, exc: AuthError) -> None:
+        self._auth_refused(exc)
+        slot.delay = self.max_interval
+        slot.due = self._clock() + slot.delay
+
+    def _auth_refused(self, exc: AuthError) -> None:
+        """Credentials refused mid-run (revoked, or a token being rotated): go on retrying
+        slowly for ``auth_grace`` seconds, then give up (exit 77). At start (nothing ever
+        succeeded) it is fatal at once: the credentials are wrong."""
         if not self.healthy_once:
             raise exc
         now = time.time()
@@ -248,8 +260,6 @@ class Scheduler:
             log.error("auth_failing", error=str(exc), gives_up_after=self.auth_grace)
         elif now - self.auth_failing_since > self.auth_grace:
             raise exc
-        slot.delay = self.max_interval
-        slot.due = self._clock() + slot.delay
 
     def _failed(self, slot: _Slot, exc: Exception) -> None:
         slot.failures += 1

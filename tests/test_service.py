@@ -6,6 +6,9 @@ import gc
 import tracemalloc
 from pathlib import Path
 
+import pytest
+from structlog.testing import capture_logs
+
 import tailer as tailer_package
 from tailer.api import QcApi
 from tailer.auth import QcAuth
@@ -20,6 +23,7 @@ from tailer.config import (
 )
 from tailer.discovery import Discovery
 from tailer.emulator import Emulator
+from tailer.errors import AuthError
 from tailer.pipeline import Pipeline
 from tailer.retry import RetryPolicy
 from tailer.scheduler import Scheduler
@@ -191,3 +195,43 @@ def test_a_follow_pinned_to_an_old_deployment_leaves_the_running_one_to_discover
     assert (out / f"{old}.log").read_text().splitlines() == ["old 1", "old 2 late", "old 3 later"]
     assert (out / f"{new}.log").read_text().splitlines() == ["new 1", "new 2"]
     assert len(scheduler.slots) == 2  # the pinned entry, and the running one discovered
+
+
+def test_credentials_refused_mid_run_are_waited_out_by_polls_and_discovery_alike(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    """A token revoked or being rotated while the daemon runs: every request (polls and
+    discovery) is refused for a while. The daemon says so once, shows it in its status, and
+    carries on when the credentials work again; nothing is lost."""
+    time = FakeTime()
+    deploy_id = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["a"])
+    _, scheduler = daemon(emu, tmp_path, time)
+    time.run(scheduler, 2)
+    emu.faults.random(rate=1.0, kinds=("auth",))
+    emu.write(PROJECT, ["b"])
+    with capture_logs() as events:
+        time.run(scheduler, 30)
+        refused = scheduler.status()
+        emu.faults.clear()
+        time.run(scheduler, 10)
+    assert "auth failing since" in refused
+    assert [e["event"] for e in events if e["event"].startswith("auth_")] == [
+        "auth_failing",
+        "auth_recovered",
+    ]
+    out = tmp_path / "out" / str(PROJECT) / f"{deploy_id}.log"
+    assert out.read_text().splitlines() == ["a", "b"]
+
+
+def test_credentials_refused_beyond_the_grace_period_end_the_daemon(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    time = FakeTime()
+    emu.deploy(PROJECT)
+    _, scheduler = daemon(emu, tmp_path, time)
+    time.run(scheduler, 2)
+    scheduler.auth_grace = 0.0
+    emu.faults.random(rate=1.0, kinds=("auth",))
+    with pytest.raises(AuthError):
+        time.run(scheduler, 30)
