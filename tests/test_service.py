@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import tracemalloc
 from pathlib import Path
@@ -17,6 +18,7 @@ from tailer.config import (
     Config,
     DiscoveryConfig,
     FollowConfig,
+    LokiConfig,
     OutputConfig,
     PollConfig,
     StateConfig,
@@ -31,6 +33,7 @@ from tailer.service import _pipelines
 from tailer.shutdown import Shutdown
 
 from .conftest import PROJECT, TOKEN, USER_ID
+from .loki_recorder import LokiRecorder
 
 DRAIN = 10.0
 
@@ -60,16 +63,20 @@ class FakeTime(Shutdown):
 
 
 def daemon(
-    emu: Emulator, root: Path, time: FakeTime, follows: tuple[FollowConfig, ...] = ()
+    emu: Emulator,
+    root: Path,
+    time: FakeTime,
+    follows: tuple[FollowConfig, ...] = (),
+    output: OutputConfig | None = None,
 ) -> tuple[list[Pipeline], Scheduler]:
-    """A (re)start from disk: discovery on, files under ``root``."""
+    """A (re)start from disk: discovery on, files under ``root`` unless ``output`` says."""
     config = Config(
         follows=follows,
         api=ApiConfig(base_url=emu.base_url, user_id=USER_ID, api_token=TOKEN),
         poll=PollConfig(interval=1.0, max_interval=1.0, drain=DRAIN),
         state=StateConfig(dir=root / "state"),
         discovery=DiscoveryConfig(enabled=True, interval=1.0, start="deployment"),
-        output=OutputConfig(directory=root / "out"),
+        output=output or OutputConfig(directory=root / "out"),
     )
     api = QcApi(
         emu.base_url,
@@ -133,16 +140,26 @@ def _held_by_tailer() -> int:
     )
 
 
+@pytest.mark.parametrize("outputs", ["files and stdout", "loki"])
 def test_a_daemon_keeps_nothing_of_the_deployments_it_has_drained(
-    emu: Emulator, tmp_path: Path
+    emu: Emulator, tmp_path: Path, outputs: str
 ) -> None:
     """Redeploys come for months: whatever the daemon keeps per deployment (readers, files,
     cursors, bookkeeping) must go once the deployment is drained, or memory grows with every
     redeploy. Memory held by qc-tail's code after 100 more redeploys must stay where it was."""
     time = FakeTime()
     emu.deploy(PROJECT)
-    _, scheduler = daemon(emu, tmp_path, time)
+    with contextlib.ExitStack() as stack:
+        if outputs == "loki":
+            loki = stack.enter_context(LokiRecorder(check_age=False))
+            output = OutputConfig(loki=LokiConfig(url=loki.url))
+        else:
+            output = OutputConfig(directory=tmp_path / "out", stdout=True)
+        _, scheduler = daemon(emu, tmp_path, time, output=output)
+        _assert_flat_over_redeploys(emu, time, scheduler)
 
+
+def _assert_flat_over_redeploys(emu: Emulator, time: FakeTime, scheduler: Scheduler) -> None:
     def redeploys(n: int) -> None:
         for i in range(n):
             emu.write(PROJECT, [f"old {i}"])

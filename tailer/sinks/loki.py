@@ -70,8 +70,9 @@ class LokiSink:
                 self._committed[(cursor.project_id, cursor.deploy_id)] = cursor.last_ns
 
     def stamp(self, cursor: Cursor) -> Cursor:
-        last = self._committed.get((cursor.project_id, cursor.deploy_id))
-        return cursor if last is None else replace(cursor, last_ns=last)
+        key = (cursor.project_id, cursor.deploy_id)
+        last = self._committed.pop(key, None) if cursor.done else self._committed.get(key)
+        return cursor if last is None else replace(cursor, last_ns=last)  # done: forgotten
 
     def write(self, records: Sequence[Record]) -> None:
         lines = [record for record in expand(records) if isinstance(record, Line)]

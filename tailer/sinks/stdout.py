@@ -60,7 +60,8 @@ class StdoutSink:
         self.stream = stream
         self.format = format
         self.prefix = prefix
-        self._deployments: dict[int, set[str]] = {}
+        self._latest: dict[int, str] = {}  # project -> the deployment of its last line
+        self._several: set[int] = set()  # projects that showed several deployments in the run
 
     def write(self, records: Sequence[Record]) -> None:
         if self.format == "text" and self.prefix is None:
@@ -94,10 +95,9 @@ class StdoutSink:
         for index, record in enumerate(records):
             if isinstance(record, Gap):
                 continue
-            seen = self._deployments.setdefault(record.project_id, set())
-            seen.add(record.deploy_id)
-            if sum(len(ids) for ids in self._deployments.values()) > 1:
+            if self._latest and self._latest.get(record.project_id) != record.deploy_id:
                 return index
+            self._latest[record.project_id] = record.deploy_id
         return None
 
     def _emit(self, text: str) -> None:
@@ -121,10 +121,12 @@ class StdoutSink:
     def _text(self, line: Line) -> str:
         if not self.prefix:
             return line.text + "\n"
-        seen = self._deployments.setdefault(line.project_id, set())
-        seen.add(line.deploy_id)
+        latest = self._latest.get(line.project_id)
+        if latest is not None and latest != line.deploy_id:
+            self._several.add(line.project_id)
+        self._latest[line.project_id] = line.deploy_id
         label = display_name(line.name)
-        if len(seen) > 1:
+        if line.project_id in self._several:
             label += " " + display_name(line.deploy_id)[:10]
         head = f"[{label}] "
         return "".join(head + part + "\n" for part in line.text.split("\n"))
