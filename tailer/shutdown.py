@@ -48,10 +48,14 @@ class Shutdown:
     def install(self, *, reopen_on_hangup: bool = False) -> None:
         """Take SIGTERM, SIGINT and SIGHUP (main thread only); ``uninstall`` gives them back.
 
-        SIGHUP stops, like a closed terminal stops ``tail -f``; with ``reopen_on_hangup`` (the
-        daemon) it runs the ``on_hangup`` callbacks instead: reopen output files (logrotate).
+        SIGHUP stops, like a closed terminal stops ``tail -f`` (unless it was ignored when we
+        started: ``nohup`` keeps that); with ``reopen_on_hangup`` (the daemon) it runs the
+        ``on_hangup`` callbacks instead: reopen output files (logrotate).
         """
         for signum, handler in _handlers(self, reopen_on_hangup):
+            hangup_ignored = signal.getsignal(signum) is signal.SIG_IGN
+            if signum == signal.SIGHUP and hangup_ignored and not reopen_on_hangup:
+                continue
             self._previous[signum] = signal.signal(signum, handler)
 
     def uninstall(self) -> None:

@@ -248,6 +248,20 @@ def test_follow_stops_on_a_hangup_with_129(emu):
     assert "Traceback" not in stderr
 
 
+def test_follow_under_nohup_survives_a_hangup(emu):
+    """`nohup qc-tail tail -f`: SIGHUP was ignored when it started, and stays ignored."""
+    deployed(emu, 5)
+    command = ["nohup", *qc_tail("tail", str(PROJECT), "-f", "--interval", "0.1", "-n", "1")]
+    follow = Background(command, cli_env(emu))
+    assert follow.wait_for(1) == lines(1, first=4)
+    follow.process.send_signal(signal.SIGHUP)
+    emu.write(PROJECT, lines(1, first=5))
+    emu.publish()
+    assert follow.wait_for(2) == lines(2, first=4)  # still following
+    code, stderr = follow.stop(signal.SIGTERM)
+    assert code == 0, stderr
+
+
 def test_follow_from_the_kth_line_goes_on_with_new_lines(emu):
     deployed(emu, 5)
     follow = Follow(emu, "-n", "+4")
