@@ -471,6 +471,17 @@ def _follows(root: _Table) -> tuple[FollowConfig, ...]:
         for j, earlier in enumerate(follows):
             if (earlier.project_id, earlier.deploy_id) == (follow.project_id, follow.deploy_id):
                 root.fail("follow", f"repeats follow[{j}] (same project_id and deploy_id)", i)
+            if earlier.project_id == follow.project_id and None in (
+                earlier.deploy_id,
+                follow.deploy_id,
+            ):  # two followers would read the pinned deployment while it is current
+                root.fail(
+                    "follow",
+                    f"follows project {follow.project_id} as follow[{j}] does, one across "
+                    "redeploys and one pinned to a deployment: its lines would be read twice; "
+                    'keep one (start = "project" reads the older deployments too)',
+                    i,
+                )
         follows.append(follow)
     return tuple(follows)
 

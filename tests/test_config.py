@@ -171,6 +171,16 @@ def test_a_bad_value_reads_like_the_spec_example(tmp_path: Path) -> None:
         ('[[follow]]\nproject_id = 1\nstart = "begin"', "follow[0].start", "one of"),
         ("[[follow]]\nproject_id = 1\nproject = 2", "follow[0].project", "unknown key"),
         ("[[follow]]\nproject_id = 1\n[[follow]]\nproject_id = 1", "follow[1]", "follow[0]"),
+        (
+            '[[follow]]\nproject_id = 1\n[[follow]]\nproject_id = 1\ndeploy_id = "L-ab"',
+            "follow[1]",
+            "read twice",
+        ),
+        (
+            '[[follow]]\nproject_id = 1\ndeploy_id = "L-ab"\n[[follow]]\nproject_id = 1',
+            "follow[1]",
+            "read twice",
+        ),
         ("follow = 3", "follow", "array of tables ([[follow]])"),
         ("follow = [1]", "follow[0]", "must be a table"),
         ("[follow]\nproject_id = 1", "follow", "array of tables"),
@@ -227,11 +237,14 @@ def test_default_max_interval_grows_with_a_long_interval(tmp_path: Path) -> None
 
 
 def test_the_same_project_may_be_followed_per_deployment(tmp_path: Path) -> None:
-    text = '[[follow]]\nproject_id = 7\n[[follow]]\nproject_id = 7\ndeploy_id = "L-abc"\n'
+    """Several pinned deployments of one project (but not one pinned beside one followed
+    across redeploys: both would read the pinned one while it is current)."""
+    pin = '[[follow]]\nproject_id = 7\ndeploy_id = "L-{}"\n'
+    text = pin.format("abc") + pin.format("def")
 
     follows = load_config(write(tmp_path / "config.toml", text), {}).follows
 
-    assert follows == (FollowConfig(7), FollowConfig(7, deploy_id="L-abc"))
+    assert follows == (FollowConfig(7, deploy_id="L-abc"), FollowConfig(7, deploy_id="L-def"))
 
 
 def test_discovery_projects_are_a_tuple_without_repeats(tmp_path: Path) -> None:
