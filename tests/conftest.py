@@ -186,7 +186,7 @@ class Background:
     def stop(self, signum: int) -> tuple[int, str]:
         """Send ``signum``; the exit status and everything written to stderr."""
         self.process.send_signal(signum)
-        code = self.process.wait(timeout=30)
+        code = self.process.wait(timeout=10)  # a hang guard; SIGTERM's promise is 2 s
         for reader in self._readers:
             reader.join(timeout=5)
         assert self.process.stdout is not None and self.process.stderr is not None
