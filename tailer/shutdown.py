@@ -43,7 +43,7 @@ class Shutdown:
 
     @property
     def requested(self) -> bool:
-        return self.event.is_set()
+        return self.event.is_set() or self.signum is not None
 
     def install(self, *, reopen_on_hangup: bool = False) -> None:
         """Take SIGTERM, SIGINT and SIGHUP (main thread only); ``uninstall`` gives them back.
@@ -97,11 +97,17 @@ class Shutdown:
             yield
         finally:
             self._critical -= 1
-        if self._critical == 0 and self.event.is_set() and self.signum is not None:
+        if self._critical == 0 and self.signum is not None:
+            self.event.set()  # here, not in the handler (see _handle)
             raise Interrupted(self.signum)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.request(signum)
+        """A stop signal. It runs in the main thread between two bytecodes of whatever that
+        thread was doing, perhaps inside ``event.wait()`` holding the event's lock: setting
+        the event here deadlocked (seen as a ``demo`` that never exited). So the handler only
+        notes the signal; the event is set where the stop is acted upon (a critical
+        section's end), or not at all when Interrupted ends the process at once."""
+        self.signum = signum
         if self._critical == 0:
             raise Interrupted(signum)
 

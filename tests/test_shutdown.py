@@ -1,5 +1,6 @@
 """The stop flag: waits that end on a signal, and keep the watchdog fed while they last."""
 
+import contextlib
 import signal
 import threading
 import time
@@ -49,3 +50,30 @@ def test_a_signal_outside_a_critical_section_interrupts_at_once():
     finally:
         shutdown.uninstall()
     assert shutdown.requested
+
+
+@pytest.mark.parametrize("critical", [False, True])
+def test_a_signal_landing_inside_the_events_own_wait_does_not_deadlock(critical):
+    """A handler runs in the main thread, perhaps inside ``event.wait()`` while that holds
+    the event's lock (a ``demo`` hung forever so). Here the lock is held as the wait holds
+    it, and the handler runs; a thread guards against the hang, which the old handler had."""
+    shutdown = Shutdown()
+    outcome: list[str] = []
+
+    def land() -> None:
+        try:
+            with contextlib.ExitStack() as stack:
+                if critical:
+                    stack.enter_context(shutdown.critical())
+                with shutdown.event._cond:  # held, as inside event.wait()
+                    shutdown._handle(signal.SIGTERM, None)
+                    outcome.append("handled")
+        except Interrupted:
+            outcome.append("interrupted")
+
+    lander = threading.Thread(target=land, daemon=True)
+    lander.start()
+    lander.join(timeout=10)
+    assert not lander.is_alive(), "the handler deadlocked on the event's lock"
+    assert outcome == (["handled", "interrupted"] if critical else ["interrupted"])
+    assert shutdown.requested and shutdown.event.is_set() == critical
