@@ -139,8 +139,8 @@ def exported(line: str) -> tuple[dict[str, str], list[int]]:
 @pytest.mark.parametrize(("signum", "code"), HANGUP_STOPS)
 def test_the_emulator_prints_an_export_line_that_points_qc_tail_at_it(signum, code):
     emulator = Background(qc_tail("emulator", "--port", "0"), plain_env())
-    env, projects = exported(emulator.wait_for(1, timeout=60)[0])
     try:
+        env, projects = exported(emulator.wait_for(1, timeout=60)[0])
         assert sorted(env) == ["QC_API_TOKEN", "QC_BASE_URL", "QC_USER_ID"]
         assert env["QC_BASE_URL"].startswith("http://127.0.0.1:")
         listed = subprocess.run(
@@ -171,8 +171,8 @@ def test_the_emulators_fault_auth_and_skew_options_take_effect():
     faulty = Background(
         qc_tail("emulator", "--quiet", "--fault-rate", "1", "--fault", "503"), plain_env()
     )
-    env, _ = exported(faulty.wait_for(1, timeout=60)[0])
     try:
+        env, _ = exported(faulty.wait_for(1, timeout=60)[0])
         request = urllib.request.Request(env["QC_BASE_URL"] + "/authenticate", b"{}", method="POST")
         with pytest.raises(urllib.error.HTTPError) as answer:
             urllib.request.urlopen(request, timeout=30)
@@ -185,8 +185,8 @@ def test_the_emulators_fault_auth_and_skew_options_take_effect():
         qc_tail("emulator", "--quiet", "--auth-failure", "empty500", "--skew", "-3600"),
         plain_env(),
     )
-    env, _ = exported(shaped.wait_for(1, timeout=60)[0])
     try:
+        env, _ = exported(shaped.wait_for(1, timeout=60)[0])
         checked = subprocess.run(
             qc_tail("check"), env=plain_env(**env), capture_output=True, text=True, timeout=60
         )
