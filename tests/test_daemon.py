@@ -114,8 +114,10 @@ def test_ready_status_and_a_watchdog_that_stops_when_the_loop_cannot_progress(
     emu.write(PROJECT, ["hello"])
     emu.publish()
     env = cli_env(emu, NOTIFY_SOCKET=notify_socket.address, WATCHDOG_USEC="400000")
-    process = subprocess.Popen(
-        qc_tail("--config", str(daemon_config(tmp_path, emu)), "run"),
+    config = daemon_config(tmp_path, emu)  # a stalled request's timeout, then its retry's
+    config.write_text(config.read_text().replace("timeout = 2", "timeout = 10"))  # wait,
+    process = subprocess.Popen(  # would ping: they must fall well after the stalled window
+        qc_tail("--config", str(config), "run"),
         env=env,
         stderr=subprocess.PIPE,
         text=True,
