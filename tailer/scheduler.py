@@ -159,7 +159,6 @@ class Scheduler:
                 if pipeline.make_follower is not None:
                     follower = pipeline.make_follower(project_id, others)
                     self.slots.append(_Slot(follower, pipeline, self.interval, discovered=True))
-            followed.add(project_id)
         for slot in self.slots:
             if not slot.discovered:
                 continue
@@ -217,7 +216,7 @@ class Scheduler:
         slot.pipeline.deliver(group, guard=self.shutdown.critical)
         for batch in group:
             slot.follower.commit(batch)
-        self.healthy_once = True  # lines delivered: the API and the outputs both work
+        self._succeeded()  # lines delivered: the API and the outputs both work
         if self._on_progress is not None:
             self._on_progress()
         return sum(batch.count for batch in group)

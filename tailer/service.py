@@ -122,8 +122,8 @@ def _pipelines(
 
         loki = LokiSink(output.loki, sleep=shutdown.sleep)
         store = CursorStore(config.state.dir / "loki")
-        pipelines.append(_pipeline("loki", [loki], store, config, api, clock))
-        pipelines[-1].interruptible = True  # a push cut short by a stop is re-pushed alike
+        # interruptible: a push cut short by a stop is re-pushed alike after the restart
+        pipelines.append(_pipeline("loki", [loki], store, config, api, clock, interruptible=True))
     if len(pipelines) > 1:
         api.cache_ttl = min(1.0, config.poll.interval / 2)  # one request serves both pipelines
     return pipelines
@@ -136,6 +136,8 @@ def _pipeline(
     config: Config,
     api: QcApi,
     clock: Callable[[], float],
+    *,
+    interruptible: bool = False,
 ) -> Pipeline:
     saved = store.load_all()
     for output in outputs:
@@ -150,4 +152,5 @@ def _pipeline(
             FollowConfig(pid, start=config.discovery.start), store.load_all(), others
         ),
         saved=saved.keys(),
+        interruptible=interruptible,
     )
