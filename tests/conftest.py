@@ -60,9 +60,16 @@ def emu() -> Iterator[Emulator]:
         assert emulator.stats.max_window_seen < 250
 
 
+def clock_env() -> dict[str, str]:
+    """A moved clock (libfaketime) that the suite runs under, passed on to the CLI it starts:
+    a child on the real clock would sign its requests a year away from the emulator's."""
+    return {k: v for k, v in os.environ.items() if k.startswith("FAKETIME") or k == "LD_PRELOAD"}
+
+
 def cli_env(emu: Emulator, **extra: str) -> dict[str, str]:
     """The environment of a user pointed at the emulator (and nothing else)."""
     env = {
+        **clock_env(),
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "QC_BASE_URL": emu.base_url,
         "QC_USER_ID": str(USER_ID),

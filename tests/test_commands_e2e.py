@@ -17,7 +17,7 @@ import pytest
 
 from tailer.emulator import Emulator
 
-from .conftest import PROJECT, USER_ID, Background, qc_tail, run, secrets_in
+from .conftest import PROJECT, USER_ID, Background, clock_env, qc_tail, run, secrets_in
 
 OTHER = 888  # a second project, its deployment stopped
 IDLE = 999  # a project that was never deployed
@@ -38,7 +38,8 @@ def account(emu: Emulator) -> Emulator:
 
 def plain_env(**extra: str) -> dict[str, str]:
     """An environment with no credentials and no API address."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONUNBUFFERED": "1", **extra}
+    path = os.environ.get("PATH", "/usr/bin:/bin")
+    return {**clock_env(), "PATH": path, "PYTHONUNBUFFERED": "1", **extra}
 
 
 # -- list ----------------------------------------------------------------------------------
