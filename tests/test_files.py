@@ -382,6 +382,52 @@ def test_a_full_disk_cuts_every_touched_file_back_and_the_retry_writes_once(tiny
     assert sink.path(PROJECT, "L-b").read_bytes() == raw(first_b + more_b)
 
 
+class FullDisk:
+    """``os.write`` until armed, then one short write and ENOSPC, as a filling disk does."""
+
+    def __init__(self) -> None:
+        self.armed = False
+
+    def __call__(self, fd: int, data: memoryview | bytes) -> int:
+        if not self.armed:
+            return os.write(fd, data)
+        self.armed = False
+        written = os.write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"after {written} bytes")
+
+
+def test_a_full_disk_after_the_file_was_emptied_cuts_back_to_what_it_held_not_beyond(out):
+    """``: > file`` or logrotate's ``copytruncate`` under qc-tail, then a full disk: the
+    roll-back must not stretch the file to its old length with zeros."""
+    write = FullDisk()
+    sink = FileSink(out, write=write)
+    sink.write(lines("L-a", texts("a", 100)))
+    sink.flush()
+    path = sink.path(PROJECT, "L-a")
+    os.truncate(path, 0)
+    write.armed = True
+    more = texts("a", 10, start=100)
+    with pytest.raises(OutputError, match="disk is full"):
+        sink.write(lines("L-a", more, start=100))
+    assert path.read_bytes() == b""  # not 100 lines' worth of NUL bytes
+    sink.write(lines("L-a", more, start=100))
+    sink.flush()
+    assert path.read_bytes() == raw(more)
+    assert sink.position(PROJECT, "L-a") == (len(raw(more)), path.stat().st_ino)
+
+
+def test_a_full_disk_cuts_a_partly_written_file_back_to_its_flushed_length(out):
+    write = FullDisk()
+    sink = FileSink(out, write=write)
+    first = texts("a", 3)
+    sink.write(lines("L-a", first))
+    sink.flush()
+    write.armed = True
+    with pytest.raises(OutputError, match="disk is full"):
+        sink.write(lines("L-a", texts("a", 10, start=3), start=3))
+    assert sink.path(PROJECT, "L-a").read_bytes() == raw(first)
+
+
 def test_stdout_behind_files_prints_a_line_once_when_their_fsync_failed(tmp_path, monkeypatch):
     """stdout is exactly-once within a run: it gets a group only after the files flushed it,
     so a group whose fsync failed (an I/O error: a stand-in, no disk here fails on demand),

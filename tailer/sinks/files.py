@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from itertools import groupby
 from operator import itemgetter
@@ -23,6 +23,9 @@ _DEPLOYMENT = itemgetter(0, 1)  # (project_id, deploy_id), of any record alike
 
 log = structlog.get_logger(__name__)
 
+Write = Callable[[int, memoryview], int]
+"""``os.write``: one write to a descriptor, returning how many bytes it took."""
+
 FILE_MODE = 0o640
 DIR_MODE = 0o750
 
@@ -32,6 +35,7 @@ class _Open:
     fd: int
     committed: int  # the length when last flushed: what a cursor may refer to
     inode: int
+    start: int = 0  # the length before the first write since the last flush
 
 
 class FileSink:
@@ -44,8 +48,9 @@ class FileSink:
     for logrotate's ``create`` + ``postrotate kill -HUP``.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, write: Write = os.write) -> None:
         self.directory = directory
+        self._write = write
         self._open: dict[tuple[int, str], _Open] = {}
         self._touched: set[tuple[int, str]] = set()
         self._closed: dict[tuple[int, str], tuple[int | None, int | None]] = {}
@@ -91,8 +96,10 @@ class FileSink:
             data = ("\n".join(texts) + "\n").encode("utf-8", "backslashreplace")
             try:
                 handle = self._handle(key)
+                size = os.fstat(handle.fd).st_size  # less than committed if emptied under us
+                handle.start = min(handle.start, size) if key in self._touched else size
                 self._touched.add(key)
-                _write_all(handle.fd, data)
+                _write_all(handle.fd, data, self._write)
             except OSError as exc:
                 self._roll_back()
                 raise _output_error(self.path(*key), exc) from None
@@ -178,10 +185,16 @@ class FileSink:
             os.close(dir_fd)
 
     def _roll_back(self) -> None:
+        """Cut touched files back to what they held before these writes, never beyond: one
+        emptied meanwhile (``: > file``, logrotate's ``copytruncate``) is not stretched back
+        to its old length with zeros."""
         for key in self._touched:
             handle = self._open[key]
+            keep = min(handle.committed, handle.start)
             with contextlib.suppress(OSError):
-                os.ftruncate(handle.fd, handle.committed)
+                if os.fstat(handle.fd).st_size > keep:
+                    os.ftruncate(handle.fd, keep)
+                handle.committed = keep
         self._touched.clear()
 
     def _close_all(self) -> None:
@@ -193,10 +206,10 @@ class FileSink:
         self._touched.clear()
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, write: Write) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        view = view[write(fd, view) :]
 
 
 def _output_error(path: Path, exc: OSError) -> OutputError:
