@@ -10,9 +10,11 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from tailer.cursor import Cursor
 from tailer.errors import OutputError
@@ -213,29 +215,162 @@ def test_a_crash_between_write_and_cursor_save_does_not_duplicate_lines(out, sin
     assert sink.path(PROJECT, "L-a").read_bytes() == raw(first + second)
 
 
-def test_recover_empties_a_file_replaced_after_the_last_save(out, sink):
-    sink.write(lines("L-a", texts("a", 3)))
+def delivered(sink: FileSink, new: list[str], deploy_id: str = "L-a", **cursor) -> Cursor:
+    """Write and flush ``new`` as a deployment's first lines: the cursor then saved."""
+    sink.write(lines(deploy_id, new))
     sink.flush()
-    cursor = saved_cursor(sink)
+    return sink.stamp(Cursor(PROJECT, deploy_id, **cursor).advance(new))
+
+
+def copied_away_and_back(path: Path) -> None:
+    """What a restore, an rsync or ``cp -a`` across file systems does: same bytes, new inode."""
+    inode = path.stat().st_ino
+    copy = path.with_name("copy")
+    shutil.copy2(path, copy)  # made while the original still holds its inode
+    copy.replace(path)
+    assert path.stat().st_ino != inode
+
+
+def set_aside(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(f"{path.name}.unverified*"))
+
+
+def test_recover_keeps_a_file_copied_away_and_back(out, sink):
+    """The content proves the file: the last delivered line ends where the cursor says."""
+    first = texts("a", 1001)
+    cursor = delivered(sink, first)
+    sink.close()
+    path = sink.path(PROJECT, "L-a")
+    copied_away_and_back(path)
+    with capture_logs() as events:
+        FileSink(out).recover([cursor])
+    assert path.read_bytes() == raw(first)
+    assert set_aside(path) == []
+    assert [e for e in events if e["log_level"] == "warning"] == []
+
+
+def test_recover_cuts_back_a_copied_file_that_holds_lines_written_after_the_save(out, sink):
+    first, after = texts("a", 3), texts("a", 4, start=3)
+    cursor = delivered(sink, first)
+    sink.write(lines("L-a", after, start=3))  # then killed before the cursor was saved
+    sink.flush()
+    sink.close()
+    path = sink.path(PROJECT, "L-a")
+    copied_away_and_back(path)
+    FileSink(out).recover([cursor])
+    assert path.read_bytes() == raw(first)
+
+
+def test_recover_recognises_a_last_line_holding_newlines(out, sink):
+    first = [*texts("a", 2), "Traceback:\n  File main.py\n    raise"]
+    cursor = delivered(sink, first)
+    sink.write(lines("L-a", ["written after the save"], start=3))
+    sink.flush()
+    sink.close()
+    path = sink.path(PROJECT, "L-a")
+    copied_away_and_back(path)
+    FileSink(out).recover([cursor])
+    assert path.read_bytes() == raw(first)
+
+
+def test_recover_sets_aside_a_replaced_file_it_cannot_verify_and_says_so(out, sink):
+    cursor = delivered(sink, texts("a", 3))
     sink.close()
     path = sink.path(PROJECT, "L-a")
     replacement = path.with_name("replacement")
     replacement.write_bytes(raw(texts("other", 10)))
     replacement.replace(path)
-    FileSink(out).recover([cursor])
-    assert path.read_bytes() == b""
-    assert path.stat().st_ino != cursor.file_inode
+    restarted = FileSink(out)
+    with capture_logs() as events:
+        restarted.recover([cursor])
+    aside = path.with_name("L-a.log.unverified")
+    assert set_aside(path) == [aside]
+    assert aside.read_bytes() == raw(texts("other", 10))  # not one byte cut
+    assert not path.exists()
+    [warning] = [e for e in events if e["log_level"] == "warning"]
+    assert warning["event"] == "output_set_aside"
+    assert warning["path"] == str(path) and warning["moved_to"] == str(aside)
+    assert str(aside) in warning["hint"] and str(path) in warning["hint"]
+    restarted.write(lines("L-a", texts("a", 2, start=3), start=3))  # delivery goes on afresh
+    restarted.flush()
+    restarted.close()
+    assert path.read_bytes() == raw(texts("a", 2, start=3))
 
 
-def test_recover_leaves_a_shorter_file_alone(out, sink):
-    sink.write(lines("L-a", texts("a", 3)))
-    sink.flush()
-    cursor = saved_cursor(sink)
+def test_recover_sets_aside_a_shortened_file_and_never_extends_it(out, sink):
+    cursor = delivered(sink, texts("a", 3))
     sink.close()
     path = sink.path(PROJECT, "L-a")
     os.truncate(path, 5)
     FileSink(out).recover([cursor])
-    assert path.read_bytes() == raw(texts("a", 3))[:5]
+    assert [p.read_bytes() for p in set_aside(path)] == [raw(texts("a", 3))[:5]]
+    assert not path.exists()
+
+
+def test_recover_leaves_an_emptied_file_as_it_is(out, sink):
+    """``: > file`` or logrotate's ``copytruncate``: nothing is left to cut or to protect."""
+    cursor = delivered(sink, texts("a", 3))
+    sink.close()
+    path = sink.path(PROJECT, "L-a")
+    inode = path.stat().st_ino
+    os.truncate(path, 0)
+    FileSink(out).recover([cursor])
+    assert path.read_bytes() == b""
+    assert path.stat().st_ino == inode
+    assert set_aside(path) == []
+
+
+def test_recover_never_overwrites_a_file_set_aside_before(out, sink):
+    path = sink.path(PROJECT, "L-a")
+    cursor = delivered(sink, texts("a", 3))
+    sink.close()
+    for n in range(3):
+        path.write_bytes(raw(texts(f"other{n}", 2)))
+        FileSink(out).recover([cursor])
+    assert [p.name for p in set_aside(path)] == [
+        "L-a.log.unverified",
+        "L-a.log.unverified.2",
+        "L-a.log.unverified.3",
+    ]
+    assert [p.read_bytes() for p in set_aside(path)] == [
+        raw(texts(f"other{n}", 2)) for n in range(3)
+    ]
+
+
+def test_recover_leaves_a_finished_deployments_unverifiable_file_alone(out, sink):
+    """Nothing more will be written to it: it is the user's to compress, edit or trim."""
+    cursor = delivered(sink, texts("a", 3), done=True)
+    sink.close()
+    path = sink.path(PROJECT, "L-a")
+    path.write_bytes(b"edited by hand\n")
+    FileSink(out).recover([cursor])
+    assert path.read_bytes() == b"edited by hand\n"
+    assert set_aside(path) == []
+
+
+def test_recover_cuts_back_a_finished_deployments_file_it_can_verify(out, sink):
+    first = texts("a", 3)
+    cursor = delivered(sink, first, done=True)
+    sink.write(lines("L-a", texts("a", 1, start=3), start=3))  # a late line, then killed
+    sink.flush()
+    sink.close()
+    FileSink(out).recover([cursor])
+    assert sink.path(PROJECT, "L-a").read_bytes() == raw(first)
+
+
+def test_recover_without_lines_to_recognise_trusts_only_the_same_file(out, sink):
+    """A cursor whose last record was a gap keeps no line to check the file's content by."""
+    first = texts("a", 3)
+    cursor = replace(delivered(sink, first), tail=())
+    sink.write(lines("L-a", texts("a", 1, start=3), start=3))
+    sink.flush()
+    sink.close()
+    path = sink.path(PROJECT, "L-a")
+    FileSink(out).recover([cursor])
+    assert path.read_bytes() == raw(first)  # the same inode: cut back as before
+    copied_away_and_back(path)
+    FileSink(out).recover([cursor])
+    assert [p.read_bytes() for p in set_aside(path)] == [raw(first)]
 
 
 def test_recover_without_a_file_creates_nothing(out):
