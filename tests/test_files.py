@@ -320,6 +320,25 @@ def test_recover_leaves_an_emptied_file_as_it_is(out, sink):
     assert set_aside(path) == []
 
 
+def test_recover_after_copytruncate_keeps_what_the_emptied_file_took_since(out, sink):
+    """logrotate ``copytruncate``: the file is emptied under qc-tail, which goes on writing
+    at its start (O_APPEND). Saved since: recognised and kept; killed before the save: the
+    file is shorter than its cursor says, so it is set aside whole, never cut or stretched."""
+    path = sink.path(PROJECT, "L-a")
+    before = delivered(sink, texts("a", 100))
+    os.truncate(path, 0)
+    after = texts("a", 3, start=100)
+    sink.write(lines("L-a", after, start=100))
+    sink.flush()
+    saved = sink.stamp(before.advance(after))
+    sink.close()
+    FileSink(out).recover([saved])
+    assert path.read_bytes() == raw(after)
+    FileSink(out).recover([before])  # as if killed before that save
+    assert [p.read_bytes() for p in set_aside(path)] == [raw(after)]
+    assert not path.exists()
+
+
 def test_recover_never_overwrites_a_file_set_aside_before(out, sink):
     path = sink.path(PROJECT, "L-a")
     cursor = delivered(sink, texts("a", 3))
