@@ -265,4 +265,4 @@ def _exists(name: str, dir_fd: int) -> bool:
 
 def _output_error(path: Path, exc: OSError) -> OutputError:
     hint = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "I/O error"
-    return OutputError(f"{path}: {hint} ({exc.strerror or exc}); will retry, nothing is lost")
+    return OutputError(f"{hint} ({exc.strerror or exc})", output=str(path))
