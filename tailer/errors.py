@@ -11,14 +11,18 @@
     │   └── WindowTooLargeError    the server wants smaller log windows
     ├── TransientError      (1)    worth retrying: network, timeout, 429, 5xx, broken JSON
     │   └── ProtocolError          the answer is not the API's protocol (wrong shape or types)
-    └── OutputError         (1)    an output could not take the lines (disk full, I/O error)
+    ├── OutputError         (1)    an output could not take the lines (disk full, I/O error)
+    └── OutputsBehindError (74)    ``run --once``: outputs left behind (the others are done)
 
 No message ever holds the API token, its hash or an Authorization header.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 EX_UNAVAILABLE = 69
+EX_IOERR = 74
 EX_TEMPFAIL = 75
 EX_NOPERM = 77
 EX_CONFIG = 78
@@ -103,3 +107,26 @@ class OutputError(QcTailError):
     """An output could not durably take lines; the cursor must not move."""
 
     retry_after: float | None = None  # the output asked us to wait this long
+
+    def __init__(self, reason: str, *, output: str) -> None:
+        self.output = output  # which output, as a user knows it: a file's path, Loki's URL
+        self.reason = reason
+        super().__init__(f"{output}: {reason}")
+
+
+class OutputsBehindError(QcTailError):
+    """Outputs that could not be brought up to date, when every other one was.
+
+    Not an OutputError: nothing retries it. Exit 74 (EX_IOERR): the lines could not be
+    written out; 69 already says that QuantConnect is out of reach.
+    """
+
+    exit_code = EX_IOERR
+
+    def __init__(self, failures: Sequence[OutputError], up_to_date: Sequence[str]) -> None:
+        self.failures = list(failures)
+        behind = "; ".join(
+            f"{failure.output} could not be brought up to date: {failure.reason}"
+            for failure in failures
+        )
+        super().__init__(f"{behind}; up to date: {', '.join(up_to_date)}" if up_to_date else behind)

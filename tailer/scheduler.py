@@ -9,7 +9,14 @@ from dataclasses import dataclass, replace
 import structlog
 
 from tailer.discovery import Discovery
-from tailer.errors import ApiError, AuthError, OutputError, TransientError, UnreachableError
+from tailer.errors import (
+    ApiError,
+    AuthError,
+    OutputError,
+    OutputsBehindError,
+    TransientError,
+    UnreachableError,
+)
 from tailer.follower import ProjectFollower
 from tailer.pipeline import Pipeline
 from tailer.reader import MAX_WINDOW, Batch
@@ -82,9 +89,26 @@ class Scheduler:
         return sum(1 for slot in self.slots if slot.failing_since is not None)
 
     def poll_once(self) -> int:
-        """Discover, then poll every follower now until caught up; errors propagate."""
+        """Discover, then poll every follower now until caught up.
+
+        An output that fails holds back no other: every follower of every pipeline is polled
+        (pipeline by pipeline, so the files before Loki), and only then does
+        OutputsBehindError name the outputs left behind. Any other error propagates at once.
+        """
         self._discover()
-        return sum(self._poll(slot) for slot in list(self.slots))
+        found = 0
+        failures: dict[str, OutputError] = {}  # one per output (all of Loki's are alike)
+        behind: set[Pipeline] = set()
+        for slot in sorted(self.slots, key=lambda s: self.pipelines.index(s.pipeline)):
+            try:
+                found += self._poll(slot)
+            except OutputError as exc:
+                failures.setdefault(str(exc), exc)
+                behind.add(slot.pipeline)
+        if failures:
+            done = [p.name for p in self.pipelines if p not in behind]
+            raise OutputsBehindError(list(failures.values()), up_to_date=done)
+        return found
 
     def run(
         self,

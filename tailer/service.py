@@ -104,18 +104,22 @@ def _pipelines(
     ``clock`` times the followers' drains."""
     output = config.output
     outputs: list[Sink] = []
+    names: list[str] = []  # as a user knows them, in messages
     if output.directory:
         files = FileSink(output.directory)
         shutdown.on_hangup(files.reopen)
         outputs.append(files)
+        names.append("files")
     if output.stdout:
         several = len(config.follows) > 1 or config.discovery.enabled  # else: on a redeploy
         prefix = True if several else None
         outputs.append(StdoutSink(sys.stdout, format=output.format, prefix=prefix))
+        names.append("stdout")
     pipelines = []
     if outputs:
+        name = " and ".join(names)
         pipelines.append(
-            _pipeline("main", outputs, CursorStore(config.state.dir), config, api, clock)
+            _pipeline(name, outputs, CursorStore(config.state.dir), config, api, clock)
         )
     if output.loki is not None:  # its own cursors: a Loki outage must not hold the files back
         from tailer.sinks.loki import LokiSink  # imported on use: requests costs 60 ms
@@ -123,7 +127,7 @@ def _pipelines(
         loki = LokiSink(output.loki, sleep=shutdown.sleep)
         store = CursorStore(config.state.dir / "loki")
         # interruptible: a push cut short by a stop is re-pushed alike after the restart
-        pipelines.append(_pipeline("loki", [loki], store, config, api, clock, interruptible=True))
+        pipelines.append(_pipeline("Loki", [loki], store, config, api, clock, interruptible=True))
     if len(pipelines) > 1:
         api.cache_ttl = min(1.0, config.poll.interval / 2)  # one request serves both pipelines
     return pipelines

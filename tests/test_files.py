@@ -10,9 +10,11 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from tailer.cursor import Cursor
 from tailer.errors import OutputError
@@ -213,29 +215,181 @@ def test_a_crash_between_write_and_cursor_save_does_not_duplicate_lines(out, sin
     assert sink.path(PROJECT, "L-a").read_bytes() == raw(first + second)
 
 
-def test_recover_empties_a_file_replaced_after_the_last_save(out, sink):
-    sink.write(lines("L-a", texts("a", 3)))
+def delivered(sink: FileSink, new: list[str], deploy_id: str = "L-a", **cursor) -> Cursor:
+    """Write and flush ``new`` as a deployment's first lines: the cursor then saved."""
+    sink.write(lines(deploy_id, new))
     sink.flush()
-    cursor = saved_cursor(sink)
+    return sink.stamp(Cursor(PROJECT, deploy_id, **cursor).advance(new))
+
+
+def copied_away_and_back(path: Path) -> None:
+    """What a restore, an rsync or ``cp -a`` across file systems does: same bytes, new inode."""
+    inode = path.stat().st_ino
+    copy = path.with_name("copy")
+    shutil.copy2(path, copy)  # made while the original still holds its inode
+    copy.replace(path)
+    assert path.stat().st_ino != inode
+
+
+def set_aside(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(f"{path.name}.unverified*"))
+
+
+def test_recover_keeps_a_file_copied_away_and_back(out, sink):
+    """The content proves the file: the last delivered line ends where the cursor says."""
+    first = texts("a", 1001)
+    cursor = delivered(sink, first)
+    sink.close()
+    path = sink.path(PROJECT, "L-a")
+    copied_away_and_back(path)
+    with capture_logs() as events:
+        FileSink(out).recover([cursor])
+    assert path.read_bytes() == raw(first)
+    assert set_aside(path) == []
+    assert [e for e in events if e["log_level"] == "warning"] == []
+
+
+def test_recover_cuts_back_a_copied_file_that_holds_lines_written_after_the_save(out, sink):
+    first, after = texts("a", 3), texts("a", 4, start=3)
+    cursor = delivered(sink, first)
+    sink.write(lines("L-a", after, start=3))  # then killed before the cursor was saved
+    sink.flush()
+    sink.close()
+    path = sink.path(PROJECT, "L-a")
+    copied_away_and_back(path)
+    FileSink(out).recover([cursor])
+    assert path.read_bytes() == raw(first)
+
+
+def test_recover_recognises_a_last_line_holding_newlines(out, sink):
+    first = [*texts("a", 2), "Traceback:\n  File main.py\n    raise"]
+    cursor = delivered(sink, first)
+    sink.write(lines("L-a", ["written after the save"], start=3))
+    sink.flush()
+    sink.close()
+    path = sink.path(PROJECT, "L-a")
+    copied_away_and_back(path)
+    FileSink(out).recover([cursor])
+    assert path.read_bytes() == raw(first)
+
+
+def test_recover_sets_aside_a_replaced_file_it_cannot_verify_and_says_so(out, sink):
+    cursor = delivered(sink, texts("a", 3))
     sink.close()
     path = sink.path(PROJECT, "L-a")
     replacement = path.with_name("replacement")
     replacement.write_bytes(raw(texts("other", 10)))
     replacement.replace(path)
-    FileSink(out).recover([cursor])
-    assert path.read_bytes() == b""
-    assert path.stat().st_ino != cursor.file_inode
+    restarted = FileSink(out)
+    with capture_logs() as events:
+        restarted.recover([cursor])
+    aside = path.with_name("L-a.log.unverified")
+    assert set_aside(path) == [aside]
+    assert aside.read_bytes() == raw(texts("other", 10))  # not one byte cut
+    assert not path.exists()
+    [warning] = [e for e in events if e["log_level"] == "warning"]
+    assert warning["event"] == "output_set_aside"
+    assert warning["path"] == str(path) and warning["moved_to"] == str(aside)
+    assert str(aside) in warning["hint"] and str(path) in warning["hint"]
+    restarted.write(lines("L-a", texts("a", 2, start=3), start=3))  # delivery goes on afresh
+    restarted.flush()
+    restarted.close()
+    assert path.read_bytes() == raw(texts("a", 2, start=3))
 
 
-def test_recover_leaves_a_shorter_file_alone(out, sink):
-    sink.write(lines("L-a", texts("a", 3)))
-    sink.flush()
-    cursor = saved_cursor(sink)
+def test_recover_sets_aside_a_shortened_file_and_never_extends_it(out, sink):
+    cursor = delivered(sink, texts("a", 3))
     sink.close()
     path = sink.path(PROJECT, "L-a")
     os.truncate(path, 5)
     FileSink(out).recover([cursor])
-    assert path.read_bytes() == raw(texts("a", 3))[:5]
+    assert [p.read_bytes() for p in set_aside(path)] == [raw(texts("a", 3))[:5]]
+    assert not path.exists()
+
+
+def test_recover_leaves_an_emptied_file_as_it_is(out, sink):
+    """``: > file`` or logrotate's ``copytruncate``: nothing is left to cut or to protect."""
+    cursor = delivered(sink, texts("a", 3))
+    sink.close()
+    path = sink.path(PROJECT, "L-a")
+    inode = path.stat().st_ino
+    os.truncate(path, 0)
+    FileSink(out).recover([cursor])
+    assert path.read_bytes() == b""
+    assert path.stat().st_ino == inode
+    assert set_aside(path) == []
+
+
+def test_recover_after_copytruncate_keeps_what_the_emptied_file_took_since(out, sink):
+    """logrotate ``copytruncate``: the file is emptied under qc-tail, which goes on writing
+    at its start (O_APPEND). Saved since: recognised and kept; killed before the save: the
+    file is shorter than its cursor says, so it is set aside whole, never cut or stretched."""
+    path = sink.path(PROJECT, "L-a")
+    before = delivered(sink, texts("a", 100))
+    os.truncate(path, 0)
+    after = texts("a", 3, start=100)
+    sink.write(lines("L-a", after, start=100))
+    sink.flush()
+    saved = sink.stamp(before.advance(after))
+    sink.close()
+    FileSink(out).recover([saved])
+    assert path.read_bytes() == raw(after)
+    FileSink(out).recover([before])  # as if killed before that save
+    assert [p.read_bytes() for p in set_aside(path)] == [raw(after)]
+    assert not path.exists()
+
+
+def test_recover_never_overwrites_a_file_set_aside_before(out, sink):
+    path = sink.path(PROJECT, "L-a")
+    cursor = delivered(sink, texts("a", 3))
+    sink.close()
+    for n in range(3):
+        path.write_bytes(raw(texts(f"other{n}", 2)))
+        FileSink(out).recover([cursor])
+    assert [p.name for p in set_aside(path)] == [
+        "L-a.log.unverified",
+        "L-a.log.unverified.2",
+        "L-a.log.unverified.3",
+    ]
+    assert [p.read_bytes() for p in set_aside(path)] == [
+        raw(texts(f"other{n}", 2)) for n in range(3)
+    ]
+
+
+def test_recover_leaves_a_finished_deployments_unverifiable_file_alone(out, sink):
+    """Nothing more will be written to it: it is the user's to compress, edit or trim."""
+    cursor = delivered(sink, texts("a", 3), done=True)
+    sink.close()
+    path = sink.path(PROJECT, "L-a")
+    path.write_bytes(b"edited by hand\n")
+    FileSink(out).recover([cursor])
+    assert path.read_bytes() == b"edited by hand\n"
+    assert set_aside(path) == []
+
+
+def test_recover_cuts_back_a_finished_deployments_file_it_can_verify(out, sink):
+    first = texts("a", 3)
+    cursor = delivered(sink, first, done=True)
+    sink.write(lines("L-a", texts("a", 1, start=3), start=3))  # a late line, then killed
+    sink.flush()
+    sink.close()
+    FileSink(out).recover([cursor])
+    assert sink.path(PROJECT, "L-a").read_bytes() == raw(first)
+
+
+def test_recover_without_lines_to_recognise_trusts_only_the_same_file(out, sink):
+    """A cursor whose last record was a gap keeps no line to check the file's content by."""
+    first = texts("a", 3)
+    cursor = replace(delivered(sink, first), tail=())
+    sink.write(lines("L-a", texts("a", 1, start=3), start=3))
+    sink.flush()
+    sink.close()
+    path = sink.path(PROJECT, "L-a")
+    FileSink(out).recover([cursor])
+    assert path.read_bytes() == raw(first)  # the same inode: cut back as before
+    copied_away_and_back(path)
+    FileSink(out).recover([cursor])
+    assert [p.read_bytes() for p in set_aside(path)] == [raw(first)]
 
 
 def test_recover_without_a_file_creates_nothing(out):
@@ -380,6 +534,52 @@ def test_a_full_disk_cuts_every_touched_file_back_and_the_retry_writes_once(tiny
     sink.close()
     assert sink.path(PROJECT, "L-a").read_bytes() == raw(first_a + more_a)
     assert sink.path(PROJECT, "L-b").read_bytes() == raw(first_b + more_b)
+
+
+class FullDisk:
+    """``os.write`` until armed, then one short write and ENOSPC, as a filling disk does."""
+
+    def __init__(self) -> None:
+        self.armed = False
+
+    def __call__(self, fd: int, data: memoryview | bytes) -> int:
+        if not self.armed:
+            return os.write(fd, data)
+        self.armed = False
+        written = os.write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"after {written} bytes")
+
+
+def test_a_full_disk_after_the_file_was_emptied_cuts_back_to_what_it_held_not_beyond(out):
+    """``: > file`` or logrotate's ``copytruncate`` under qc-tail, then a full disk: the
+    roll-back must not stretch the file to its old length with zeros."""
+    write = FullDisk()
+    sink = FileSink(out, write=write)
+    sink.write(lines("L-a", texts("a", 100)))
+    sink.flush()
+    path = sink.path(PROJECT, "L-a")
+    os.truncate(path, 0)
+    write.armed = True
+    more = texts("a", 10, start=100)
+    with pytest.raises(OutputError, match="disk is full"):
+        sink.write(lines("L-a", more, start=100))
+    assert path.read_bytes() == b""  # not 100 lines' worth of NUL bytes
+    sink.write(lines("L-a", more, start=100))
+    sink.flush()
+    assert path.read_bytes() == raw(more)
+    assert sink.position(PROJECT, "L-a") == (len(raw(more)), path.stat().st_ino)
+
+
+def test_a_full_disk_cuts_a_partly_written_file_back_to_its_flushed_length(out):
+    write = FullDisk()
+    sink = FileSink(out, write=write)
+    first = texts("a", 3)
+    sink.write(lines("L-a", first))
+    sink.flush()
+    write.armed = True
+    with pytest.raises(OutputError, match="disk is full"):
+        sink.write(lines("L-a", texts("a", 10, start=3), start=3))
+    assert sink.path(PROJECT, "L-a").read_bytes() == raw(first)
 
 
 def test_stdout_behind_files_prints_a_line_once_when_their_fsync_failed(tmp_path, monkeypatch):

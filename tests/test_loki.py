@@ -327,6 +327,39 @@ def test_a_loki_outage_holds_back_neither_files_nor_lines_for_loki(tmp_path, fle
     assert len(failing) == 1 and "Loki" in failing[0]["error"]
 
 
+def closed_port() -> int:
+    """A loopback port nobody listens on: connecting is refused at once."""
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return probe.getsockname()[1]
+
+
+def test_run_once_with_loki_down_writes_every_file_then_exits_74_naming_loki(tmp_path):
+    """An output that cannot be brought up to date holds back no other: ``--once`` writes
+    every deployment's file, then exits 74 saying which output is behind (its URL without
+    the credentials in it)."""
+    port = closed_port()
+    url = f"http://qc:hunter2-secret@127.0.0.1:{port}/loki/api/v1/push"
+    with Emulator(user_id=USER_ID, api_token=TOKEN, seed=9).start() as emu:
+        projects = (11, 22, 33)
+        for project_id in projects:
+            emu.add_project(project_id, f"algo-{project_id}")
+            emu.deploy(project_id)
+            emu.write(project_id, [stamped(n) for n in range(50)])
+        emu.publish()
+        result = run(emu, "--config", str(daemon_config(tmp_path, emu, url)), "run", "--once")
+        for project_id in projects:
+            deploy_id = emu.deploy_ids(project_id)[-1]
+            log = tmp_path / "out" / str(project_id) / f"{deploy_id}.log"
+            assert log.read_text().splitlines() == [stamped(n) for n in range(50)], project_id
+    assert result.returncode == 74, result.stderr
+    assert "hunter2" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("qc-tail: error: ")
+    assert f"Loki at http://127.0.0.1:{port}/loki/api/v1/push" in last
+    assert "could not be brought up to date" in last and "will retry" not in last
+    assert last.endswith("; up to date: files")
+
+
 def test_a_400_does_not_stop_the_other_outputs(tmp_path, fleet):
     project_id = PROJECTS[0]
     deploy_id = fleet.deploy_ids(project_id)[-1]

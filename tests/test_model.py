@@ -270,6 +270,8 @@ class TailerModel(RuleBasedStateMachine):
         self.last_error: Exception | None = None
         self.live: tuple[QcApi, list[Pipeline], Scheduler, Instant] | None = None
         self.first: str | None = None  # the first deployment the follower ever began with
+        self.copies: dict[int, int] = {}  # inode of a copy -> inode of the file it copies
+        self.keep = itertools.count()  # names of links that keep copied-over inodes in use
         emu.faults.clear()
         emu.add_project(self.project, f"model-{self.project}")
 
@@ -482,11 +484,12 @@ class TailerModel(RuleBasedStateMachine):
     def poll(self) -> None:
         self.poll_once()
 
-    @rule(garbage=st.sampled_from(GARBAGE), which=st.integers(0, 3))
+    @rule(garbage=st.sampled_from(GARBAGE), which=st.integers(0, 3), copied=st.booleans())
     @guarded
-    def crash(self, garbage: str, which: int) -> None:
-        """kill -9 between polls (``none``), or inside a poll's first write (see Torn); then
-        start from disk."""
+    def crash(self, garbage: str, which: int, copied: bool = False) -> None:
+        """kill -9 between polls (``none``), or inside a poll's first write (see Torn); then,
+        if ``copied``, the files copied away and back while it is down (a restore, rsync,
+        ``cp -a``: the same bytes in new inodes); then start from disk."""
         if garbage != "none":
             assert self.live is not None
             self.live[1][0].outputs.insert(0, Torn(self.files, garbage, which))
@@ -496,7 +499,57 @@ class TailerModel(RuleBasedStateMachine):
                 note(f"killed inside a write ({garbage})")
                 self._began()  # the write was reached: what the poll began with is on disk
         self.kill()
+        if copied:
+            self._copy_away_and_back()
         self.start()
+        self._adopt_set_aside()
+
+    def _copy_away_and_back(self) -> None:
+        for deploy_id in self.deployments:
+            path = self.files.path(self.project, deploy_id)
+            if not path.exists():
+                continue
+            note("files copied away and back")
+            old = path.stat().st_ino
+            os.link(path, self._kept())  # the old inode is not given out again
+            copy = path.with_name("copy")
+            shutil.copy2(path, copy)
+            copy.replace(path)
+            self.copies[path.stat().st_ino] = self.original(old)
+
+    def _adopt_set_aside(self) -> None:
+        """A file the restart could not verify was renamed ``.unverified``: the lines its
+        cursor counted in it (its first ``file_size`` bytes) are delivered lines, and join the
+        deployment's rotated files; what follows (written after the save) is not, and is
+        delivered again to the fresh file. One that is not the cursor's file at all (written
+        after a rotation, then killed) holds nothing delivered."""
+        saved = self.store.load_all()
+        for deploy_id in self.deployments:
+            path = self.files.path(self.project, deploy_id)
+            cursor = saved.get((self.project, deploy_id))
+            for aside in sorted(path.parent.glob(f"{path.name}.unverified*")):
+                note("a file set aside as unverified")
+                assert cursor is not None and cursor.file_size is not None
+                inode = self.original(aside.stat().st_ino)
+                data = aside.read_bytes()
+                aside.rename(self._kept())
+                if inode != self.original(cursor.file_inode or -1):
+                    continue
+                o = self.out(deploy_id)
+                part = path.with_name(f"{path.name}.{len(o.rotated)}")
+                part.write_bytes(data[: cursor.file_size])
+                self.copies[part.stat().st_ino] = inode
+                o.rotated.append(part)
+
+    def _kept(self) -> Path:
+        """A new name in a directory of files kept only so their inodes stay in use."""
+        keep = self.dir / "keep"
+        keep.mkdir(exist_ok=True)
+        return keep / str(next(self.keep))
+
+    def original(self, inode: int) -> int:
+        """The inode of the file that a (copy of a) copy was made from."""
+        return self.copies.get(inode, inode)
 
     @rule(n=st.integers(1, 6), share=st.sampled_from([0.0, 0.0, 0.0, 0.5, 0.9, 1.0]))
     @guarded
@@ -555,12 +608,13 @@ class TailerModel(RuleBasedStateMachine):
         if not o.texts:
             return
         assert cursor.file_size is not None, f"{deploy_id}: lines written, no file size saved"
-        inodes = [p.stat().st_ino if p.exists() else None for p in paths]
+        inodes = [self.original(p.stat().st_ino) if p.exists() else None for p in paths]
         if cursor.file_inode is None:  # no file when it was saved (rotated away): a restart
             at = len(paths) - 1  # empties the one there now (a killed write may have made it)
         else:
-            assert cursor.file_inode in inodes, f"{deploy_id}: the cursor's file is not ours"
-            at = inodes.index(cursor.file_inode)
+            inode = self.original(cursor.file_inode)
+            assert inode in inodes, f"{deploy_id}: the cursor's file is not ours"
+            at = inodes.index(inode)
         if at == len(paths) - 1:  # the current file: a restart cuts it back to file_size
             before = sum(len(chunk) for chunk in chunks[:-1])
             assert before + cursor.file_size == len(expected), (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import threading
@@ -146,6 +147,30 @@ def test_run_once_writes_each_deployment_to_its_file(tmp_path, fleet):
             assert log.stat().st_mode & 0o777 == 0o640
     state = tmp_path / "state" / "cursors" / str(PROJECTS[0])
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in state.iterdir())
+
+
+def test_a_restored_output_directory_keeps_every_line_across_a_restart(tmp_path, fleet):
+    """The output directory copied away and back (a restore, rsync, ``cp -a`` across file
+    systems): the same bytes in new inodes. The restart checks them by content and keeps them."""
+    path = config(tmp_path, fleet)
+    for project_id in PROJECTS:
+        fleet.write(project_id, [stamp(n) for n in range(1001)])
+    fleet.publish()
+    assert run(fleet, "--config", str(path), "run", "--once").returncode == 0
+    out = tmp_path / "out"
+    inodes = {p: p.stat().st_ino for p in out.glob("*/*.log")}
+    shutil.copytree(out, tmp_path / "backup", copy_function=shutil.copy2)
+    shutil.rmtree(out)
+    shutil.copytree(tmp_path / "backup", out, copy_function=shutil.copy2)
+    assert all(p.stat().st_ino != inode for p, inode in inodes.items())
+    for project_id in PROJECTS:
+        fleet.write(project_id, [stamp(n) for n in range(1001, 1011)])
+    fleet.publish()
+    result = run(fleet, "--config", str(path), "run", "--once")
+    assert result.returncode == 0, result.stderr
+    assert assert_every_deployment_exact(tmp_path, fleet) == 3 * 1011
+    assert not list(out.glob("*/*.unverified*"))
+    assert '"level": "warning"' not in result.stderr
 
 
 class Writer:

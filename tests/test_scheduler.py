@@ -10,7 +10,9 @@ from structlog.testing import capture_logs
 
 from tailer.api import QcApi
 from tailer.auth import QcAuth
+from tailer.cursor import Cursor
 from tailer.emulator import Emulator, Fault
+from tailer.errors import OutputError, QcTailError
 from tailer.follower import ProjectFollower, Start
 from tailer.pipeline import Pipeline
 from tailer.retry import RetryPolicy
@@ -120,3 +122,46 @@ def test_many_idle_deployments_poll_spread_out_not_in_bursts(emu, api):
     dues = sorted(slot.due for slot in scheduler.slots)
     assert len({round(due, 6) for due in dues}) == 10  # no two together
     assert dues[-1] - dues[0] > 0.8  # spread over most of the interval
+
+
+class Unreachable:
+    """An output that never takes a line (a Loki that is down)."""
+
+    def write(self, records: object) -> None:
+        raise OutputError("ConnectionError", output="Loki at http://127.0.0.1:9/push")
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def stamp(self, cursor: Cursor) -> Cursor:
+        return cursor
+
+    def recover(self, cursors: object) -> None: ...
+
+
+def test_poll_once_delivers_to_every_output_before_naming_the_one_left_behind(emu, api):
+    projects = (1001, 1002, 1003)
+    for project_id in projects:
+        emu.add_project(project_id, f"p{project_id}")
+        emu.deploy(project_id)
+        emu.write(project_id, [f"line {n} of {project_id}" for n in range(3)])
+    emu.publish()
+
+    def followers() -> list[ProjectFollower]:
+        return [ProjectFollower(api, p, start=Start("deployment")) for p in projects]
+
+    out = io.StringIO()
+    down = Pipeline([Unreachable()], followers(), name="Loki")
+    working = Pipeline([StdoutSink(out, prefix=False)], followers(), name="stdout")
+    scheduler = Scheduler([working, down], Shutdown(), interval=1.0, max_interval=1.0)
+    scheduler.slots.sort(key=lambda slot: slot.follower.project_id)  # as discovery interleaves
+    with pytest.raises(QcTailError) as caught:
+        scheduler.poll_once()
+    assert caught.value.exit_code == 74
+    assert str(caught.value) == (
+        "Loki at http://127.0.0.1:9/push could not be brought up to date: ConnectionError; "
+        "up to date: stdout"
+    )
+    expected = [f"line {n} of {p}" for p in projects for n in range(3)]
+    assert out.getvalue().splitlines() == expected

@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from itertools import groupby
+from itertools import count, groupby
 from operator import itemgetter
 from pathlib import Path
 
@@ -17,11 +17,15 @@ from tailer.cursor import Cursor
 from tailer.errors import OutputError
 from tailer.records import texts_of
 from tailer.sinks import Record
+from tailer.sinks.recovery import unproven
 from tailer.store import safe_name
 
 _DEPLOYMENT = itemgetter(0, 1)  # (project_id, deploy_id), of any record alike
 
 log = structlog.get_logger(__name__)
+
+Write = Callable[[int, memoryview], int]
+"""``os.write``: one write to a descriptor, returning how many bytes it took."""
 
 FILE_MODE = 0o640
 DIR_MODE = 0o750
@@ -32,6 +36,7 @@ class _Open:
     fd: int
     committed: int  # the length when last flushed: what a cursor may refer to
     inode: int
+    start: int = 0  # the length before the first write since the last flush
 
 
 class FileSink:
@@ -40,12 +45,13 @@ class FileSink:
     A failed write or fsync (a full disk, an I/O error) cuts every file touched since the
     last flush back to its flushed length and raises OutputError, so the cursor stays put and
     the same lines are written again later, once. After a crash, ``recover`` cuts a file back
-    to the length saved with its cursor. ``reopen`` (SIGHUP) takes effect at the next write,
-    for logrotate's ``create`` + ``postrotate kill -HUP``.
+    to the length saved with its cursor, once its content proves it is that file. ``reopen``
+    (SIGHUP) takes effect at the next write, for logrotate's ``create`` + ``postrotate``.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, write: Write = os.write) -> None:
         self.directory = directory
+        self._write = write
         self._open: dict[tuple[int, str], _Open] = {}
         self._touched: set[tuple[int, str]] = set()
         self._closed: dict[tuple[int, str], tuple[int | None, int | None]] = {}
@@ -55,27 +61,68 @@ class FileSink:
         return self.directory / str(project_id) / f"{safe_name(deploy_id)}.log"
 
     def recover(self, cursors: Iterable[Cursor]) -> None:
-        """Cut files back to what their saved cursors account for (a crash left more)."""
+        """Cut files back to what their saved cursors account for (a crash left more).
+
+        Only a file whose content proves it is the one its cursor counts is cut (see
+        ``unproven``). One that cannot be proven (replaced, shortened, edited) is never cut:
+        it is renamed ``<deploy_id>.log.unverified`` and a fresh file takes the new lines;
+        a finished deployment's is left as it is (nothing more will be written to it).
+        """
         for cursor in cursors:
             if cursor.file_size is None:
                 continue
             key = (cursor.project_id, cursor.deploy_id)
             try:
-                fd = self._open_fd(key, create=False)
-            except FileNotFoundError:
+                fd = self._open_fd(key, create=False, read=True)
+            except FileNotFoundError:  # deleted, or rotated away: delivery starts it afresh
+                if cursor.file_size and not cursor.done:
+                    log.info("output_missing", path=str(self.path(*key)), hint="a new one starts")
                 continue
             except OSError as exc:  # a symlink planted where our file should be, say
                 raise _output_error(self.path(*key), exc) from None
             try:
-                stat = os.fstat(fd)
-                keep = cursor.file_size if stat.st_ino == cursor.file_inode else 0
-                if stat.st_size > keep:
-                    os.ftruncate(fd, keep)
-                    log.info(
-                        "output_cut_back", path=str(self.path(*key)), bytes=stat.st_size - keep
-                    )
+                self._recover(fd, cursor)
+            except OSError as exc:
+                raise _output_error(self.path(*key), exc) from None
             finally:
                 os.close(fd)
+
+    def _recover(self, fd: int, cursor: Cursor) -> None:
+        path = self.path(cursor.project_id, cursor.deploy_id)
+        stat = os.fstat(fd)
+        keep = cursor.file_size or 0
+        if stat.st_size == 0 or (cursor.done and stat.st_size <= keep):
+            return  # nothing to cut (an emptied file holds nothing to protect either)
+        reason = unproven(fd, stat, cursor)
+        if reason is None:
+            if stat.st_size > keep:
+                os.ftruncate(fd, keep)
+                log.info("output_cut_back", path=str(path), bytes=stat.st_size - keep)
+        elif cursor.done:
+            log.info("output_unverified", path=str(path), reason=reason, hint="left as it is")
+        else:
+            aside = self._set_aside(path)
+            log.warning(
+                "output_set_aside",
+                path=str(path),
+                moved_to=str(aside),
+                reason=reason,
+                hint=f"{path} was not cut: it was renamed {aside.name}, and new lines go to a "
+                f"fresh {path}. Compare the end of {aside} with the start of {path}: lines "
+                "written just before a crash can be in both, and lines missing from a "
+                "shortened or replaced file are not fetched again.",
+            )
+
+    def _set_aside(self, path: Path) -> Path:
+        """Rename a file to ``<name>.unverified`` (``.2``, ``.3``, ... if taken)."""
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            names = (f"{path.name}.unverified{f'.{n}' if n > 1 else ''}" for n in count(1))
+            name = next(name for name in names if not _exists(name, dir_fd))
+            os.rename(path.name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+        return path.with_name(name)
 
     def write(self, records: Sequence[Record]) -> None:
         if self._reopen:
@@ -91,8 +138,10 @@ class FileSink:
             data = ("\n".join(texts) + "\n").encode("utf-8", "backslashreplace")
             try:
                 handle = self._handle(key)
+                size = os.fstat(handle.fd).st_size  # less than committed if emptied under us
+                handle.start = min(handle.start, size) if key in self._touched else size
                 self._touched.add(key)
-                _write_all(handle.fd, data)
+                _write_all(handle.fd, data, self._write)
             except OSError as exc:
                 self._roll_back()
                 raise _output_error(self.path(*key), exc) from None
@@ -161,8 +210,8 @@ class FileSink:
         self._open[key] = handle
         return handle
 
-    def _open_fd(self, key: tuple[int, str], *, create: bool) -> int:
-        """Open a deployment's file for appending, refusing symlinks on the way."""
+    def _open_fd(self, key: tuple[int, str], *, create: bool, read: bool = False) -> int:
+        """Open a deployment's file for appending (and reading), refusing symlinks."""
         project_dir = self.directory / str(key[0])
         if create:
             for directory in (self.directory, project_dir):
@@ -171,17 +220,24 @@ class FileSink:
                     os.chmod(directory, DIR_MODE)
         dir_fd = os.open(project_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
-            flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+            flags = (os.O_RDWR if read else os.O_WRONLY) | os.O_APPEND | os.O_NOFOLLOW
+            flags |= os.O_CLOEXEC
             flags |= os.O_CREAT if create else 0
             return os.open(self.path(*key).name, flags, FILE_MODE, dir_fd=dir_fd)
         finally:
             os.close(dir_fd)
 
     def _roll_back(self) -> None:
+        """Cut touched files back to what they held before these writes, never beyond: one
+        emptied meanwhile (``: > file``, logrotate's ``copytruncate``) is not stretched back
+        to its old length with zeros."""
         for key in self._touched:
             handle = self._open[key]
+            keep = min(handle.committed, handle.start)
             with contextlib.suppress(OSError):
-                os.ftruncate(handle.fd, handle.committed)
+                if os.fstat(handle.fd).st_size > keep:
+                    os.ftruncate(handle.fd, keep)
+                handle.committed = keep
         self._touched.clear()
 
     def _close_all(self) -> None:
@@ -193,12 +249,20 @@ class FileSink:
         self._touched.clear()
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, write: Write) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        view = view[write(fd, view) :]
+
+
+def _exists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _output_error(path: Path, exc: OSError) -> OutputError:
     hint = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "I/O error"
-    return OutputError(f"{path}: {hint} ({exc.strerror or exc}); will retry, nothing is lost")
+    return OutputError(f"{hint} ({exc.strerror or exc})", output=str(path))

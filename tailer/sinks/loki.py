@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import requests
@@ -159,7 +160,7 @@ class LokiSink:
         try:
             retrying(self._post, body, count)
         except TransientError as exc:
-            error = OutputError(f"Loki at {self.config.url}: {exc}; will retry")
+            error = OutputError(str(exc), output=f"Loki at {_without_credentials(self.config.url)}")
             error.retry_after = exc.retry_after
             raise error from None
 
@@ -202,3 +203,9 @@ class LokiSink:
             dropped_total=self.dropped,
             hint="not retried: Loki refused these entries (see its reason)",
         )
+
+
+def _without_credentials(url: str) -> str:
+    """The URL as it may be shown: without a ``user:password@`` in it."""
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()

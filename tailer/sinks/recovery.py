@@ -1,0 +1,81 @@
+"""What a restart may do to an output file: is it, by its content, the one its cursor counts?"""
+
+from __future__ import annotations
+
+import os
+
+from tailer.cursor import Cursor
+from tailer.records import fingerprint
+
+_FIRST_READ = 4096
+_LOOKBACK = 1 << 20
+"""How far back from the saved length the last delivered line is looked for."""
+_PIECES = 16
+"""A line whose text holds newlines spans several lines of the file: up to this many."""
+
+
+def unproven(fd: int, stat: os.stat_result, cursor: Cursor) -> str | None:
+    """None if the open file ``fd`` provably holds what ``cursor`` counts at its start (so
+    whatever lies past ``cursor.file_size`` was written after the cursor was saved, and may
+    be cut); else why it cannot be proven.
+
+    The proof is the content: the file reaches the saved length, and the last line delivered
+    ends exactly there. The inode counts only where no line was delivered to recognise (a
+    copy of a file keeps its bytes, not its inode; a new file may get an old one's inode).
+    """
+    saved = cursor.file_size or 0
+    if stat.st_size < saved:
+        return f"it is shorter ({stat.st_size} bytes) than the {saved} bytes delivered to it"
+    if saved == 0:  # nothing was in it: all it holds came later (ours, from a crash)
+        if cursor.file_inode in (None, stat.st_ino):
+            return None
+        return "it was replaced since the cursor was saved, when it was empty"
+    if not cursor.tail:  # the last record delivered was a gap, or the lines were not ours
+        if stat.st_ino == cursor.file_inode:
+            return None
+        return "it was replaced (a new inode) and no delivered line is known to check it by"
+    if _ends_with_line(fd, saved, cursor.tail[-1]):
+        return None
+    return f"the last line delivered does not end at byte {saved}, where its cursor says"
+
+
+def _ends_with_line(fd: int, end: int, print_: str) -> bool:
+    """Whether the bytes before ``end`` end with a whole line whose fingerprint is ``print_``.
+
+    Read back in growing chunks: a file's last line is usually short, and a restart checks
+    every file it has a cursor for.
+    """
+    size = _FIRST_READ
+    while True:
+        start = max(0, end - size)
+        found = _last_line_is(os.pread(fd, end - start, start), start == 0, print_)
+        if found is not None or start == 0 or size >= _LOOKBACK:
+            return bool(found)
+        size *= 8
+
+
+def _last_line_is(data: bytes, whole: bool, print_: str) -> bool | None:
+    """Whether ``data`` (the file's bytes up to the saved length; ``whole``: from its start)
+    ends with the line fingerprinted ``print_``; None when more bytes are needed to tell.
+
+    Lines are written as their UTF-8 text plus a newline; the last one, two, ... of the
+    file's lines are tried as one text, in case that text held newlines itself. (A line with
+    a lone surrogate is written escaped and is not recognised: its file is set aside.)
+    """
+    if not data.endswith(b"\n"):
+        return False
+    body = data[:-1]
+    cut = len(body)
+    for _ in range(_PIECES):
+        cut = body.rfind(b"\n", 0, cut)
+        if cut < 0 and not whole:
+            return None
+        try:
+            text = body[cut + 1 :].decode("utf-8")
+        except UnicodeDecodeError:  # not what qc-tail writes, in this piece or any longer
+            return False
+        if fingerprint(text) == print_:
+            return True
+        if cut < 0:
+            return False
+    return False
