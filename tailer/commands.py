@@ -210,6 +210,8 @@ def emulator(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
         fault_kinds=args.fault,
         auth_failure=args.auth_failure,
         skew=args.skew,
+        list_ignores_project=args.list_ignores_project,
+        stale_read_rate=args.stale_read_rate,
         stop=shutdown.event,
         out=sys.stdout,
     )
