@@ -48,6 +48,7 @@ def tail(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
         drain=config.poll.drain,
         wait_for_deployment=args.follow,
         prefetcher=Prefetcher(config.api.max_in_flight),
+        snapshot=not args.follow,
     )
     sink = StdoutSink(sys.stdout, format=args.format, prefix=args.prefix)
     interval = args.interval or config.poll.interval

@@ -52,9 +52,14 @@ class ProjectFollower:
         clock: Callable[[], float] = time.monotonic,
         wait_for_deployment: bool = True,
         prefetcher: Prefetcher | None = None,
+        snapshot: bool = False,
     ) -> None:
         self.api = api
         self._wait = wait_for_deployment
+        # A snapshot (tail without -f) ends where the answer its start was computed from
+        # ended: lines published after it, while later requests waited, came too late.
+        self._snapshot = snapshot
+        self._until: int | None = None  # the project-wide line where a snapshot ends
         self._prefetcher = prefetcher
         self.project_id = project_id
         self.pinned = deploy_id
@@ -111,7 +116,7 @@ class ProjectFollower:
             yield from self._drain_reader(reader, self._successor.offset)
             return
         before = reader.ahead
-        batch = reader.read()
+        batch = reader.read(limit=self._until)
         if batch is None:
             return
         answer = self._newer_deployment(reader)  # lines or a gap: either may be a newer one's
@@ -121,12 +126,14 @@ class ProjectFollower:
                 yield from self._poll_chain()
             return
         safe_end = reader.length  # rows below it were ours when /live/read said we were latest
+        if self._until is not None:
+            safe_end = min(safe_end, self._until)
         while batch is not None:
             yield batch
             batch = reader.read(limit=safe_end)
 
     def _drain_reader(self, reader: DeploymentReader, end: int) -> Iterator[Batch]:
-        while (batch := reader.read(end)) is not None:
+        while (batch := reader.read(end, limit=self._until)) is not None:
             yield batch
 
     def _newer_deployment(self, reader: DeploymentReader) -> str:
@@ -240,6 +247,8 @@ class ProjectFollower:
         if self.pinned and self.pinned != current.deploy_id:
             target = Deployment(self.project_id, self.pinned, "Undefined")
         self.chain.append(self._reader(target, None, end))
+        if self._snapshot:
+            self._until = self.chain[-1].length  # the probe that placed its start
         return True
 
     def _lags(self, current: Deployment) -> bool:
