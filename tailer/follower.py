@@ -87,12 +87,17 @@ class ProjectFollower:
         Batches may be read ahead of their commit (to deliver several at once); whatever was
         not committed when the iteration stops is read again by the next poll.
         """
-        if not self.chain and not self._begin():
+        if not self.begin():
             return
         for reader in self.chain:
             reader.rewind()
         self._forget_drained()
         yield from self._poll_chain()
+
+    def begin(self) -> bool:
+        """Choose the deployments to read and where each starts, once (the first ``poll``
+        does it if nothing did before); False while the project has no deployment."""
+        return bool(self.chain) or self._begin()
 
     def _poll_chain(self) -> Iterator[Batch]:
         for index, reader in enumerate(list(self.chain)[:-1]):

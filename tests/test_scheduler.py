@@ -14,7 +14,7 @@ from tailer.emulator import Emulator, Fault
 from tailer.follower import ProjectFollower, Start
 from tailer.pipeline import Pipeline
 from tailer.retry import RetryPolicy
-from tailer.scheduler import Scheduler
+from tailer.scheduler import GROUP_LINES, Scheduler
 from tailer.shutdown import Shutdown
 from tailer.sinks.stdout import StdoutSink
 
@@ -120,3 +120,29 @@ def test_many_idle_deployments_poll_spread_out_not_in_bursts(emu, api):
     dues = sorted(slot.due for slot in scheduler.slots)
     assert len({round(due, 6) for due in dues}) == 10  # no two together
     assert dues[-1] - dues[0] > 0.8  # spread over most of the interval
+
+
+def test_a_long_catch_up_takes_turns_with_the_first_poll_of_others(emu, api):
+    """One project has a backlog of several groups, another a line: the other's line is
+    delivered after the first group of the catch-up, not after all of it."""
+    emu.add_project(PROJECT + 1, "small")
+    emu.deploy(PROJECT)
+    emu.write(PROJECT, [f"backlog {i}" for i in range(3 * GROUP_LINES)])
+    emu.deploy(PROJECT + 1)
+    emu.write(PROJECT + 1, ["small news"])
+    time = FakeTime(until=10)
+    out = io.StringIO()
+    followers = [
+        ProjectFollower(api, project_id, start=Start("deployment"), clock=time.clock)
+        for project_id in (PROJECT, PROJECT + 1)
+    ]
+    Scheduler(
+        [Pipeline([StdoutSink(out, prefix=True)], followers)],
+        time,
+        interval=1.0,
+        max_interval=8.0,
+        clock=time.clock,
+    ).run()
+    printed = out.getvalue().splitlines()
+    assert len(printed) == 3 * GROUP_LINES + 1
+    assert GROUP_LINES <= printed.index("[small] small news") < 2 * GROUP_LINES
