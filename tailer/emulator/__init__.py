@@ -139,8 +139,8 @@ class Emulator:
         self.model.add_project(project_id, name)
 
     def stale_live_read(self, project_id: int, answers: int = 1) -> None:
-        """The project's next ``answers`` /live/read answers name the deployment before its
-        latest, as a lagging replica that has not seen the redeploy would."""
+        """The project's next ``answers`` /live/read answers (0: none) name the deployment
+        before its latest, as a lagging replica that has not seen the redeploy would."""
         self.api.stale_live_read(project_id, answers)
 
     def deploy(self, project_id: int) -> str:

@@ -174,7 +174,7 @@ class Api:
     def stale_live_read(self, project_id: int, answers: int) -> None:
         """The project's next ``answers`` /live/read answers name its previous deployment."""
         with self._lock:
-            self._stale_reads[project_id] = self._stale_reads.get(project_id, 0) + answers
+            self._stale_reads[project_id] = answers
 
     def _live_read(self, body: dict[str, Any]) -> Reply:
         project_id = _required(body, "projectId")
