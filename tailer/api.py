@@ -188,6 +188,8 @@ class QcApi:
     def list_live(
         self, status: str | None = None, project_id: int | None = None
     ) -> list[Deployment]:
+        """The account's live deployments, or ``project_id``'s: that filter is applied here
+        too, as the API documents only ``status`` and may answer with every project's."""
         body: dict[str, Any] = {}
         if status is not None:
             body["status"] = status
@@ -198,7 +200,9 @@ class QcApi:
             raise ProtocolError("/live/list: 'live' is not a list")
         found = []
         for item in live:
-            if isinstance(item, dict) and _is_count(item.get("projectId")):
+            if not isinstance(item, dict) or not _is_count(item.get("projectId")):
+                continue
+            if project_id is None or item["projectId"] == project_id:
                 found.append(_deployment(item, item["projectId"]))
         return found
 

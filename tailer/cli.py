@@ -183,6 +183,19 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument(
         "--skew", type=float, default=0.0, metavar="SECONDS", help="the server clock's offset"
     )
+    emulator.add_argument(
+        "--list-ignores-project",
+        action="store_true",
+        help="/live/list filters by status only and lists every project's deployments",
+    )
+    emulator.add_argument(
+        "--stale-read-rate",
+        type=_fraction,
+        default=0.0,
+        metavar="R",
+        help="the share of /live/read answers (0 to 1) that name the previous deployment, "
+        "as a lagging replica would (default 0)",
+    )
     return parser
 
 

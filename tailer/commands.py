@@ -48,6 +48,7 @@ def tail(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
         drain=config.poll.drain,
         wait_for_deployment=args.follow,
         prefetcher=Prefetcher(config.api.max_in_flight),
+        snapshot=not args.follow,
     )
     sink = StdoutSink(sys.stdout, format=args.format, prefix=args.prefix)
     interval = args.interval or config.poll.interval
@@ -210,6 +211,8 @@ def emulator(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
         fault_kinds=args.fault,
         auth_failure=args.auth_failure,
         skew=args.skew,
+        list_ignores_project=args.list_ignores_project,
+        stale_read_rate=args.stale_read_rate,
         stop=shutdown.event,
         out=sys.stdout,
     )

@@ -43,7 +43,8 @@ class Discovery:
         if self._failing:
             log.info("discovery_recovered")
             self._failing = False
-        limit = set(self.config.projects)
-        return {
-            d.project_id: d.deploy_id for d in deployments if not limit or d.project_id in limit
-        }
+        return {d.project_id: d.deploy_id for d in deployments if self.wants(d.project_id)}
+
+    def wants(self, project_id: int) -> bool:
+        """Whether discovery may follow the project (``discovery.projects`` limits it)."""
+        return not self.config.projects or project_id in self.config.projects

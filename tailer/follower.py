@@ -52,9 +52,14 @@ class ProjectFollower:
         clock: Callable[[], float] = time.monotonic,
         wait_for_deployment: bool = True,
         prefetcher: Prefetcher | None = None,
+        snapshot: bool = False,
     ) -> None:
         self.api = api
         self._wait = wait_for_deployment
+        # A snapshot (tail without -f) ends where the answer its start was computed from
+        # ended: lines published after it, while later requests waited, came too late.
+        self._snapshot = snapshot
+        self._until: int | None = None  # the project-wide line where a snapshot ends
         self._prefetcher = prefetcher
         self.project_id = project_id
         self.pinned = deploy_id
@@ -82,12 +87,17 @@ class ProjectFollower:
         Batches may be read ahead of their commit (to deliver several at once); whatever was
         not committed when the iteration stops is read again by the next poll.
         """
-        if not self.chain and not self._begin():
+        if not self.begin():
             return
         for reader in self.chain:
             reader.rewind()
         self._forget_drained()
         yield from self._poll_chain()
+
+    def begin(self) -> bool:
+        """Choose the deployments to read and where each starts, once (the first ``poll``
+        does it if nothing did before); False while the project has no deployment."""
+        return bool(self.chain) or self._begin()
 
     def _poll_chain(self) -> Iterator[Batch]:
         for index, reader in enumerate(list(self.chain)[:-1]):
@@ -111,29 +121,45 @@ class ProjectFollower:
             yield from self._drain_reader(reader, self._successor.offset)
             return
         before = reader.ahead
-        batch = reader.read()
+        batch = reader.read(limit=self._until)
         if batch is None:
             return
-        if self._newer_deployment(reader):  # lines or a gap: either may be a newer one's
-            reader.ahead = before  # rows of a newer deployment may be in it: read it again
-            yield from self._poll_chain()
+        answer = self._newer_deployment(reader)  # lines or a gap: either may be a newer one's
+        if answer != "latest":  # rows of a newer deployment may be in it: read it again
+            reader.ahead = before  # (after a stale answer, once a fresh one vouches for it)
+            if answer == "redeployed":
+                yield from self._poll_chain()
             return
         safe_end = reader.length  # rows below it were ours when /live/read said we were latest
+        if self._until is not None:
+            safe_end = min(safe_end, self._until)
         while batch is not None:
             yield batch
             batch = reader.read(limit=safe_end)
 
     def _drain_reader(self, reader: DeploymentReader, end: int) -> Iterator[Batch]:
-        while (batch := reader.read(end)) is not None:
+        while (batch := reader.read(end, limit=self._until)) is not None:
             yield batch
 
-    def _newer_deployment(self, reader: DeploymentReader) -> bool:
-        """Ask the API which deployment is current; extend the chain if it moved on."""
+    def _newer_deployment(self, reader: DeploymentReader) -> str:
+        """Ask the API which deployment is current: still ``reader``'s (``latest``), a newer
+        one (``redeployed``: the chain is extended), or an older one (``stale``: a replica
+        that has not seen a redeploy yet; deployments only move forward, so it is ignored)."""
         current = self.api.read_live(self.project_id)
         if current.deploy_id == reader.deploy_id:
             self.deployment = current
-            return False
-        successors = self._successors(reader.deploy_id, current)
+            return "latest"
+        listed = self._listed()
+        if self._before(current, reader, listed):
+            log.info(
+                "stale_deployment",
+                project=self.project_id,
+                named=current.deploy_id,
+                following=reader.deploy_id,
+                hint="an answer older than what was read already; asking again next poll",
+            )
+            return "stale"
+        successors = self._successors(reader.deploy_id, current, listed)
         log.info(
             "redeployed",
             project=self.project_id,
@@ -143,16 +169,35 @@ class ProjectFollower:
         if self.pinned:
             self._superseded[reader.deploy_id] = self._clock()
             self._successor = self._reader(successors[0], Start("deployment"), followed=False)
-            return True
+            return "redeployed"
         for deployment in successors:
             self._superseded[self.chain[-1].deploy_id] = self._clock()
             self.chain.append(self._reader(deployment, Start("deployment")))
         self.deployment = current
-        return True
+        return "redeployed"
 
-    def _successors(self, deploy_id: str, current: Deployment) -> list[Deployment]:
+    def _before(
+        self, current: Deployment, reader: DeploymentReader, listed: list[Deployment]
+    ) -> bool:
+        """Whether ``current`` was launched before ``reader``'s deployment: one the chain has
+        moved past, one listed before it, or one launched earlier."""
+        if current.deploy_id in {r.deploy_id for r in self.chain[:-1]}:
+            return True
+        ids = [deployment.deploy_id for deployment in listed]
+        if current.deploy_id in ids and reader.deploy_id in ids:
+            return ids.index(current.deploy_id) < ids.index(reader.deploy_id)
+        since = reader.cursor.launched
+        return (
+            current.launched is not None
+            and since is not None
+            and (current.launched.timestamp() < since)
+        )
+
+    def _successors(
+        self, deploy_id: str, current: Deployment, listed: list[Deployment] | None = None
+    ) -> list[Deployment]:
         """The deployments launched after ``deploy_id``, up to the current one, in order."""
-        listed = self._listed()
+        listed = self._listed() if listed is None else listed
         ids = [deployment.deploy_id for deployment in listed]
         if deploy_id in ids and current.deploy_id in ids:
             later = listed[ids.index(deploy_id) + 1 : ids.index(current.deploy_id) + 1]
@@ -183,6 +228,14 @@ class ProjectFollower:
                 log.warning("no_deployment", project=self.project_id, hint="waiting for one")
                 self._waiting_logged = True
             return False
+        if self._lags(current):
+            log.info(
+                "stale_deployment",
+                project=self.project_id,
+                named=current.deploy_id,
+                hint="an answer older than what was read already; asking again next poll",
+            )
+            return False
         self.deployment = current
         if self.name is None:
             self.name = current.project_name or str(self.project_id)
@@ -199,7 +252,22 @@ class ProjectFollower:
         if self.pinned and self.pinned != current.deploy_id:
             target = Deployment(self.project_id, self.pinned, "Undefined")
         self.chain.append(self._reader(target, None, end))
+        if self._snapshot:
+            self._until = self.chain[-1].length  # the probe that placed its start
         return True
+
+    def _lags(self, current: Deployment) -> bool:
+        """Whether ``current`` was launched before a deployment already read (one with a
+        saved cursor, or the pinned one): a lagging answer, not where to begin."""
+        ours = {self.pinned} if self.pinned else set(self._saved)
+        ours.discard(current.deploy_id)
+        if not ours:
+            return False
+        ids = [deployment.deploy_id for deployment in self._listed()]
+        if current.deploy_id not in ids:
+            return False
+        at = ids.index(current.deploy_id)
+        return any(ids.index(d) > at for d in ours if d in ids)
 
     def _older(self, current: Deployment) -> list[Deployment]:
         """Earlier deployments still to read before ``current``, oldest first.

@@ -35,6 +35,7 @@ class Pipeline:
         save: Save | None = None,
         make_follower: MakeFollower | None = None,
         saved: Iterable[tuple[int, str]] = (),
+        unfinished: Iterable[tuple[int, str]] = (),
         interruptible: bool = False,
     ) -> None:
         self.name = name
@@ -44,6 +45,7 @@ class Pipeline:
         self._save = save
         self.make_follower = make_follower
         self._saved: set[tuple[int, str]] = set(saved)  # deployments with a cursor on disk
+        self.unfinished = frozenset(unfinished)  # those not done when the run began
 
     def deliver(self, group: Sequence[Batch], guard: Guard = contextlib.nullcontext) -> int:
         """Write, flush, stamp and save: after this the group is durable in every output.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import structlog
@@ -26,6 +26,8 @@ log = structlog.get_logger(__name__)
 
 GROUP_LINES = 10 * MAX_WINDOW
 """Lines delivered (written, flushed, checkpointed) at once during a catch-up."""
+TURN_GROUPS = 1
+"""Groups a follower delivers in one turn before other due followers have theirs."""
 _RECOVERABLE = (TransientError, UnreachableError, ApiError, OutputError)
 
 
@@ -40,6 +42,7 @@ class _Slot:
     discovered: bool = False
     ending_since: float | None = None  # discovery no longer sees it running
     phased: bool = False
+    batches: Iterator[Batch] | None = None  # a poll its last turn left unfinished
 
 
 class Scheduler:
@@ -49,8 +52,10 @@ class Scheduler:
     delivered there, then committed, and only then does the follower move on. A follower that
     finds lines is polled again at ``interval``; an idle one backs off, doubling up to
     ``max_interval``; a failing one too, with one event when it starts failing and one when
-    it recovers. With discovery, projects that start running get a follower in every
-    pipeline, and those that stop are dropped once drained.
+    it recovers. A catch-up goes in turns of ``TURN_GROUPS`` groups, so that it holds back
+    no other follower (nor discovery). With discovery, projects that start running get a
+    follower in every pipeline, and those that stop are dropped once drained; so are, at
+    start, projects whose deployment was left unfinished, whatever their status now.
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class Scheduler:
         self.auth_failing_since: float | None = None
         self.auth_grace = auth_grace
         self._on_progress: Callable[[], None] | None = None
+        self._resumed = False  # projects left unfinished by the last run have followers
 
     @property
     def failing(self) -> int:
@@ -116,9 +122,12 @@ class Scheduler:
         on_progress: Callable[[], None] | None = None,
     ) -> None:
         """Poll followers as they fall due until a stop is requested; ``on_idle`` runs once
-        per turn of the loop, ``on_progress`` after each group delivered (a catch-up of hours
-        of lines is one turn, and must not look like a hung loop to systemd's watchdog)."""
+        per turn of the loop, ``on_progress`` after each group delivered (a turn of many
+        followers' groups can be long, and must not look like a hung loop to systemd's
+        watchdog). Followers begin first, each saving where it starts."""
         self._on_progress = on_progress
+        for slot in list(self.slots):
+            self._begin(slot)
         while not self.shutdown.requested:
             if self.discovery is not None and self._clock() >= self.discovery.due:
                 self._discover()
@@ -163,6 +172,9 @@ class Scheduler:
     def _discover(self) -> None:
         if self.discovery is None:
             return
+        if not self._resumed:
+            self._resumed = True
+            self._resume()
         try:
             running = self.discovery.running()
         except AuthError as exc:  # as for a poll: fatal at start, else a grace period
@@ -171,18 +183,10 @@ class Scheduler:
         if running is None:
             return
         self._succeeded()
-        followers = [slot.follower for slot in self.slots]
-        followed = {f.project_id for f in followers if f.pinned is None}  # across redeploys
-        pinned = {(f.project_id, f.pinned) for f in followers if f.pinned is not None}
+        covered = self._coverage()
         for project_id, deploy_id in sorted(running.items()):
-            if project_id in followed or (project_id, deploy_id) in pinned:
-                continue  # a follow entry pinned to an older deployment does not cover this one
-            log.info("discovered", project=project_id)
-            others = frozenset(d for p, d in pinned if p == project_id)  # theirs, not ours
-            for pipeline in self.pipelines:
-                if pipeline.make_follower is not None:
-                    follower = pipeline.make_follower(project_id, others)
-                    self.slots.append(_Slot(follower, pipeline, self.interval, discovered=True))
+            if not covered(project_id, {deploy_id}):
+                self._add(project_id, "discovered")
         for slot in self.slots:
             if not slot.discovered:
                 continue
@@ -191,9 +195,66 @@ class Scheduler:
             elif slot.ending_since is None:
                 slot.ending_since = self._clock()
 
+    def _resume(self) -> None:
+        """Projects whose deployments the last run left unfinished (saved cursors not done)
+        get a follower as if discovered, whatever their status now: one that stopped while
+        qc-tail was down still has lines to read (those before a crash most of all). Once
+        drained, they are dropped like any project discovery no longer lists as running."""
+        assert self.discovery is not None
+        unfinished: dict[int, set[str]] = {}
+        for pipeline in self.pipelines:
+            for project_id, deploy_id in pipeline.unfinished:
+                if self.discovery.wants(project_id):
+                    unfinished.setdefault(project_id, set()).add(deploy_id)
+        covered = self._coverage()
+        for project_id, deploy_ids in sorted(unfinished.items()):
+            if not covered(project_id, deploy_ids):
+                self._add(project_id, "resumed")
+
+    def _coverage(self) -> Callable[[int, set[str]], bool]:
+        """Whether a follower reads these deployments of a project already: one that follows
+        it across redeploys, or follow entries pinned to each of them."""
+        followed = {s.follower.project_id for s in self.slots if s.follower.pinned is None}
+        pinned: dict[int, set[str]] = {}
+        for slot in self.slots:
+            if slot.follower.pinned is not None:
+                pinned.setdefault(slot.follower.project_id, set()).add(slot.follower.pinned)
+
+        def covered(project_id: int, deploy_ids: set[str]) -> bool:
+            return project_id in followed or deploy_ids <= pinned.get(project_id, set())
+
+        return covered
+
+    def _add(self, project_id: int, event: str) -> None:
+        """A follower of the project in every pipeline, begun at once."""
+        log.info(event, project=project_id)
+        followers = [slot.follower for slot in self.slots if slot.follower.project_id == project_id]
+        others = frozenset(f.pinned for f in followers if f.pinned is not None)  # theirs
+        for pipeline in self.pipelines:
+            if pipeline.make_follower is not None:
+                follower = pipeline.make_follower(project_id, others)
+                slot = _Slot(follower, pipeline, self.interval, discovered=True)
+                self.slots.append(slot)
+                self._begin(slot)
+
+    def _begin(self, slot: _Slot) -> None:
+        """Fix where a follower starts, and save it before any other work: a restart then
+        resumes there even if it came before the follower's first poll (which would
+        otherwise begin at whatever deployment is current by then)."""
+        try:
+            slot.follower.begin()
+        except _RECOVERABLE as exc:  # as a failed poll: the next one begins
+            self._failed(slot, exc)
+            return
+        except AuthError as exc:
+            self._auth_failed(slot, exc)
+            return
+        with self.shutdown.critical():
+            self._save_started(slot)
+
     def _poll_guarded(self, slot: _Slot) -> None:
         try:
-            found = self._poll(slot)
+            found = self._poll(slot, turn=TURN_GROUPS)
         except _RECOVERABLE as exc:
             self._failed(slot, exc)
             return
@@ -202,23 +263,33 @@ class Scheduler:
             return
         self._succeeded()
         self._recovered(slot)
+        if slot.batches is not None:  # its turn ended mid catch-up: due again, after others
+            slot.delay = self.interval
+            slot.due = self._clock()
+            return
         slot.delay = self.interval if found else min(slot.delay * 2, self.max_interval)
         slot.due = self._clock() + slot.delay + self._phase(slot)
         if not found and self._ended(slot):
             self._drop(slot)
 
-    def _poll(self, slot: _Slot) -> int:
-        """Deliver a follower's new batches, several windows at a time, then commit them."""
+    def _poll(self, slot: _Slot, turn: int | None = None) -> int:
+        """Deliver a follower's new batches, several windows at a time, then commit them;
+        after ``turn`` groups, stop: the next call goes on where this one stopped."""
         found = 0
         follower = slot.follower
+        batches = slot.batches or follower.poll()
+        slot.batches = None  # kept only if the turn ends with batches to come
         group: list[Batch] = []
-        lines = 0
-        for batch in follower.poll():
+        lines = groups = 0
+        for batch in batches:
             group.append(batch)
             lines += batch.count
             if lines >= GROUP_LINES:
                 found += self._deliver(slot, group)
-                group, lines = [], 0
+                group, lines, groups = [], 0, groups + 1
+                if turn is not None and groups >= turn:
+                    slot.batches = batches
+                    break
         if group:
             found += self._deliver(slot, group)
         with self.shutdown.critical():

@@ -156,5 +156,6 @@ def _pipeline(
             FollowConfig(pid, start=config.discovery.start), store.load_all(), others
         ),
         saved=saved.keys(),
+        unfinished=[key for key, cursor in saved.items() if not cursor.done],
         interruptible=interruptible,
     )

@@ -185,3 +185,18 @@ def test_a_passing_bare_500_elsewhere_is_retried(emu):
 
     assert api.read_live(PROJECT).project_id == PROJECT
     assert emu.stats.faults_injected == 1
+
+
+def test_a_list_for_one_project_holds_only_its_deployments_whatever_the_server_sends():
+    """``/live/list`` documents only ``status``: a server that ignores ``projectId`` answers
+    the whole account, and the client keeps the project's deployments alone."""
+    with Emulator(user_id=USER_ID, api_token=TOKEN, list_ignores_project=True).start() as emu:
+        for project_id in (PROJECT, PROJECT + 1):
+            emu.add_project(project_id, str(project_id))
+            emu.deploy(project_id)
+        api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=QUICK)
+        assert len(api.list_live()) == 2
+        mine = api.list_live(project_id=PROJECT)
+        assert [(d.project_id, d.deploy_id) for d in mine] == [
+            (PROJECT, emu.deploy_ids(PROJECT)[0])
+        ]

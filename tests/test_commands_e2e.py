@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tailer.api import QcApi
+from tailer.auth import QcAuth
 from tailer.emulator import Emulator
 
 from .conftest import PROJECT, USER_ID, Background, clock_env, qc_tail, run, secrets_in
@@ -205,6 +207,23 @@ def test_the_emulators_fault_auth_and_skew_options_take_effect():
     assert skew is not None and abs(int(skew.group(1)) + 3600) <= 1  # Date: whole seconds
     assert refused.returncode == 77, refused.stderr
     assert "HTTP 500 with an empty body" in refused.stderr
+
+
+def test_the_emulators_list_option_takes_effect():
+    """`--list-ignores-project`: /live/list answers every project's deployments whatever
+    projectId asks. (`--stale-read-rate` is accepted beside it; Emulator's tests show what it
+    does, which needs a redeploy that this command line cannot make.)"""
+    command = qc_tail(
+        "emulator", "--quiet", "--projects", "2", "--list-ignores-project", "--stale-read-rate", "1"
+    )
+    emulator = Background(command, plain_env())
+    try:
+        env, _ = exported(emulator.wait_for(1, timeout=60)[0])
+        api = QcApi(env["QC_BASE_URL"], QcAuth(int(env["QC_USER_ID"]), env["QC_API_TOKEN"]))
+        listed = api.call("/live/list", {"projectId": 1})["live"]
+        assert sorted(d["projectId"] for d in listed) == [1, 2]
+    finally:
+        assert emulator.stop(signal.SIGTERM)[0] == 0
 
 
 def test_the_emulator_refuses_an_unknown_fault_kind_as_a_usage_error():

@@ -375,6 +375,38 @@ def test_live_list_filters_every_deployment_in_launch_order(client: Client, emu:
     assert client.post("/live/list", {"status": "Deleted"}).json()["success"] is False
 
 
+def test_a_stale_live_read_names_the_previous_deployment_as_often_as_asked(
+    client: Client, emu: Emulator
+) -> None:
+    first, second, other = _three_deployments(emu)
+    emu.stale_live_read(1, answers=2)
+    emu.stale_live_read(2)  # a project with one deployment has no older one to name
+    named = [client.post("/live/read", {"projectId": 1}).json()["deployId"] for _ in range(3)]
+    assert named == [first, first, second]
+    assert client.post("/live/read", {"projectId": 2}).json()["deployId"] == other
+
+
+def test_a_stale_read_rate_lags_that_share_of_live_read_answers(
+    make: Callable[..., Emulator],
+) -> None:
+    emu = make(stale_read_rate=0.5)
+    first, second, _ = _three_deployments(emu)
+    client = Client(emu)
+    named = [client.post("/live/read", {"projectId": 1}).json()["deployId"] for _ in range(40)]
+    assert set(named) == {first, second}
+
+
+def test_a_list_that_ignores_project_id_answers_every_projects_deployments(
+    make: Callable[..., Emulator],
+) -> None:
+    emu = make(list_ignores_project=True)
+    first, second, other = _three_deployments(emu)
+    listed = Client(emu).post("/live/list", {"projectId": 1}).json()["live"]
+    assert [first, other, second] == [d["deployId"] for d in listed]
+    running = Client(emu).post("/live/list", {"status": "Running", "projectId": 1}).json()
+    assert [other, second] == [d["deployId"] for d in running["live"]]
+
+
 def test_projects_read(client: Client, emu: Emulator) -> None:
     emu.add_project(1, "alpha")
     emu.add_project(2, "beta")

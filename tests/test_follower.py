@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from tailer.api import QcApi
 from tailer.auth import QcAuth
@@ -30,14 +31,21 @@ def api(emu: Emulator) -> QcApi:
 class Daemon:
     """The follower, file output and cursors of one run; a new one is a restart from disk."""
 
-    def __init__(self, api: QcApi, root: Path, start: str, deploy_id: str | None = None) -> None:
+    def __init__(
+        self,
+        api: QcApi,
+        root: Path,
+        start: str,
+        deploy_id: str | None = None,
+        drain: float = 600.0,
+    ) -> None:
         self.store = CursorStore(root / "state")
         self.files = FileSink(root / "out")
         saved = self.store.load_all()
         self.files.recover(saved.values())
         mine = {d: c for (p, d), c in saved.items() if p == PROJECT}
         follower = ProjectFollower(
-            api, PROJECT, deploy_id=deploy_id, start=Start(start), saved=mine
+            api, PROJECT, deploy_id=deploy_id, start=Start(start), saved=mine, drain=drain
         )
         self.pipeline = Pipeline([self.files], [follower], save=self.store.save, saved=saved.keys())
         self.scheduler = Scheduler([self.pipeline], Shutdown(), interval=1.0, max_interval=1.0)
@@ -116,3 +124,100 @@ def test_a_first_poll_that_delivers_leaves_the_cursor_after_its_lines(
     second = Daemon(api, tmp_path, "deployment")
     second.poll()
     assert second.lines(deploy_id) == ["line 0", "line 1"]
+
+
+def test_a_stale_current_deployment_does_not_send_the_follower_backwards(
+    emu: Emulator, api: QcApi, tmp_path: Path
+) -> None:
+    """After a redeploy D1 -> D2, one ``/live/read`` answer still names D1 (a lagging
+    replica). Deployments only move forward: the answer is ignored, D1 is not taken for D2's
+    successor, and each file holds its deployment's lines once, with no gap."""
+    old = emu.deploy(PROJECT)
+    emu.write(PROJECT, [f"old {i}" for i in range(20)])
+    daemon = Daemon(api, tmp_path, "deployment")
+    daemon.poll()
+    new = emu.deploy(PROJECT)
+    emu.write(PROJECT, [f"new {i}" for i in range(40)])
+    daemon.poll()
+    emu.stale_live_read(PROJECT, answers=1)
+    emu.write(PROJECT, [f"new {i}" for i in range(40, 121)])
+    with capture_logs() as events:
+        for _ in range(3):
+            daemon.poll()
+    assert daemon.lines(old) == emu.published(PROJECT, old)
+    assert daemon.lines(new) == emu.published(PROJECT, new)
+    assert len(daemon.lines(new)) == 121
+    assert [e for e in events if e["event"] == "gap"] == []
+    assert [e["event"] for e in events if e["event"] == "stale_deployment"] == ["stale_deployment"]
+
+
+def test_a_list_of_every_projects_deployments_is_not_chained_into_this_one(
+    tmp_path: Path,
+) -> None:
+    """``/live/list`` documents only a ``status`` filter: a server that ignores
+    ``projectId`` answers the whole account. Other projects' deployments must not be taken
+    for this project's: after a redeploy (seen while qc-tail was down), the old deployment is
+    drained to its end and the new one followed."""
+    with Emulator(USER_ID, TOKEN, seed=7, list_ignores_project=True).start() as emu:
+        emu.add_project(PROJECT, "mean-reversion")
+        emu.add_project(PROJECT + 1, "neighbour")
+        old = emu.deploy(PROJECT)
+        emu.write(PROJECT, [f"old {i}" for i in range(10)])
+        policy = RetryPolicy(max_attempts=1)
+        api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=policy, sleep=lambda s: None)
+        first = Daemon(api, tmp_path, "deployment")
+        first.poll()
+        first.kill()
+        emu.write(PROJECT, [f"old {i}" for i in range(10, 2010)])
+        emu.deploy(PROJECT + 1)  # launched between the two: listed in between
+        emu.write(PROJECT + 1, ["not ours"])
+        new = emu.deploy(PROJECT)
+        emu.write(PROJECT, ["new 0", "new 1"])
+        second = Daemon(api, tmp_path, "deployment")
+        for _ in range(2):
+            second.poll()
+        assert second.lines(old) == emu.published(PROJECT, old)
+        assert second.lines(new) == ["new 0", "new 1"]
+
+
+@pytest.mark.parametrize("drain", [0.0, 600.0])
+def test_a_restart_does_not_begin_at_a_stale_current_deployment(
+    emu: Emulator, api: QcApi, tmp_path: Path, drain: float
+) -> None:
+    """The first ``/live/read`` after a restart names D1, though D2 (saved cursor) was
+    already read, and D1 drained to its end (``drain`` 0) or not yet: the follower must not
+    begin at D1 and take D2's lines for D1's."""
+    old = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["old 0"])
+    first = Daemon(api, tmp_path, "deployment", drain=drain)
+    first.poll()
+    new = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["new 0"])
+    for _ in range(3):  # the old one is drained and done; the new one followed
+        first.poll()
+    first.kill()
+    emu.write(PROJECT, ["new 1", "new 2"])
+    emu.stale_live_read(PROJECT, answers=1)
+    second = Daemon(api, tmp_path, "deployment", drain=drain)
+    for _ in range(3):
+        second.poll()
+    assert second.lines(old) == ["old 0"]
+    assert second.lines(new) == ["new 0", "new 1", "new 2"]
+
+
+def test_a_stale_current_deployment_does_not_end_a_pinned_one(
+    emu: Emulator, api: QcApi, tmp_path: Path
+) -> None:
+    """A follow entry pinned to the current deployment D2; a lagging answer names D1. D1 is
+    not D2's successor: D2's lines go on arriving."""
+    emu.deploy(PROJECT)
+    emu.write(PROJECT, ["old 0"])
+    pinned = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["pinned 0"])
+    daemon = Daemon(api, tmp_path, "deployment", deploy_id=pinned)
+    daemon.poll()
+    emu.stale_live_read(PROJECT, answers=1)
+    emu.write(PROJECT, ["pinned 1"])
+    for _ in range(2):
+        daemon.poll()
+    assert daemon.lines(pinned) == ["pinned 0", "pinned 1"]

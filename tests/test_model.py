@@ -1,7 +1,10 @@
 """A model test of the daemon's core (research A6.32): the real follower, cursor store and file
 output, in-process against the emulator on loopback, driven by hypothesis through appends,
 snapshots, faults, polls, kill -9 (between polls, or inside a write) and restart from disk,
-trims, redeploys and rotations, following with ``start = "project"`` or ``"deployment"``.
+trims, redeploys, rotations, stale ``/live/read`` answers (a lagging replica naming the
+previous deployment) and deployments that stop (while the daemon runs or while it is down),
+following a ``[[follow]]`` entry or what discovery finds running, with ``start = "project"``
+or ``"deployment"``.
 
 Every step is checked against the delivery promise (SPEC §5): each deployment's files hold
 its published lines once and in order, skipping only lines the API trimmed before they were
@@ -49,6 +52,7 @@ from tailer.config import (
     StateConfig,
 )
 from tailer.cursor import TAIL_LINES, Cursor
+from tailer.discovery import Discovery
 from tailer.emulator import Emulator, Fault
 from tailer.pipeline import Pipeline
 from tailer.reader import MAX_WINDOW
@@ -81,6 +85,7 @@ DRAIN = 10.0**9  # superseded deployments are never dropped: their late lines ke
 REPEATED = {"tick": "2026-03-02 09:30:00 tick", "heartbeat": "heartbeat"}  # legitimate repeats
 GARBAGE = ("none", "empty", "next", "partial", "junk")  # what a kill -9 leaves (see Torn)
 STARTS = ("project", "deployment")  # "end" skips lines the model would have to guess
+STOPS = ("Stopped", "RuntimeError", "Liquidated")  # statuses discovery does not list
 _project_ids = itertools.count(50_000)
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -290,7 +295,15 @@ class TailerModel(RuleBasedStateMachine):
         pipelines = _pipelines(self.config, api, shutdown)
         for pipeline in pipelines:
             pipeline.outputs.append(Recorder(self.delivered))
-        scheduler = Scheduler(pipelines, shutdown, interval=1.0, max_interval=1.0, drain=DRAIN)
+        discovery = self.config.discovery
+        scheduler = Scheduler(
+            pipelines,
+            shutdown,
+            interval=1.0,
+            max_interval=1.0,
+            drain=DRAIN,
+            discovery=Discovery(api, discovery) if discovery.enabled else None,
+        )
         self.live = (api, pipelines, scheduler, shutdown)
 
     def kill(self) -> None:
@@ -328,7 +341,9 @@ class TailerModel(RuleBasedStateMachine):
         every later one are, across restarts, whether or not they had lines yet.
         """
         assert self.live is not None
-        chain = self.live[1][0].followers[0].chain
+        _, pipelines, scheduler, _ = self.live
+        slots = [slot for slot in scheduler.slots if slot.pipeline is pipelines[0]]
+        chain = slots[0].follower.chain if slots else []
         if self.first is None and chain:
             self.first = chain[0].deploy_id
 
@@ -429,11 +444,17 @@ class TailerModel(RuleBasedStateMachine):
 
     # -- rules ---------------------------------------------------------------------------------
 
-    @initialize(deployed=st.booleans(), start=st.sampled_from(STARTS))
+    @initialize(deployed=st.booleans(), start=st.sampled_from(STARTS), discover=st.booleans())
     @guarded
-    def begin(self, deployed: bool, start: str = "project") -> None:
-        """A project with a deployment or none yet; the follow entry's ``start``."""
-        self.config = replace(self.config, follows=(FollowConfig(self.project, start=start),))
+    def begin(self, deployed: bool, start: str = "project", discover: bool = False) -> None:
+        """A project with a deployment or none yet; followed by a follow entry, or by
+        discovery (limited to it) while it has a Running deployment; where it starts."""
+        if discover:
+            found = DiscoveryConfig(enabled=True, projects=(self.project,), start=start)
+            self.config = replace(self.config, follows=(), discovery=found)
+        else:
+            follows = (FollowConfig(self.project, start=start),)
+            self.config = replace(self.config, follows=follows)
         if deployed:
             self.emu.deploy(self.project)
         self.start()
@@ -561,6 +582,33 @@ class TailerModel(RuleBasedStateMachine):
     @guarded
     def redeploy(self) -> None:
         self.emu.deploy(self.project)
+        self.emu.stale_live_read(self.project, 0)  # replicas lag behind one redeploy at most
+
+    def knows_latest(self) -> bool:
+        """Whether the latest deployment has a cursor on disk (the follower has seen it)."""
+        ids = self.deployments
+        return len(ids) > 1 and (self.project, ids[-1]) in self.store.load_all()
+
+    @precondition(knows_latest)
+    @rule(answers=st.integers(1, 3))
+    @guarded
+    def stale(self, answers: int) -> None:
+        """The next ``/live/read`` answers name the deployment before the latest, one the
+        follower has moved past. (A lagging answer about a redeploy it has not seen yet reads
+        like a true one: nothing in the API tells them apart.)"""
+        self.emu.stale_live_read(self.project, answers)
+
+    @precondition(lambda self: self.deployments)
+    @rule(status=st.sampled_from(STOPS), down=st.booleans())
+    @guarded
+    def stop(self, status: str, down: bool) -> None:
+        """The latest deployment stops (or stops again, another way), while the daemon runs
+        or while it is down (killed between polls, started from disk after)."""
+        if down:
+            self.kill()
+        self.emu.stop_deployment(self.project, status)
+        if down:
+            self.start()
 
     @rule(rename=st.booleans())
     @guarded
@@ -636,6 +684,7 @@ class TailerModel(RuleBasedStateMachine):
     def _finish(self) -> None:
         """Publish everything, end the faults, poll until caught up: then nothing is missing."""
         self.emu.faults.clear()
+        self.emu.stale_live_read(self.project, 0)
         self.emu.publish(self.project)
         quiet = 0
         for _ in range(20):
@@ -826,3 +875,26 @@ def test_a_late_line_after_retention_emptied_its_deployment_is_read_after_a_gap(
     read = BEGIN + append("new") + PUBLISH + POLL + REDEPLOY + append("new", "new") + PUBLISH
     unread = POLL + append("new", late=1) + PUBLISH
     replay(emulator, root, read + unread + trim(3) + append("new", late=1) + PUBLISH + POLL)
+
+
+@pytest.mark.parametrize("status", STOPS)
+def test_a_discovered_deployment_that_stops_while_down_is_still_read(
+    emulator: Emulator, root: Path, status: str
+) -> None:
+    """Discovery alone: the deployment was followed (its cursor saved), then it stopped
+    while the daemon was down, with lines not read yet. Discovery lists Running deployments
+    only, so the restarted daemon has to follow it for its saved, unfinished cursor."""
+    discovered = [("begin", {"deployed": True, "start": "deployment", "discover": True})]
+    down = [("stop", {"status": status, "down": True})]
+    replay(emulator, root, discovered + POLL + append("new", "new") + PUBLISH + down + POLL)
+
+
+def test_a_stale_answer_naming_the_deployment_before_is_ignored(
+    emulator: Emulator, root: Path
+) -> None:
+    """After a redeploy the follower has seen, a ``/live/read`` answer names the deployment
+    before (a lagging replica): it is not the newer one's successor, and the newer one's
+    lines stay its own."""
+    seen = BEGIN + append("new") + PUBLISH + POLL + REDEPLOY + append("new") + PUBLISH + POLL
+    stale = [("stale", {"answers": 1})]
+    replay(emulator, root, seen + stale + append("new", "new") + PUBLISH + POLL)

@@ -479,3 +479,76 @@ def test_stdout_of_a_single_follow_prefixes_lines_once_a_second_deployment_shows
     assert first.returncode == second.returncode == 0, second.stderr
     assert first.stdout == "a1\n"
     assert second.stdout == f"a2 late\n[mean-reversion {new[:10]}] b1\n"
+
+
+def stopped_while_down(tmp_path: Path, emu: Emulator) -> tuple[Path, str, list[str]]:
+    """Discovery alone: a run reads 101 lines of the Running deployment; while qc-tail is
+    down, the algorithm logs 500 more, the last a Runtime Error, and stops so."""
+    deploy_id = emu.deploy(PROJECT)
+    emu.write(PROJECT, [stamp(n) for n in range(101)])
+    path = config(tmp_path, emu, start="deployment")
+    first = run(emu, "--config", str(path), "run", "--once")
+    assert first.returncode == 0, first.stderr
+    assert len(output_of(tmp_path, PROJECT, deploy_id)) == 101
+    emu.write(PROJECT, [stamp(n) for n in range(101, 600)])
+    emu.write(PROJECT, ["2026-03-01 00:10:00 Runtime Error: division by zero"])
+    emu.stop_deployment(PROJECT, "RuntimeError")
+    return path, deploy_id, emu.published(PROJECT, deploy_id)
+
+
+def test_run_once_drains_a_deployment_that_stopped_while_down(tmp_path, emu):
+    """Discovery lists Running deployments only: the stopped one has a saved, unfinished
+    cursor, and its last lines (those before a crash, most needed) must still be read."""
+    path, deploy_id, expected = stopped_while_down(tmp_path, emu)
+    result = run(emu, "--config", str(path), "run", "--once")
+    assert result.returncode == 0, result.stderr
+    assert output_of(tmp_path, PROJECT, deploy_id) == expected
+    assert len(expected) == 601
+
+
+def test_run_drains_a_deployment_that_stopped_while_down_then_drops_it(tmp_path, emu):
+    path, deploy_id, expected = stopped_while_down(tmp_path, emu)
+    process = daemon(path, emu)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (
+            output_of(tmp_path, PROJECT, deploy_id) == expected
+            and cursor_of(tmp_path, PROJECT, deploy_id)["done"]
+        ):
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code, stderr = finish(process)
+    assert code == 0, stderr
+    assert output_of(tmp_path, PROJECT, deploy_id) == expected
+    assert cursor_of(tmp_path, PROJECT, deploy_id)["done"] is True
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert [e["project"] for e in events if e["event"] == "stopped_following"] == [PROJECT]
+
+
+def test_a_discovered_projects_start_is_saved_before_another_projects_catch_up(tmp_path, emu):
+    """Discovery with ``start = "deployment"``: a daemon busy with a large catch-up is
+    killed before it would have polled a small project, which is then redeployed. The small
+    project's first deployment was being followed from the moment it was discovered: after
+    the restart, its lines are read, not skipped for the then-current deployment."""
+    big, small = PROJECT, PROJECT + 1
+    emu.add_project(small, "small")
+    busy = emu.deploy(big)
+    emu.write(big, [stamp(n) for n in range(60_000)])
+    first = emu.deploy(small)
+    emu.write(small, ["small 0", "small 1"])
+    path = config(tmp_path, emu, start="deployment")
+    process = daemon(path, emu)
+    deadline = time.monotonic() + 20
+    while not output_of(tmp_path, big, busy) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    finish(process)
+    assert 0 < len(output_of(tmp_path, big, busy)) < 60_000, "killed mid catch-up"
+    second = emu.deploy(small)
+    emu.write(small, ["small 2"])
+    result = run(emu, "--config", str(path), "run", "--once")
+    assert result.returncode == 0, result.stderr
+    assert output_of(tmp_path, small, first) == ["small 0", "small 1"]
+    assert output_of(tmp_path, small, second) == ["small 2"]
+    assert output_of(tmp_path, big, busy) == emu.published(big, busy)

@@ -16,7 +16,7 @@ from tailer.errors import OutputError, QcTailError
 from tailer.follower import ProjectFollower, Start
 from tailer.pipeline import Pipeline
 from tailer.retry import RetryPolicy
-from tailer.scheduler import Scheduler
+from tailer.scheduler import GROUP_LINES, Scheduler
 from tailer.shutdown import Shutdown
 from tailer.sinks.stdout import StdoutSink
 
@@ -165,3 +165,29 @@ def test_poll_once_delivers_to_every_output_before_naming_the_one_left_behind(em
     )
     expected = [f"line {n} of {p}" for p in projects for n in range(3)]
     assert out.getvalue().splitlines() == expected
+
+
+def test_a_long_catch_up_takes_turns_with_the_first_poll_of_others(emu, api):
+    """One project has a backlog of several groups, another a line: the other's line is
+    delivered after the first group of the catch-up, not after all of it."""
+    emu.add_project(PROJECT + 1, "small")
+    emu.deploy(PROJECT)
+    emu.write(PROJECT, [f"backlog {i}" for i in range(3 * GROUP_LINES)])
+    emu.deploy(PROJECT + 1)
+    emu.write(PROJECT + 1, ["small news"])
+    time = FakeTime(until=10)
+    out = io.StringIO()
+    followers = [
+        ProjectFollower(api, project_id, start=Start("deployment"), clock=time.clock)
+        for project_id in (PROJECT, PROJECT + 1)
+    ]
+    Scheduler(
+        [Pipeline([StdoutSink(out, prefix=True)], followers)],
+        time,
+        interval=1.0,
+        max_interval=8.0,
+        clock=time.clock,
+    ).run()
+    printed = out.getvalue().splitlines()
+    assert len(printed) == 3 * GROUP_LINES + 1
+    assert GROUP_LINES <= printed.index("[small] small news") < 2 * GROUP_LINES

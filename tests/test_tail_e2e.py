@@ -6,6 +6,7 @@ import hashlib
 import json
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -142,6 +143,33 @@ def test_faults_leave_the_output_exact(emu, kind):
     assert result.stdout.splitlines() == emu.published(PROJECT, deploy_id)
     assert emu.stats.faults_injected == 2
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("where", "first"), [(["-n", "2"], 48), (["-n", "+49"], 48), (["--from-start"], 0)]
+)
+def test_lines_published_while_a_read_waits_are_not_printed(emu, where, first):
+    """``tail -n 2`` prints exactly 2 lines: the last ones as of the answer its start was
+    computed from. The read after it is slow (as a retried one would be) and lines are
+    published meanwhile: they came after, and are not printed."""
+    deployed(emu, 50)
+    slow = [Fault("slow", delay=0.01), Fault("slow", delay=1.0)]  # the probe, then the read
+    emu.faults.script(slow, path="/live/logs/read")
+
+    def publish_during_the_read() -> None:
+        deadline = time.monotonic() + 30
+        while emu.stats.faults_injected < 2 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        emu.write(PROJECT, lines(5, first=50))
+        emu.publish()
+
+    publisher = threading.Thread(target=publish_during_the_read)
+    publisher.start()
+    result = run(emu, "tail", str(PROJECT), *where)
+    publisher.join()
+    assert result.returncode == 0, result.stderr
+    assert emu.stats.faults_injected == 2
+    assert result.stdout.splitlines() == lines(50 - first, first=first)
 
 
 @pytest.mark.parametrize("shape", ["401", "hash", "userid"])

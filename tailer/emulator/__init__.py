@@ -25,6 +25,10 @@ class Emulator:
     ``publish_interval`` is the seconds between automatic snapshots (0: every write is
     published at once); ``skew`` is added to the emulator's clock (its ``Date`` header and its
     timestamp check); ``latency`` is slept before every answer; ``tls`` serves HTTPS.
+    ``list_ignores_project``: ``/live/list`` filters by ``status`` only, as documented, and
+    answers every project's deployments whatever ``projectId`` asks. ``stale_read_rate``: the
+    share of ``/live/read`` answers that name the deployment before the latest (a lagging
+    replica's answer; see also ``stale_live_read``).
     """
 
     def __init__(
@@ -41,6 +45,8 @@ class Emulator:
         latency: float = 0.0,
         clock: Callable[[], float] = time.time,
         tls: ssl.SSLContext | None = None,
+        list_ignores_project: bool = False,
+        stale_read_rate: float = 0.0,
     ) -> None:
         self.user_id, self.api_token = user_id, api_token
         self.tls = tls  # serve HTTPS with this server-side context
@@ -57,6 +63,8 @@ class Emulator:
             skew=skew,
             latency=latency,
             clock=clock,
+            list_ignores_project=list_ignores_project,
+            stale_read_rate=stale_read_rate,
         )
         self._server: ApiServer | None = None
         self._threads: list[threading.Thread] = []
@@ -130,6 +138,11 @@ class Emulator:
     def add_project(self, project_id: int, name: str) -> None:
         self.model.add_project(project_id, name)
 
+    def stale_live_read(self, project_id: int, answers: int = 1) -> None:
+        """The project's next ``answers`` /live/read answers (0: none) name the deployment
+        before its latest, as a lagging replica that has not seen the redeploy would."""
+        self.api.stale_live_read(project_id, answers)
+
     def deploy(self, project_id: int) -> str:
         """A new Running deployment; the previous one, if still Running, becomes Stopped."""
         return self.model.deploy(project_id)
@@ -200,6 +213,8 @@ def serve(
     fault_kinds: Sequence[str] = (),
     auth_failure: str = "401",
     skew: float = 0.0,
+    list_ignores_project: bool = False,
+    stale_read_rate: float = 0.0,
 ) -> None:
     """Serve until ``stop`` is set, after printing how to point qc-tail at the emulator.
 
@@ -207,7 +222,8 @@ def serve(
     ``bench``) are each deployed with ``preload`` published lines. ``latency`` is slept before
     every answer. ``fault_rate`` of the requests get one of ``fault_kinds`` (all the transient
     ones if empty); refused credentials take the ``auth_failure`` shape; the server's clock is
-    ``skew`` seconds off. SIGUSR1 prints ``stats requests=N logs_read=M`` (main thread only).
+    ``skew`` seconds off; ``list_ignores_project`` and ``stale_read_rate`` are as in
+    ``Emulator``. SIGUSR1 prints ``stats requests=N logs_read=M`` (main thread only).
     """
     emulator = Emulator(
         user_id,
@@ -217,6 +233,8 @@ def serve(
         latency=latency,
         auth_failure=auth_failure,
         skew=skew,
+        list_ignores_project=list_ignores_project,
+        stale_read_rate=stale_read_rate,
     ).start(host, port)
     if fault_rate:
         if fault_kinds:

@@ -204,11 +204,15 @@ class Model:
             offset = project.offset(self._deployment(project, deploy_id))
             return project.rows(start, end), project.length(), offset
 
-    def latest(self, project_id: int) -> dict[str, object]:
-        """The project's latest deployment, as ``/live/read`` describes it."""
+    def latest(self, project_id: int, *, stale: bool = False) -> dict[str, object]:
+        """The project's latest deployment, as ``/live/read`` describes it; ``stale``: the one
+        before it (if any), as a replica that has not seen the redeploy yet would."""
         with self._lock:
             project = self._project(project_id)
-            return _describe(project, self._deployment(project, None))
+            deployment = self._deployment(project, None)
+            if stale and len(project.deployments) > 1:
+                deployment = project.deployments[-2]
+            return _describe(project, deployment)
 
     def launches(
         self, status: str | None = None, project_id: int | None = None

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import random
 import socket
 import struct
 import sys
@@ -81,6 +82,8 @@ class Api:
         skew: float,
         latency: float,
         clock: Callable[[], float],
+        list_ignores_project: bool = False,
+        stale_read_rate: float = 0.0,
     ) -> None:
         if auth_failure not in AUTH_SHAPES:
             raise ValueError(f"auth_failure must be one of {AUTH_SHAPES}, not {auth_failure!r}")
@@ -89,6 +92,10 @@ class Api:
         self.max_window, self.auth_failure = max_window, auth_failure
         self.skew, self.latency, self._clock = skew, latency, clock
         self.stats = Stats()
+        self.list_ignores_project = list_ignores_project  # as the docs allow: status only
+        self._stale_reads: dict[int, int] = {}  # project -> /live/read answers still stale
+        self.stale_read_rate = stale_read_rate  # the share of /live/read answers that lag
+        self._rng = random.Random(0)
         self._lock = threading.Lock()
         self.answering = threading.Event()
         self.answering.set()
@@ -164,15 +171,28 @@ class Api:
         payload = {"logs": logs, "length": length, "deploymentOffset": offset}
         return json_reply({**payload, "success": True, "errors": []})
 
+    def stale_live_read(self, project_id: int, answers: int) -> None:
+        """The project's next ``answers`` /live/read answers name its previous deployment."""
+        with self._lock:
+            self._stale_reads[project_id] = answers
+
     def _live_read(self, body: dict[str, Any]) -> Reply:
-        latest = self.model.latest(_required(body, "projectId"))
+        project_id = _required(body, "projectId")
+        with self._lock:
+            stale = self._stale_reads.get(project_id, 0) > 0
+            if stale:
+                self._stale_reads[project_id] -= 1
+            elif self.stale_read_rate:
+                stale = self._rng.random() < self.stale_read_rate
+        latest = self.model.latest(project_id, stale=stale)
         return json_reply({"success": True, **latest, "errors": []})
 
     def _live_list(self, body: dict[str, Any]) -> Reply:
         status = body.get("status")
         if status is not None and status not in LIST_STATUSES:
             return refusal(f"Invalid status {status!r}; use one of {', '.join(LIST_STATUSES)}")
-        live = self.model.launches(status, _optional(body, "projectId"))
+        project_id = _optional(body, "projectId")
+        live = self.model.launches(status, None if self.list_ignores_project else project_id)
         return json_reply({"success": True, "live": live, "errors": []})
 
     def _projects_read(self, body: dict[str, Any]) -> Reply:
