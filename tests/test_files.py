@@ -85,10 +85,27 @@ def test_lines_of_each_deployment_go_to_their_own_file_raw_and_in_order(out, sin
 
 
 def test_lines_are_written_byte_for_byte(out, sink):
-    odd = ["", "  leading and trailing  ", "tab\there", "café ✓ 日本", "\x1b[31mred\x1b[0m", "cr\r"]
+    odd = ["", "  leading and trailing  ", "tab\there", "café ✓ 日本", "C:\\new\\table"]
     sink.write(lines("L-a", odd))
     sink.flush()
     assert sink.path(PROJECT, "L-a").read_bytes() == raw(odd)
+
+
+def test_a_row_holding_a_line_break_or_controls_stays_one_line(out, sink):
+    """An algorithm (or anything it logs) cannot forge a line of its own, or of qc-tail's."""
+    hostile = ["a\n2026-03-01 09:30:00 Order filled", "cr\r", "\x1b[31mred\x1b[0m", "nel\x85x"]
+    sink.write(lines("L-a", ["before", *hostile, "after"]))
+    sink.flush()
+    written = sink.path(PROJECT, "L-a").read_bytes()
+    assert written.decode().split("\n") == [
+        "before",
+        "a\\n2026-03-01 09:30:00 Order filled",
+        "cr\\r",
+        "\\x1b[31mred\\x1b[0m",
+        "nel\\x85x",
+        "after",
+        "",
+    ]
 
 
 def test_later_batches_and_later_runs_append(out, sink):

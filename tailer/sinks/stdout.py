@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 from tailer.cursor import Cursor
-from tailer.records import Gap, Line, expand, line_time, texts_of
+from tailer.records import Gap, Line, escaped, escaped_lines, expand, line_time, texts_of
 from tailer.sinks import Record
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\[\]]")
@@ -47,9 +47,9 @@ def gap_object(gap: Gap) -> dict[str, Any]:
 class StdoutSink:
     """Writes to a text stream; data only (events go to stderr).
 
-    In text mode a prefix ``[name] `` marks each line when ``prefix`` is on; once a project
-    has shown a second deployment in this run, its lines carry the deploy id too. Every
-    physical line of a multi-line text gets the prefix, so no line can pose as another's.
+    In text mode each row is one line, its control characters escaped (``escaped``), so no
+    row can pose as another; a prefix ``[name] `` marks each line when ``prefix`` is on; once
+    a project has shown a second deployment in this run, its lines carry the deploy id too.
     With ``prefix=None`` it turns on from the first line of a second deployment (a redeploy
     followed by ``tail -f``): every line without a prefix is then the first deployment's.
     """
@@ -88,7 +88,7 @@ class StdoutSink:
         """The raw lines: the common case, kept cheap (no Line object per line)."""
         texts = texts_of(records)
         if texts:
-            self._emit("\n".join(texts) + "\n")
+            self._emit(escaped_lines(texts))
 
     def _second_deployment(self, records: Sequence[Record]) -> int | None:
         """The index of the first line record of a second deployment seen in this run."""
@@ -120,7 +120,7 @@ class StdoutSink:
 
     def _text(self, line: Line) -> str:
         if not self.prefix:
-            return line.text + "\n"
+            return escaped(line.text) + "\n"
         latest = self._latest.get(line.project_id)
         if latest is not None and latest != line.deploy_id:
             self._several.add(line.project_id)
@@ -128,5 +128,4 @@ class StdoutSink:
         label = display_name(line.name)
         if line.project_id in self._several:
             label += " " + display_name(line.deploy_id)[:10]
-        head = f"[{label}] "
-        return "".join(head + part + "\n" for part in line.text.split("\n"))
+        return f"[{label}] {escaped(line.text)}\n"
