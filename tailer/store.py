@@ -16,7 +16,7 @@ from tailer.cursor import Cursor
 from tailer.errors import LockedError, StateError
 
 VERSION = 1
-_SAFE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+_SAFE = re.compile(r"[A-Za-z0-9_-]{1,80}")  # fullmatch: "$" would let a trailing newline in
 _FIELDS: dict[str, type | tuple[type, ...]] = {
     "project_id": int,
     "deploy_id": str,
@@ -35,8 +35,13 @@ _OPTIONAL: dict[str, type | tuple[type, ...]] = {
 
 
 def safe_name(value: str) -> str:
-    """``value`` if it is a plain name, else a readable, distinct and harmless stand-in."""
-    if _SAFE.match(value):
+    """``value`` if it is a plain name, else a readable, distinct and harmless stand-in.
+
+    Distinct values get distinct names, case included: on a case-insensitive file system
+    two deploy ids that differ only in case would meet in one file, but QuantConnect's are
+    ``L-`` and lowercase hex, and the files stay named as the deployments are.
+    """
+    if _SAFE.fullmatch(value):
         return value
     cleaned = re.sub(r"[^A-Za-z0-9_-]", "_", value)[:48]
     digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:20]

@@ -352,6 +352,14 @@ def test_a_hostile_deploy_id_never_escapes_the_directory(tmp_path, out, sink, de
     assert path.read_bytes() == b"hello\n"
 
 
+def test_a_deploy_id_ending_in_a_newline_makes_no_file_name_with_one(out, sink):
+    sink.write(lines("L-abc\n", ["hello"]) + lines("L-abc", ["plain"]))
+    sink.flush()
+    names = sorted(path.name for path in out.rglob("*"))
+    assert all(name.isprintable() for name in names), names
+    assert len(names) == 3  # the project's directory and two files
+
+
 def test_hostile_deploy_ids_get_a_file_each(out, sink):
     records = [line for i, d in enumerate(HOSTILE_IDS) for line in lines(d, [f"line {i}"])]
     sink.write(records)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -252,6 +253,25 @@ def test_a_hostile_deploy_id_stays_inside_the_store(tmp_path, deploy_id):
 def test_hostile_deploy_ids_get_distinct_names():
     names = [safe_name(deploy_id) for deploy_id in HOSTILE_IDS]
     assert len(set(names)) == len(HOSTILE_IDS)
+
+
+@pytest.mark.parametrize(
+    "deploy_id",
+    ["L-abc\n", "L-abc\r", "L-a\nb", "\nL-abc", "L-abc\x00", "L-abc/..", "..", "L-\x1b[2J"],
+    ids=repr,
+)
+def test_a_name_with_a_control_character_or_a_slash_is_never_taken_as_plain(deploy_id):
+    name = safe_name(deploy_id)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{0,48}~[0-9a-f]{20}", name), name
+
+
+def test_names_of_300_characters_are_shortened_and_kept_apart():
+    names = {safe_name("L-" + "a" * 298), safe_name("L-" + "a" * 297 + "b")}
+    assert len(names) == 2 and all(len(name) <= 80 for name in names)
+
+
+def test_deploy_ids_that_differ_only_in_case_get_distinct_names():
+    assert safe_name("L-abc") == "L-abc" and safe_name("L-ABC") == "L-ABC"
 
 
 def test_plain_deploy_ids_keep_their_own_name():
