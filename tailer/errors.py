@@ -4,6 +4,9 @@
     ├── ConfigError        (78)    a config key or file is wrong: names the file and dotted key
     │   └── StateError     (78)    a cursor file is corrupt or of an unknown version
     ├── LockedError        (75)    another instance holds the state directory
+    ├── CannotCreateError  (73)    a state or output directory or file cannot be created
+    ├── WriteFailedError   (74)    an I/O error that ends the program: stdout closed or broken,
+    │                              a full disk where a file had to be made at start
     ├── AuthError          (77)    credentials rejected even with a fresh, correctly timed hash
     ├── UnreachableError   (69)    transient failures outlasted the retry policy
     ├── ApiError            (1)    the API answered, but refused the request
@@ -12,6 +15,7 @@
     ├── TransientError      (1)    worth retrying: network, timeout, 429, 5xx, broken JSON
     │   └── ProtocolError          the answer is not the API's protocol (wrong shape or types)
     └── OutputError         (1)    an output could not take the lines (disk full, I/O error)
+        └── CursorSaveError        the state directory could not take a cursor (full, read-only)
 
 No message ever holds the API token, its hash or an Authorization header.
 """
@@ -19,6 +23,8 @@ No message ever holds the API token, its hash or an Authorization header.
 from __future__ import annotations
 
 EX_UNAVAILABLE = 69
+EX_CANTCREAT = 73
+EX_IOERR = 74
 EX_TEMPFAIL = 75
 EX_NOPERM = 77
 EX_CONFIG = 78
@@ -50,6 +56,19 @@ class LockedError(QcTailError):
     """Another qc-tail process already works on this state directory."""
 
     exit_code = EX_TEMPFAIL
+
+
+class CannotCreateError(QcTailError):
+    """A directory or file qc-tail must write cannot be made there (no permission, a path
+    under a file, a read-only file system): restarting will not help."""
+
+    exit_code = EX_CANTCREAT
+
+
+class WriteFailedError(QcTailError):
+    """An I/O error that ends the program (stdout gone or broken, a full disk at start)."""
+
+    exit_code = EX_IOERR
 
 
 class AuthError(QcTailError):
@@ -103,3 +122,11 @@ class OutputError(QcTailError):
     """An output could not durably take lines; the cursor must not move."""
 
     retry_after: float | None = None  # the output asked us to wait this long
+
+
+class CursorSaveError(OutputError):
+    """A cursor could not be saved (the state directory is full or read-only): the outputs
+    have the lines, their cursors wait in memory and are saved again before anything else.
+    ``delivered``: the lines had reached every output when the save failed."""
+
+    delivered = False

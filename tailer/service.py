@@ -12,12 +12,13 @@ from tailer.api import QcApi
 from tailer.assembly import follower_factory
 from tailer.config import Config, FollowConfig
 from tailer.daemon import Notifier, detached
+from tailer.directories import prepare
 from tailer.discovery import Discovery
 from tailer.pipeline import Pipeline
 from tailer.scheduler import Scheduler
 from tailer.shutdown import Shutdown
 from tailer.sinks import Sink
-from tailer.sinks.files import FileSink
+from tailer.sinks.files import DIR_MODE, FileSink
 from tailer.sinks.stdout import StdoutSink
 from tailer.store import CursorStore, StateLock
 
@@ -105,6 +106,7 @@ def _pipelines(
     output = config.output
     outputs: list[Sink] = []
     if output.directory:
+        prepare(output.directory, DIR_MODE, "output.directory")  # at start: a clear error
         files = FileSink(output.directory)
         shutdown.on_hangup(files.reopen)
         outputs.append(files)

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from .conftest import (
     USER_ID,
     assert_no_secrets_under,
     cli_env,
+    fill,
     kill_when,
     qc_tail,
     run,
@@ -34,7 +35,14 @@ PROJECTS = (101, 202, 303)
 
 
 def config(
-    tmp_path: Path, emu: Emulator, *, follows=(), discovery=True, start="project", **output
+    tmp_path: Path,
+    emu: Emulator,
+    *,
+    follows=(),
+    discovery=True,
+    start="project",
+    state: Path | None = None,
+    **output,
 ) -> Path:
     """A config file for the daemon, pointed at the emulator and at tmp_path."""
     lines = [
@@ -47,7 +55,7 @@ def config(
         "max_interval = 0.2",
         "drain = 1",
         "[state]",
-        f'dir = "{tmp_path / "state"}"',
+        f'dir = "{state or tmp_path / "state"}"',
         "[discovery]",
         f"enabled = {str(discovery).lower()}",
         "interval = 0.5",
@@ -258,6 +266,65 @@ def test_corrupt_state_exits_78_naming_the_file(tmp_path, fleet):
     assert str(cursor) in result.stderr
     assert "Traceback" not in result.stderr
     assert cursor.read_text() == '{"version": 1, "position": '
+
+
+@pytest.mark.parametrize("key", ["state", "directory"])
+@pytest.mark.parametrize("where", ["under-a-file", "under-proc"])
+def test_a_directory_that_cannot_be_made_exits_73_saying_which(tmp_path, fleet, key, where):
+    (tmp_path / "file").write_text("")
+    bad = tmp_path / "file" / "sub" if where == "under-a-file" else Path("/proc/qc-tail-test")
+    path = config(tmp_path, fleet, **{key: bad})
+    result = run(fleet, "--config", str(path), "run", "--once")
+    assert result.returncode == 73, result.stderr
+    assert "Traceback" not in result.stderr
+    name = "state.dir" if key == "state" else "output.directory"
+    assert f"qc-tail: error: {name} = {bad}: cannot create or write there" in result.stderr
+
+
+def test_a_full_state_directory_mid_run_is_waited_out_and_nothing_is_doubled(tmp_path, fleet):
+    """The state directory on a real tmpfs: filled while lines keep coming, then freed."""
+    project_id = PROJECTS[0]
+    deploy_id = fleet.deploy_ids(project_id)[-1]
+    fleet.write(project_id, [stamp(n) for n in range(100)])
+    fleet.publish()
+    with tmpfs(tmp_path / "statefs", "256k") as statefs:
+        path = config(
+            tmp_path, fleet, follows=[project_id], discovery=False, state=statefs / "state"
+        )
+        cursor = statefs / "state" / "cursors" / str(project_id) / f"{deploy_id}.json"
+        process = daemon(path, fleet)
+        try:
+            assert wait_until(lambda: cursor.exists() and position(cursor) == 100)
+            fill(statefs / "filler")
+            fleet.write(project_id, [stamp(n) for n in range(100, 250)])
+            fleet.publish()
+            assert wait_until(lambda: len(output_of(tmp_path, project_id, deploy_id)) == 250)
+            assert position(cursor) == 100  # the lines are out; their cursor could not follow
+            (statefs / "filler").unlink()
+            assert wait_until(lambda: position(cursor) == 250)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code, stderr = finish(process)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    assert output_of(tmp_path, project_id, deploy_id) == fleet.published(project_id, deploy_id)
+    failing = [line for line in stderr.splitlines() if '"poll_failing"' in line]
+    assert len(failing) == 1 and "cannot save a cursor: the disk is full" in failing[0]
+    assert sum('"poll_recovered"' in line for line in stderr.splitlines()) == 1
+
+
+def position(cursor: Path) -> int:
+    return int(json.loads(cursor.read_text())["position"])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20) -> bool:
+    """A hang guard: True once ``condition`` holds, False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_a_second_instance_on_the_same_state_exits_with_a_clear_message(tmp_path, fleet):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -18,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tailer.cursor import Cursor
-from tailer.errors import LockedError, StateError
+from tailer.errors import CannotCreateError, CursorSaveError, LockedError, StateError
 from tailer.store import CursorStore, StateLock, safe_name
 
 from .conftest import fill
@@ -223,10 +222,10 @@ def test_a_save_that_hits_a_full_disk_keeps_the_old_cursor(tiny_tmpfs):
     store.save(old)
     fill(tiny_tmpfs / "filler")
 
-    with pytest.raises(OSError) as caught:
+    with pytest.raises(CursorSaveError, match="disk is full") as caught:
         store.save(FULL)
 
-    assert caught.value.errno == errno.ENOSPC
+    assert str(tiny_tmpfs / "state") in str(caught.value)
     assert temp_files(store) == []
     assert CursorStore(tiny_tmpfs / "state").load_all() == {(777, FULL.deploy_id): old}
     (tiny_tmpfs / "filler").unlink()
@@ -386,3 +385,24 @@ def test_after_release_the_lock_can_be_taken_again_in_the_same_process(tmp_path)
     second.release()
     first.acquire()
     first.release()
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "proc"])
+def test_a_state_directory_that_cannot_be_made_is_a_clear_error(tmp_path, where):
+    (tmp_path / "file").write_text("")
+    state = tmp_path / "file" / "state" if where == "under-a-file" else Path("/proc/qc-tail")
+    with pytest.raises(CannotCreateError) as caught:
+        StateLock(state).acquire()
+    assert caught.value.exit_code == 73
+    assert f"state.dir = {state}" in str(caught.value)
+
+
+def test_a_save_into_a_state_directory_that_cannot_take_it_keeps_the_old_cursor(tmp_path):
+    """Stands in for a read-only one (root writes through modes): a file where the
+    project's cursor directory should be."""
+    store = CursorStore(tmp_path / "state")
+    store.save(Cursor(777, "L-a", position=1))
+    (store.root / "778").write_text("")
+    with pytest.raises(CursorSaveError, match="cannot save a cursor"):
+        store.save(Cursor(778, "L-b", position=2))
+    assert store.load_all() == {(777, "L-a"): Cursor(777, "L-a", position=1)}
