@@ -61,8 +61,11 @@ def config(
         "interval = 0.5",
         f'start = "{start}"',
         "[output]",
-        f'directory = "{output.get("directory", tmp_path / "out")}"',
     ]
+    if output.get("stdout"):
+        lines.append("stdout = true")
+    if output.get("directory", tmp_path / "out") is not None:
+        lines.append(f'directory = "{output.get("directory", tmp_path / "out")}"')
     for project_id in follows:
         lines += ["[[follow]]", f"project_id = {project_id}"]
     path = tmp_path / "qc-tail.toml"
@@ -325,6 +328,61 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def closing_stdout(path: Path, emu: Emulator, project_id: int) -> subprocess.Popen[str]:
+    """The daemon, once its stdout's reader has read a line and gone away, and more lines
+    have been published (so stdout is written to after it was closed)."""
+    process = subprocess.Popen(
+        qc_tail("--config", str(path), "run"),
+        env=cli_env(emu),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline()
+    process.stdout.close()
+    emu.write(project_id, [stamp(n) for n in range(5, 400)])
+    emu.publish()
+    return process
+
+
+def test_run_goes_on_with_the_files_when_its_stdout_is_closed(tmp_path, fleet):
+    project_id = PROJECTS[0]
+    deploy_id = fleet.deploy_ids(project_id)[-1]
+    fleet.write(project_id, [stamp(n) for n in range(5)])
+    fleet.publish()
+    path = config(tmp_path, fleet, follows=[project_id], discovery=False, stdout=True)
+    process = closing_stdout(path, fleet, project_id)
+    try:
+        assert wait_until(lambda: len(output_of(tmp_path, project_id, deploy_id)) == 400)
+        fleet.write(project_id, ["after"])
+        fleet.publish()
+        assert wait_until(lambda: output_of(tmp_path, project_id, deploy_id)[-1:] == ["after"])
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code, stderr = finish(process)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    closed = [json.loads(line) for line in stderr.splitlines() if '"stdout_closed"' in line]
+    assert [event["level"] for event in closed] == ["error"]
+    assert output_of(tmp_path, project_id, deploy_id) == fleet.published(project_id, deploy_id)
+
+
+def test_run_whose_only_output_is_a_closed_stdout_exits_74(tmp_path, fleet):
+    project_id = PROJECTS[0]
+    fleet.write(project_id, [stamp(n) for n in range(5)])
+    fleet.publish()
+    path = config(
+        tmp_path, fleet, follows=[project_id], discovery=False, stdout=True, directory=None
+    )
+    process = closing_stdout(path, fleet, project_id)
+    code, stderr = finish(process)
+    assert code == 74, stderr
+    assert "Traceback" not in stderr
+    assert "qc-tail: error: stdout was closed" in stderr
 
 
 def test_a_second_instance_on_the_same_state_exits_with_a_clear_message(tmp_path, fleet):
