@@ -50,6 +50,13 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -134,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     emulator = command("emulator", "serve the QuantConnect API emulator", commands.emulator)
     emulator.add_argument("--host", default="127.0.0.1")
-    emulator.add_argument("--port", type=int, default=0)
+    emulator.add_argument("--port", type=_port, default=0, help="default 0: a free port")
     emulator.add_argument("--user-id", type=int, default=1234)
     emulator.add_argument("--api-token", default=None, help="default: a random token")
     emulator.add_argument("--publish-interval", type=float, default=0.0, metavar="SECONDS")

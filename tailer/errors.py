@@ -9,6 +9,7 @@
     │                              a full disk where a file had to be made at start
     ├── AuthError          (77)    credentials rejected even with a fresh, correctly timed hash
     ├── UnreachableError   (69)    transient failures outlasted the retry policy
+    ├── CannotListenError  (69)    the emulator cannot listen on its address (port in use)
     ├── ApiError            (1)    the API answered, but refused the request
     │   ├── NotFoundError          no such project or no live deployment
     │   └── WindowTooLargeError    the server wants smaller log windows
@@ -83,6 +84,12 @@ class AuthError(QcTailError):
 
 class UnreachableError(QcTailError):
     """The API could not be reached before the retry policy gave up."""
+
+    exit_code = EX_UNAVAILABLE
+
+
+class CannotListenError(QcTailError):
+    """The emulator (or the demo's) cannot listen on the address it was given."""
 
     exit_code = EX_UNAVAILABLE
 

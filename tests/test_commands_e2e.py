@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -212,3 +213,29 @@ def test_the_emulator_refuses_an_unknown_fault_kind_as_a_usage_error():
     )
     assert result.returncode == 2
     assert "unknown kind 'bogus'" in result.stderr and "empty500" in result.stderr
+
+
+def test_the_emulator_on_a_port_in_use_exits_69_saying_so():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            qc_tail("emulator", "--port", str(port)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=plain_env(),
+        )
+    assert result.returncode == 69, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in result.stderr
+
+
+def test_the_emulator_refuses_a_port_out_of_range_as_a_usage_error():
+    result = subprocess.run(
+        qc_tail("emulator", "--port", "70000"), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "from 0 to 65535" in result.stderr
