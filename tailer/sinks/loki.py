@@ -18,6 +18,7 @@ from tailer.config import LokiConfig
 from tailer.cursor import Cursor
 from tailer.errors import OutputError, TransientError
 from tailer.records import Line, expand, line_time
+from tailer.redaction import credentials_in, redact, redact_url
 from tailer.retry import RetryPolicy, Sleep, parse_retry_after, transient_retrying
 from tailer.sinks import Record
 
@@ -159,7 +160,7 @@ class LokiSink:
         try:
             retrying(self._post, body, count)
         except TransientError as exc:
-            error = OutputError(f"Loki at {self.config.url}: {exc}; will retry")
+            error = OutputError(f"Loki at {redact_url(self.config.url)}: {exc}; will retry")
             error.retry_after = exc.retry_after
             raise error from None
 
@@ -194,10 +195,12 @@ class LokiSink:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raise TransientError(f"HTTP {status}", status=status, retry_after=retry_after)
         self.dropped += count
+        config = self.config
+        known = credentials_in(config.url, config.username, config.password, config.bearer_token)
         log.error(
             "loki_rejected",
             status=status,
-            reason=response.text.strip()[:300],
+            reason=redact(response.text[:4096], known).strip()[:300],
             entries=count,
             dropped_total=self.dropped,
             hint="not retried: Loki refused these entries (see its reason)",
