@@ -185,6 +185,10 @@ class Background:
         assert self.process.stderr is not None
         self._stderr.extend(self.process.stderr)
 
+    def stderr(self) -> str:
+        """What it wrote to stderr so far (its events)."""
+        return "".join(self._stderr)
+
     def wait_for(self, count: int, timeout: float = 30) -> list[str]:
         """The lines so far, once there are ``count`` (a hang guard: ``timeout``)."""
         deadline = time.monotonic() + timeout

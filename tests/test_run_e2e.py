@@ -20,6 +20,7 @@ from .conftest import (
     PROJECT,
     TOKEN,
     USER_ID,
+    Background,
     assert_no_secrets_under,
     cli_env,
     fill,
@@ -295,25 +296,26 @@ def test_a_full_state_directory_mid_run_is_waited_out_and_nothing_is_doubled(tmp
             tmp_path, fleet, follows=[project_id], discovery=False, state=statefs / "state"
         )
         cursor = statefs / "state" / "cursors" / str(project_id) / f"{deploy_id}.json"
-        process = daemon(path, fleet)
+        process = Background(qc_tail("--config", str(path), "run"), cli_env(fleet))
         try:
             assert wait_until(lambda: cursor.exists() and position(cursor) == 100)
             fill(statefs / "filler")
             fleet.write(project_id, [stamp(n) for n in range(100, 250)])
             fleet.publish()
-            assert wait_until(lambda: len(output_of(tmp_path, project_id, deploy_id)) == 250)
+            assert wait_until(lambda: '"poll_failing"' in process.stderr())
+            assert len(output_of(tmp_path, project_id, deploy_id)) == 250
             assert position(cursor) == 100  # the lines are out; their cursor could not follow
             (statefs / "filler").unlink()
-            assert wait_until(lambda: position(cursor) == 250)
+            assert wait_until(lambda: '"poll_recovered"' in process.stderr())
+            assert position(cursor) == 250
         finally:
-            process.send_signal(signal.SIGTERM)
-            code, stderr = finish(process)
+            code, stderr = process.stop(signal.SIGTERM)
     assert code == 0, stderr
-    assert "Traceback" not in stderr
+    assert "Traceback" not in stderr and secrets_in(stderr) == []
     assert output_of(tmp_path, project_id, deploy_id) == fleet.published(project_id, deploy_id)
     failing = [line for line in stderr.splitlines() if '"poll_failing"' in line]
-    assert len(failing) == 1 and "cannot save a cursor: the disk is full" in failing[0]
-    assert sum('"poll_recovered"' in line for line in stderr.splitlines()) == 1
+    assert len(failing) == 1 and "cannot save a cursor: the disk is full" in failing[0], stderr
+    assert sum('"poll_recovered"' in line for line in stderr.splitlines()) == 1, stderr
 
 
 def position(cursor: Path) -> int:
