@@ -26,6 +26,7 @@ from tailer.errors import (
     UnreachableError,
     WindowTooLargeError,
 )
+from tailer.redaction import redact_url
 from tailer.retry import (
     AuthRejected,
     RetryPolicy,
@@ -242,7 +243,7 @@ class QcApi:
         try:
             return self._transient(self._signed_call, attempt, path, body)
         except TransientError as exc:
-            message = f"{self.base_url}{path}: giving up for now: {exc}"
+            message = f"{redact_url(self.base_url)}{path}: giving up for now: {exc}"
             if all(bare):
                 message += (
                     " (every failure was a bare HTTP 500, which is also how QuantConnect has "
@@ -265,7 +266,7 @@ class QcApi:
                 response = self.transport.post(path, payload, self.auth.headers())
             except TlsError as exc:
                 raise ApiError(
-                    f"{self.base_url}: TLS verification failed ({exc}); if the server "
+                    f"{redact_url(self.base_url)}: TLS verification failed ({exc}); if the server "
                     "uses a private certificate authority, set api.ca_bundle to its certificate"
                 ) from None
             except HttpError as exc:

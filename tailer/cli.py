@@ -18,6 +18,37 @@ from tailer.shutdown import Interrupted, Shutdown
 EX_SOFTWARE = 70
 EX_INTERRUPTED = 130
 
+EXIT_CODES = {
+    0: "ok; also after SIGTERM (a service stop) and `tail ... | head`",
+    1: "the API said no (no such project); `run --once`: an output failed",
+    2: "usage: a wrong option or argument",
+    69: "API (or Loki, for check) unreachable; the emulator's port in use",
+    70: "internal error: a bug in qc-tail, please report it",
+    73: "a state or output directory or file cannot be created or written",
+    74: "I/O error: stdout failing, or closed as `run`'s only output; disk full",
+    75: "another instance holds the state directory",
+    77: "authentication failed",
+    78: "configuration invalid",
+    129: "hung up (SIGHUP; `run` reopens its output files instead)",
+    130: "interrupted (SIGINT, Ctrl-C)",
+}
+"""Every code the program can return (README.md lists the same)."""
+
+_COMMAND_CODES = {
+    "tail": (0, 1, 2, 69, 70, 74, 77, 78, 129, 130),
+    "run": (0, 1, 2, 69, 70, 73, 74, 75, 77, 78, 130),
+    "list": (0, 1, 2, 69, 70, 77, 78, 129, 130),
+    "check": (0, 1, 2, 69, 70, 73, 74, 77, 78, 129, 130),
+    "demo": (0, 2, 69, 70, 129, 130),
+    "emulator": (0, 2, 69, 70, 129, 130),
+}
+
+
+def exit_codes(codes: Sequence[int] = tuple(EXIT_CODES)) -> str:
+    """A ``--help`` epilog listing ``codes``."""
+    return "exit codes:\n" + "\n".join(f"  {code:<4} {EXIT_CODES[code]}" for code in codes)
+
+
 log = structlog.get_logger(__name__)
 
 
@@ -50,6 +81,13 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -75,14 +113,23 @@ def _globals(parser: argparse.ArgumentParser, default: object) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="qc-tail", description="Follow QuantConnect live-algorithm logs like tail -f."
+        prog="qc-tail",
+        description="Follow QuantConnect live-algorithm logs like tail -f.",
+        epilog=exit_codes(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"qc-tail {__version__}")
     _globals(parser, None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str, run: Callable[..., int]) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
+        p = sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=exit_codes(_COMMAND_CODES[name]),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         _globals(p, argparse.SUPPRESS)
         p.set_defaults(run=run, parser=p, reopen_on_hangup=False)  # SIGHUP stops, as for tail
         return p
@@ -134,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     emulator = command("emulator", "serve the QuantConnect API emulator", commands.emulator)
     emulator.add_argument("--host", default="127.0.0.1")
-    emulator.add_argument("--port", type=int, default=0)
+    emulator.add_argument("--port", type=_port, default=0, help="default 0: a free port")
     emulator.add_argument("--user-id", type=int, default=1234)
     emulator.add_argument("--api-token", default=None, help="default: a random token")
     emulator.add_argument("--publish-interval", type=float, default=0.0, metavar="SECONDS")

@@ -133,8 +133,13 @@ def list_deployments(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> 
 
 
 def check(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
+    """The config, the directories, Loki, the credentials and what would be followed: each
+    said as found; the exit code is the first problem's (a refused token ends it at once)."""
+    from tailer.preflight import check_outputs  # imported on use: requests costs 60 ms
+
     config = load(args, env)
     print(f"config: {config.source or '(none: defaults and environment)'}: ok")
+    problem = check_outputs(config, print) if config.source else 0  # no file: no `run`
     api = build_api(config, shutdown)
     api.authenticate()
     skew = api.auth.clock.offset  # the correction signed with (a sub-second skew is noise)
@@ -159,7 +164,7 @@ def check(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
         print(f"discovery: {len(found)} running deployment(s) would be followed")
         for d in found:
             print(f"  project {d.project_id} [{d.project_name or '-'}]: {d.deploy_id}")
-    return 0
+    return problem
 
 
 def demo(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:

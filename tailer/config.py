@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from tailer.errors import ConfigError
+from tailer.redaction import redact_url
 
 STARTS = ("end", "deployment", "project")
 FORMATS = ("text", "json")
@@ -205,8 +206,8 @@ def _show(value: object) -> str:
     """A value as a message shows it: TOML-ish and short."""
     if isinstance(value, bool):
         text = "true" if value else "false"
-    elif isinstance(value, str):
-        text = json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, str):  # a URL's user and password are never shown
+        text = json.dumps(redact_url(value) if "@" in value else value, ensure_ascii=False)
     elif isinstance(value, dict | list):
         text = "a table" if isinstance(value, dict) else "an array"
     else:

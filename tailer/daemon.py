@@ -14,6 +14,7 @@ from typing import TextIO
 
 import structlog
 
+from tailer.directories import unwritable
 from tailer.errors import LockedError
 
 log = structlog.get_logger(__name__)
@@ -95,7 +96,10 @@ class PidFile:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise unwritable(self.path, "--pidfile", exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -128,8 +132,11 @@ def detached(
     """
     import daemon  # python-daemon; imported here, only hosts without systemd need it
 
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    stream: TextIO = open(log_file, "a", buffering=1)  # noqa: SIM115 - lives with the daemon
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        stream: TextIO = open(log_file, "a", buffering=1)  # noqa: SIM115 - lives with the daemon
+    except OSError as exc:
+        raise unwritable(log_file, "--log-file", exc) from None
     context = daemon.DaemonContext(
         working_directory=str(working_directory),
         umask=0o027,

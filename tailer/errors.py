@@ -4,14 +4,19 @@
     ├── ConfigError        (78)    a config key or file is wrong: names the file and dotted key
     │   └── StateError     (78)    a cursor file is corrupt or of an unknown version
     ├── LockedError        (75)    another instance holds the state directory
+    ├── CannotCreateError  (73)    a state or output directory or file cannot be created
+    ├── WriteFailedError   (74)    an I/O error that ends the program: stdout closed or broken,
+    │                              a full disk where a file had to be made at start
     ├── AuthError          (77)    credentials rejected even with a fresh, correctly timed hash
     ├── UnreachableError   (69)    transient failures outlasted the retry policy
+    ├── CannotListenError  (69)    the emulator cannot listen on its address (port in use)
     ├── ApiError            (1)    the API answered, but refused the request
     │   ├── NotFoundError          no such project or no live deployment
     │   └── WindowTooLargeError    the server wants smaller log windows
     ├── TransientError      (1)    worth retrying: network, timeout, 429, 5xx, broken JSON
     │   └── ProtocolError          the answer is not the API's protocol (wrong shape or types)
     ├── OutputError         (1)    an output could not take the lines (disk full, I/O error)
+    │   └── CursorSaveError        the state directory could not take a cursor (full, read-only)
     └── OutputsBehindError (74)    ``run --once``: outputs left behind (the others are done)
 
 No message ever holds the API token, its hash or an Authorization header.
@@ -22,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 EX_UNAVAILABLE = 69
+EX_CANTCREAT = 73
 EX_IOERR = 74
 EX_TEMPFAIL = 75
 EX_NOPERM = 77
@@ -56,6 +62,19 @@ class LockedError(QcTailError):
     exit_code = EX_TEMPFAIL
 
 
+class CannotCreateError(QcTailError):
+    """A directory or file qc-tail must write cannot be made there (no permission, a path
+    under a file, a read-only file system): restarting will not help."""
+
+    exit_code = EX_CANTCREAT
+
+
+class WriteFailedError(QcTailError):
+    """An I/O error that ends the program (stdout gone or broken, a full disk at start)."""
+
+    exit_code = EX_IOERR
+
+
 class AuthError(QcTailError):
     """QuantConnect rejected the credentials (or the clock) even after fresh signatures."""
 
@@ -68,6 +87,12 @@ class AuthError(QcTailError):
 
 class UnreachableError(QcTailError):
     """The API could not be reached before the retry policy gave up."""
+
+    exit_code = EX_UNAVAILABLE
+
+
+class CannotListenError(QcTailError):
+    """The emulator (or the demo's) cannot listen on the address it was given."""
 
     exit_code = EX_UNAVAILABLE
 
@@ -130,3 +155,11 @@ class OutputsBehindError(QcTailError):
             for failure in failures
         )
         super().__init__(f"{behind}; up to date: {', '.join(up_to_date)}" if up_to_date else behind)
+
+
+class CursorSaveError(OutputError):
+    """A cursor could not be saved (the state directory is full or read-only): the outputs
+    have the lines, their cursors wait in memory and are saved again before anything else.
+    ``delivered``: the lines had reached every output when the save failed."""
+
+    delivered = False

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 
 from tailer.cursor import Cursor
+from tailer.errors import CursorSaveError
 from tailer.follower import ProjectFollower
 from tailer.reader import Batch
 from tailer.sinks import Record, Sink
@@ -24,6 +25,10 @@ class Pipeline:
     each output then stamps the cursor with what it needs to recover (a file's length,
     Loki's last timestamp), and the cursor is saved. Outputs that must not wait on each
     other (files and Loki) go in separate pipelines, each with its own cursors.
+
+    A cursor the state directory could not take (full, read-only) waits in ``unsaved``;
+    ``save_unsaved`` saves it before anything more is delivered. Until then a restart
+    starts from the older cursor on disk, which files are cut back to: nothing is doubled.
     """
 
     def __init__(
@@ -46,6 +51,7 @@ class Pipeline:
         self.make_follower = make_follower
         self._saved: set[tuple[int, str]] = set(saved)  # deployments with a cursor on disk
         self.unfinished = frozenset(unfinished)  # those not done when the run began
+        self.unsaved: dict[tuple[int, str], Cursor] = {}
 
     def deliver(self, group: Sequence[Batch], guard: Guard = contextlib.nullcontext) -> int:
         """Write, flush, stamp and save: after this the group is durable in every output.
@@ -75,16 +81,36 @@ class Pipeline:
 
     def _save_latest(self, group: Sequence[Batch]) -> int:
         latest = {batch.cursor.deploy_id: batch.cursor for batch in group}
-        for cursor in latest.values():
-            self.persist(cursor)
+        failed: CursorSaveError | None = None
+        for cursor in latest.values():  # each, even after one failed: all wait alike
+            try:
+                self.persist(cursor)
+            except CursorSaveError as exc:
+                failed = exc
+        if failed is not None:
+            failed.delivered = True
+            raise failed
         return sum(batch.count or (batch.gap is not None) for batch in group)
 
     def persist(self, cursor: Cursor) -> None:
         for output in self.outputs:
             cursor = output.stamp(cursor)
-        if self._save is not None:
-            self._save(cursor)
+        self._store(cursor)
+
+    def save_unsaved(self) -> None:
+        """Save the cursors a failed save left waiting; CursorSaveError while it fails."""
+        for cursor in list(self.unsaved.values()):
+            self._store(cursor)
+
+    def _store(self, cursor: Cursor) -> None:
         key = (cursor.project_id, cursor.deploy_id)
+        if self._save is not None:
+            try:
+                self._save(cursor)
+            except CursorSaveError:
+                self.unsaved[key] = cursor
+                raise
+        self.unsaved.pop(key, None)
         if cursor.done:  # nothing more of it will come: a daemon that runs for months
             self._saved.discard(key)  # would otherwise keep one key per deployment it saw
         else:

@@ -11,6 +11,15 @@ from typing import NamedTuple
 
 _STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2})(?= |$)")
 
+# What could end a line, or move a terminal's cursor, for some reader: C0 controls but tab,
+# DEL, C1 controls (U+0085 is a line break to Unicode-aware readers, U+009B a CSI) and the
+# Unicode line and paragraph separators. Escaped in text outputs, so no row can pose as two.
+_CONTROLS = [*range(0x00, 0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
+_HAS_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_HAS_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" for code in _CONTROLS}
+_ESCAPES |= {ord("\n"): "\\n", ord("\r"): "\\r"}
+
 
 class Line(NamedTuple):
     """One log line of one deployment (a NamedTuple: a catch-up makes 100,000 of them)."""
@@ -102,6 +111,29 @@ def line_time(text: str) -> datetime | None:
 def fingerprint(text: str) -> str:
     """A short, stable digest of a line's text, kept in cursors to recognise it later."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def escaped(text: str) -> str:
+    """``text`` as one physical line of a text output: ``\\n`` and ``\\r`` as the two characters
+    backslash-n and backslash-r, every other control character but tab as ``\\xHH`` (the
+    line separators U+2028/U+2029 as ``\\u2028``/``\\u2029``); the rest as it is.
+
+    Not reversible, on purpose: a backslash is left alone, so the common line (a Windows
+    path, a regex) is written exactly as logged; a row that holds a real backslash-n reads
+    like an escaped line break. JSON and Loki carry the exact text.
+    """
+    return text.translate(_ESCAPES) if _HAS_CONTROL.search(text) else text
+
+
+def escaped_lines(texts: Sequence[str]) -> str:
+    """The texts as text lines: each ``escaped`` and ended by ``\\n`` (one pass over the
+    whole block when, as nearly always, none holds a control character)."""
+    if not texts:
+        return ""
+    block = "\n".join(texts)
+    if block.count("\n") == len(texts) - 1 and not _HAS_CONTROL_BUT_NEWLINE.search(block):
+        return block + "\n"
+    return "".join(escaped(text) + "\n" for text in texts)
 
 
 Record = Line | LineRun | Gap

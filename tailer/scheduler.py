@@ -12,6 +12,7 @@ from tailer.discovery import Discovery
 from tailer.errors import (
     ApiError,
     AuthError,
+    CursorSaveError,
     OutputError,
     OutputsBehindError,
     TransientError,
@@ -270,13 +271,18 @@ class Scheduler:
         slot.delay = self.interval if found else min(slot.delay * 2, self.max_interval)
         slot.due = self._clock() + slot.delay + self._phase(slot)
         if not found and self._ended(slot):
-            self._drop(slot)
+            try:
+                self._drop(slot)
+            except CursorSaveError as exc:  # dropped at a later poll, once saved
+                self._failed(slot, exc)
 
     def _poll(self, slot: _Slot, turn: int | None = None) -> int:
         """Deliver a follower's new batches, several windows at a time, then commit them;
         after ``turn`` groups, stop: the next call goes on where this one stopped."""
         found = 0
         follower = slot.follower
+        with self.shutdown.critical():  # cursors a full state directory held back come first
+            slot.pipeline.save_unsaved()
         batches = slot.batches or follower.poll()
         slot.batches = None  # kept only if the turn ends with batches to come
         group: list[Batch] = []
@@ -308,7 +314,13 @@ class Scheduler:
     def _deliver(self, slot: _Slot, group: list[Batch]) -> int:
         with self.shutdown.critical():
             self._save_started(slot)
-        slot.pipeline.deliver(group, guard=self.shutdown.critical)
+        try:
+            slot.pipeline.deliver(group, guard=self.shutdown.critical)
+        except CursorSaveError as exc:
+            if exc.delivered:  # the outputs have the lines: only their cursors wait
+                for batch in group:
+                    slot.follower.commit(batch)
+            raise
         for batch in group:
             slot.follower.commit(batch)
         self._succeeded()  # lines delivered: the API and the outputs both work
@@ -324,10 +336,10 @@ class Scheduler:
         return all(reader.caught_up for reader in slot.follower.readers)
 
     def _drop(self, slot: _Slot) -> None:
-        log.info("stopped_following", project=slot.follower.project_id, name=slot.follower.name)
         with self.shutdown.critical():
             for reader in slot.follower.readers:
                 slot.pipeline.persist(replace(reader.cursor, done=True))
+        log.info("stopped_following", project=slot.follower.project_id, name=slot.follower.name)
         self.slots.remove(slot)
 
     def _succeeded(self) -> None:

@@ -8,18 +8,24 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import structlog
+
 from tailer.api import QcApi
 from tailer.assembly import follower_factory
 from tailer.config import Config, FollowConfig
 from tailer.daemon import Notifier, detached
+from tailer.directories import prepare
 from tailer.discovery import Discovery
+from tailer.errors import WriteFailedError
 from tailer.pipeline import Pipeline
 from tailer.scheduler import Scheduler
 from tailer.shutdown import Shutdown
 from tailer.sinks import Sink
-from tailer.sinks.files import FileSink
+from tailer.sinks.files import DIR_MODE, FileSink
 from tailer.sinks.stdout import StdoutSink
 from tailer.store import CursorStore, StateLock
+
+log = structlog.get_logger(__name__)
 
 
 def serve(
@@ -106,6 +112,7 @@ def _pipelines(
     outputs: list[Sink] = []
     names: list[str] = []  # as a user knows them, in messages
     if output.directory:
+        prepare(output.directory, DIR_MODE, "output.directory")  # at start: a clear error
         files = FileSink(output.directory)
         shutdown.on_hangup(files.reopen)
         outputs.append(files)
@@ -113,7 +120,11 @@ def _pipelines(
     if output.stdout:
         several = len(config.follows) > 1 or config.discovery.enabled  # else: on a redeploy
         prefix = True if several else None
-        outputs.append(StdoutSink(sys.stdout, format=output.format, prefix=prefix))
+        alone = not output.directory and output.loki is None
+        closed = _stdout_was_the_only_output if alone else _stdout_closed
+        outputs.append(
+            StdoutSink(sys.stdout, format=output.format, prefix=prefix, on_closed=closed)
+        )
         names.append("stdout")
     pipelines = []
     if outputs:
@@ -131,6 +142,21 @@ def _pipelines(
     if len(pipelines) > 1:
         api.cache_ttl = min(1.0, config.poll.interval / 2)  # one request serves both pipelines
     return pipelines
+
+
+def _stdout_closed() -> None:
+    """The reader of stdout went away (the journal, a pipe): unlike ``tail | head``, not an
+    end, since the other outputs still work; stdout gets no more lines until a restart."""
+    log.error(
+        "stdout_closed",
+        hint="nothing reads stdout any more; the files and Loki go on without it until a restart",
+    )
+
+
+def _stdout_was_the_only_output() -> None:
+    raise WriteFailedError(
+        "stdout was closed: nothing reads the lines any more, and it is the only output"
+    )
 
 
 def _pipeline(

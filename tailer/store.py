@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -13,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from tailer.cursor import Cursor
-from tailer.errors import LockedError, StateError
+from tailer.directories import prepare, unwritable
+from tailer.errors import CursorSaveError, LockedError, StateError
 
 VERSION = 1
-_SAFE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+_SAFE = re.compile(r"[A-Za-z0-9_-]{1,80}")  # fullmatch: "$" would let a trailing newline in
 _FIELDS: dict[str, type | tuple[type, ...]] = {
     "project_id": int,
     "deploy_id": str,
@@ -35,8 +37,13 @@ _OPTIONAL: dict[str, type | tuple[type, ...]] = {
 
 
 def safe_name(value: str) -> str:
-    """``value`` if it is a plain name, else a readable, distinct and harmless stand-in."""
-    if _SAFE.match(value):
+    """``value`` if it is a plain name, else a readable, distinct and harmless stand-in.
+
+    Distinct values get distinct names, case included: on a case-insensitive file system
+    two deploy ids that differ only in case would meet in one file, but QuantConnect's are
+    ``L-`` and lowercase hex, and the files stay named as the deployments are.
+    """
+    if _SAFE.fullmatch(value):
         return value
     cleaned = re.sub(r"[^A-Za-z0-9_-]", "_", value)[:48]
     digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:20]
@@ -65,28 +72,31 @@ class CursorStore:
         for path in sorted(self.root.glob("*/*.json")):
             cursor = self._load(path)
             cursors[(cursor.project_id, cursor.deploy_id)] = cursor
-        for leftover in self.root.glob("*/.*.tmp"):
-            leftover.unlink(missing_ok=True)  # a save cut short; the renamed file is the truth
+        for leftover in self.root.glob("*/.*.tmp"):  # a save cut short: the renamed file is
+            with contextlib.suppress(OSError):  # the truth, and a leftover harms nothing
+                leftover.unlink(missing_ok=True)
         return cursors
 
     def save(self, cursor: Cursor) -> None:
+        """Replace the deployment's cursor; CursorSaveError if the state directory cannot
+        take it (full, read-only), the old cursor then still in place."""
         path = self.path(cursor.project_id, cursor.deploy_id)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         data = json.dumps({"version": VERSION, **asdict(cursor)}, sort_keys=True).encode()
         tmp = path.parent / f".{path.name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _write_new(tmp, data)
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            why = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "I/O error"
+            raise CursorSaveError(
+                f"cannot save a cursor: {why} ({exc.strerror or exc}); the outputs have the "
+                "lines, and their cursors are saved once it takes them again",
+                output=f"state directory {self.root.parent}",
+            ) from None
 
     def _load(self, path: Path) -> Cursor:
         try:
@@ -127,6 +137,17 @@ class CursorStore:
         )
 
 
+def _write_new(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -143,8 +164,11 @@ class StateLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        prepare(self.path.parent, 0o750, "state.dir")
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise unwritable(self.path, "", exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -158,10 +182,12 @@ class StateLock:
         self.stamp()
 
     def stamp(self) -> None:
-        """Write our pid into the lock file (again after detaching: the pid changed)."""
+        """Write our pid into the lock file (again after detaching: the pid changed); only
+        for the message a second instance shows, so a full disk is no reason to stop."""
         if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+                os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 
     def fds(self) -> list[int]:
         return [self._fd] if self._fd is not None else []

@@ -23,13 +23,22 @@ from tailer.emulator import Emulator
 
 USER_ID = 4321
 TOKEN = "canary-5f1c0ffee0ddba11-token"  # never to appear in any output
+LOKI_USER = "loki-canary-user"
+LOKI_SECRET = "loki-canary-0b5e55ed-secret"  # Loki's password or bearer token: never shown
 PROJECT = 777
 _SINCE = int(time.time()) - 5
+_LOKI_FORMS = [
+    LOKI_SECRET,
+    base64.b64encode(f"{LOKI_USER}:{LOKI_SECRET}".encode()).decode(),  # Basic
+    base64.b64encode(f"{LOKI_SECRET}:".encode()).decode(),  # Basic, the token as user name
+]
 
 
 def secrets_in(text: str) -> list[str]:
-    """The canary token, or any hash or Authorization value made from it, found in ``text``."""
+    """The canary token, or any hash or Authorization value made from it, and Loki's canary
+    password or token in any form sent, found in ``text``."""
     found = [TOKEN] if TOKEN in text else []
+    found += [form for form in _LOKI_FORMS if form in text]
     for stamp_ in range(_SINCE, int(time.time()) + 5):
         digest = hashlib.sha256(f"{TOKEN}:{stamp_}".encode()).hexdigest()
         basic = base64.b64encode(f"{USER_ID}:{digest}".encode()).decode()
@@ -182,6 +191,10 @@ class Background:
     def _read_stderr(self) -> None:
         assert self.process.stderr is not None
         self._stderr.extend(self.process.stderr)
+
+    def stderr(self) -> str:
+        """What it wrote to stderr so far (its events)."""
+        return "".join(self._stderr)
 
     def wait_for(self, count: int, timeout: float = 30) -> list[str]:
         """The lines so far, once there are ``count`` (a hang guard: ``timeout``)."""

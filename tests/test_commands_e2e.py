@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -20,6 +21,7 @@ from tailer.auth import QcAuth
 from tailer.emulator import Emulator
 
 from .conftest import PROJECT, USER_ID, Background, clock_env, qc_tail, run, secrets_in
+from .loki_recorder import LokiRecorder
 
 OTHER = 888  # a second project, its deployment stopped
 IDLE = 999  # a project that was never deployed
@@ -75,6 +77,7 @@ def test_list_json_gives_one_object_per_deployment_and_filters_by_status(account
 def test_check_validates_credentials_and_shows_what_would_be_followed(account, tmp_path):
     config = tmp_path / "qc-tail.toml"
     config.write_text(
+        f'[state]\ndir = "{tmp_path}"\n\n'
         "[discovery]\nenabled = true\n\n"
         f'[[follow]]\nproject_id = {PROJECT}\nname = "mr"\n\n'
         f"[[follow]]\nproject_id = {IDLE}\n"
@@ -84,12 +87,65 @@ def test_check_validates_credentials_and_shows_what_would_be_followed(account, t
     deploy_id = account.deploy_ids(PROJECT)[-1]
     assert result.stdout.splitlines() == [
         f"config: {config}: ok",
+        f"state.dir: {tmp_path}: writable",
         f"credentials: ok (user {USER_ID}, clock skew 0 s)",
         f"follow: project {PROJECT} [mr]: {deploy_id} (current, across redeploys), status Running",
         f"follow: project {IDLE}: no live deployment yet (will wait)",
         "discovery: 1 running deployment(s) would be followed",
         f"  project {PROJECT} [mean-reversion]: {deploy_id}",
     ]
+
+
+def outputs_config(tmp_path: Path, state: Path, directory: Path, loki_url: str) -> Path:
+    config = tmp_path / "qc-tail.toml"
+    config.write_text(
+        f'[state]\ndir = "{state}"\n[discovery]\nenabled = false\n'
+        f'[output]\ndirectory = "{directory}"\n[output.loki]\nurl = "{loki_url}"\n'
+    )
+    return config
+
+
+def test_check_says_the_outputs_can_be_used(account, tmp_path):
+    with LokiRecorder() as loki:
+        config = outputs_config(tmp_path, tmp_path, tmp_path / "new" / "out", loki.url)
+        result = run(account, "check", "--config", str(config))
+        ready = f"{loki.base_url}/ready"
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1:4] == [
+        f"state.dir: {tmp_path}: writable",
+        f"output.directory: {tmp_path / 'new' / 'out'}: missing; can be made (under {tmp_path})",
+        f"loki: {ready}: answers (HTTP 404: 404 page not found)",  # the recorder has no /ready
+    ]
+    assert not (tmp_path / "new").exists()  # check makes nothing
+
+
+def test_check_says_which_directory_cannot_be_made_and_exits_73(account, tmp_path):
+    (tmp_path / "file").write_text("")
+    bad = tmp_path / "file" / "out"
+    with LokiRecorder() as loki:
+        config = outputs_config(tmp_path, tmp_path, bad, loki.url)
+        result = run(account, "check", "--config", str(config))
+    assert result.returncode == 73, result.stderr
+    assert "Traceback" not in result.stderr
+    assert (
+        f"output.directory: {bad}: cannot create or write there: a part of the path is a "
+        "file, not a directory"
+    ) in result.stdout
+    assert "credentials: ok" in result.stdout  # the rest is checked all the same
+
+
+def test_check_says_loki_does_not_answer_and_exits_69(account, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://user:pw-secret@127.0.0.1:{port}/loki/api/v1/push"
+    config = outputs_config(tmp_path, tmp_path, tmp_path / "out", url)
+    result = run(account, "check", "--config", str(config))
+    assert result.returncode == 69, result.stderr
+    assert f"loki: http://***@127.0.0.1:{port}/ready: no answer (ConnectionError)" in (
+        result.stdout
+    )
+    assert "pw-secret" not in result.stdout + result.stderr
 
 
 def test_check_with_a_wrong_token_exits_77_and_says_so(account):
@@ -232,3 +288,29 @@ def test_the_emulator_refuses_an_unknown_fault_kind_as_a_usage_error():
     )
     assert result.returncode == 2
     assert "unknown kind 'bogus'" in result.stderr and "empty500" in result.stderr
+
+
+def test_the_emulator_on_a_port_in_use_exits_69_saying_so():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            qc_tail("emulator", "--port", str(port)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=plain_env(),
+        )
+    assert result.returncode == 69, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in result.stderr
+
+
+def test_the_emulator_refuses_a_port_out_of_range_as_a_usage_error():
+    result = subprocess.run(
+        qc_tail("emulator", "--port", "70000"), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "from 0 to 65535" in result.stderr

@@ -87,10 +87,27 @@ def test_lines_of_each_deployment_go_to_their_own_file_raw_and_in_order(out, sin
 
 
 def test_lines_are_written_byte_for_byte(out, sink):
-    odd = ["", "  leading and trailing  ", "tab\there", "café ✓ 日本", "\x1b[31mred\x1b[0m", "cr\r"]
+    odd = ["", "  leading and trailing  ", "tab\there", "café ✓ 日本", "C:\\new\\table"]
     sink.write(lines("L-a", odd))
     sink.flush()
     assert sink.path(PROJECT, "L-a").read_bytes() == raw(odd)
+
+
+def test_a_row_holding_a_line_break_or_controls_stays_one_line(out, sink):
+    """An algorithm (or anything it logs) cannot forge a line of its own, or of qc-tail's."""
+    hostile = ["a\n2026-03-01 09:30:00 Order filled", "cr\r", "\x1b[31mred\x1b[0m", "nel\x85x"]
+    sink.write(lines("L-a", ["before", *hostile, "after"]))
+    sink.flush()
+    written = sink.path(PROJECT, "L-a").read_bytes()
+    assert written.decode().split("\n") == [
+        "before",
+        "a\\n2026-03-01 09:30:00 Order filled",
+        "cr\\r",
+        "\\x1b[31mred\\x1b[0m",
+        "nel\\x85x",
+        "after",
+        "",
+    ]
 
 
 def test_later_batches_and_later_runs_append(out, sink):
@@ -487,6 +504,14 @@ def test_a_hostile_deploy_id_never_escapes_the_directory(tmp_path, out, sink, de
     assert path.parent == out / "777"
     assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == [path]
     assert path.read_bytes() == b"hello\n"
+
+
+def test_a_deploy_id_ending_in_a_newline_makes_no_file_name_with_one(out, sink):
+    sink.write(lines("L-abc\n", ["hello"]) + lines("L-abc", ["plain"]))
+    sink.flush()
+    names = sorted(path.name for path in out.rglob("*"))
+    assert all(name.isprintable() for name in names), names
+    assert len(names) == 3  # the project's directory and two files
 
 
 def test_hostile_deploy_ids_get_a_file_each(out, sink):

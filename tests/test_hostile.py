@@ -885,13 +885,13 @@ def test_a_hostile_name_cannot_forge_another_deployments_prefix(name, deploy_id,
     ]
     out = prefixed(records)
     parts = text.split("\n")
-    assert len(out) == 2 + 2 * len(parts)  # one physical line per part, no more
+    assert len(out) == 4  # one physical line per row, its line breaks escaped
     theirs = "[other] "
     assert out[0] == theirs + "from other 0" and out[-1] == theirs + "from other 1"
     ours = out[1:-1]
     label = display_name(name)
     first, second = f"[{label}] ", f"[{label} {display_name(deploy_id)[:10]}] "
-    assert ours == [first + part for part in parts] + [second + part for part in parts]
+    assert ours == [first + "\\n".join(parts), second + "\\n".join(parts)]
     for head in (first, second):
         assert head.count("[") == 1 and head.count("]") == 1  # the label closes only once
         assert "\n" not in head and "\r" not in head
@@ -925,9 +925,9 @@ def test_a_prefix_holds_no_control_characters(name):
     assert 1 <= len(label) <= 64
 
 
-def test_every_physical_line_of_a_multi_line_text_carries_its_prefix():
+def test_a_multi_line_text_is_one_prefixed_line():
     out = prefixed([Line(PROJECT, DEPLOY, "evil] [other", 0, 0, "a\n[other] forged\n\nb")])
-    assert out == ["[evil_ _other] " + part for part in ["a", "[other] forged", "", "b"]]
+    assert out == ["[evil_ _other] a\\n[other] forged\\n\\nb"]
 
 
 # -- hostile names: the cursor store -----------------------------------------------------------

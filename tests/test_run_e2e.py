@@ -10,7 +10,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,8 +21,10 @@ from .conftest import (
     PROJECT,
     TOKEN,
     USER_ID,
+    Background,
     assert_no_secrets_under,
     cli_env,
+    fill,
     kill_when,
     qc_tail,
     run,
@@ -35,7 +37,14 @@ PROJECTS = (101, 202, 303)
 
 
 def config(
-    tmp_path: Path, emu: Emulator, *, follows=(), discovery=True, start="project", **output
+    tmp_path: Path,
+    emu: Emulator,
+    *,
+    follows=(),
+    discovery=True,
+    start="project",
+    state: Path | None = None,
+    **output,
 ) -> Path:
     """A config file for the daemon, pointed at the emulator and at tmp_path."""
     lines = [
@@ -48,14 +57,17 @@ def config(
         "max_interval = 0.2",
         "drain = 1",
         "[state]",
-        f'dir = "{tmp_path / "state"}"',
+        f'dir = "{state or tmp_path / "state"}"',
         "[discovery]",
         f"enabled = {str(discovery).lower()}",
         "interval = 0.5",
         f'start = "{start}"',
         "[output]",
-        f'directory = "{output.get("directory", tmp_path / "out")}"',
     ]
+    if output.get("stdout"):
+        lines.append("stdout = true")
+    if output.get("directory", tmp_path / "out") is not None:
+        lines.append(f'directory = "{output.get("directory", tmp_path / "out")}"')
     for project_id in follows:
         lines += ["[[follow]]", f"project_id = {project_id}"]
     path = tmp_path / "qc-tail.toml"
@@ -283,6 +295,121 @@ def test_corrupt_state_exits_78_naming_the_file(tmp_path, fleet):
     assert str(cursor) in result.stderr
     assert "Traceback" not in result.stderr
     assert cursor.read_text() == '{"version": 1, "position": '
+
+
+@pytest.mark.parametrize("key", ["state", "directory"])
+@pytest.mark.parametrize("where", ["under-a-file", "under-proc"])
+def test_a_directory_that_cannot_be_made_exits_73_saying_which(tmp_path, fleet, key, where):
+    (tmp_path / "file").write_text("")
+    bad = tmp_path / "file" / "sub" if where == "under-a-file" else Path("/proc/qc-tail-test")
+    path = config(tmp_path, fleet, **{key: bad})
+    result = run(fleet, "--config", str(path), "run", "--once")
+    assert result.returncode == 73, result.stderr
+    assert "Traceback" not in result.stderr
+    name = "state.dir" if key == "state" else "output.directory"
+    assert f"qc-tail: error: {name} = {bad}: cannot create or write there" in result.stderr
+
+
+def test_a_full_state_directory_mid_run_is_waited_out_and_nothing_is_doubled(tmp_path, fleet):
+    """The state directory on a real tmpfs: filled while lines keep coming, then freed."""
+    project_id = PROJECTS[0]
+    deploy_id = fleet.deploy_ids(project_id)[-1]
+    fleet.write(project_id, [stamp(n) for n in range(100)])
+    fleet.publish()
+    with tmpfs(tmp_path / "statefs", "256k") as statefs:
+        path = config(
+            tmp_path, fleet, follows=[project_id], discovery=False, state=statefs / "state"
+        )
+        cursor = statefs / "state" / "cursors" / str(project_id) / f"{deploy_id}.json"
+        process = Background(qc_tail("--config", str(path), "run"), cli_env(fleet))
+        try:
+            assert wait_until(lambda: cursor.exists() and position(cursor) == 100)
+            fill(statefs / "filler")
+            fleet.write(project_id, [stamp(n) for n in range(100, 250)])
+            fleet.publish()
+            assert wait_until(lambda: '"poll_failing"' in process.stderr())
+            assert len(output_of(tmp_path, project_id, deploy_id)) == 250
+            assert position(cursor) == 100  # the lines are out; their cursor could not follow
+            (statefs / "filler").unlink()
+            assert wait_until(lambda: '"poll_recovered"' in process.stderr())
+            assert position(cursor) == 250
+        finally:
+            code, stderr = process.stop(signal.SIGTERM)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr and secrets_in(stderr) == []
+    assert output_of(tmp_path, project_id, deploy_id) == fleet.published(project_id, deploy_id)
+    failing = [line for line in stderr.splitlines() if '"poll_failing"' in line]
+    assert len(failing) == 1 and "cannot save a cursor: the disk is full" in failing[0], stderr
+    assert sum('"poll_recovered"' in line for line in stderr.splitlines()) == 1, stderr
+
+
+def position(cursor: Path) -> int:
+    return int(json.loads(cursor.read_text())["position"])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20) -> bool:
+    """A hang guard: True once ``condition`` holds, False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def closing_stdout(path: Path, emu: Emulator, project_id: int) -> subprocess.Popen[str]:
+    """The daemon, once its stdout's reader has read a line and gone away, and more lines
+    have been published (so stdout is written to after it was closed)."""
+    process = subprocess.Popen(
+        qc_tail("--config", str(path), "run"),
+        env=cli_env(emu),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline()
+    process.stdout.close()
+    emu.write(project_id, [stamp(n) for n in range(5, 400)])
+    emu.publish()
+    return process
+
+
+def test_run_goes_on_with_the_files_when_its_stdout_is_closed(tmp_path, fleet):
+    project_id = PROJECTS[0]
+    deploy_id = fleet.deploy_ids(project_id)[-1]
+    fleet.write(project_id, [stamp(n) for n in range(5)])
+    fleet.publish()
+    path = config(tmp_path, fleet, follows=[project_id], discovery=False, stdout=True)
+    process = closing_stdout(path, fleet, project_id)
+    try:
+        assert wait_until(lambda: len(output_of(tmp_path, project_id, deploy_id)) == 400)
+        fleet.write(project_id, ["after"])
+        fleet.publish()
+        assert wait_until(lambda: output_of(tmp_path, project_id, deploy_id)[-1:] == ["after"])
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code, stderr = finish(process)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    closed = [json.loads(line) for line in stderr.splitlines() if '"stdout_closed"' in line]
+    assert [event["level"] for event in closed] == ["error"]
+    assert output_of(tmp_path, project_id, deploy_id) == fleet.published(project_id, deploy_id)
+
+
+def test_run_whose_only_output_is_a_closed_stdout_exits_74(tmp_path, fleet):
+    project_id = PROJECTS[0]
+    fleet.write(project_id, [stamp(n) for n in range(5)])
+    fleet.publish()
+    path = config(
+        tmp_path, fleet, follows=[project_id], discovery=False, stdout=True, directory=None
+    )
+    process = closing_stdout(path, fleet, project_id)
+    code, stderr = finish(process)
+    assert code == 74, stderr
+    assert "Traceback" not in stderr
+    assert "qc-tail: error: stdout was closed" in stderr
 
 
 def test_a_second_instance_on_the_same_state_exits_with_a_clear_message(tmp_path, fleet):

@@ -12,13 +12,15 @@ from tailer.api import QcApi
 from tailer.auth import QcAuth
 from tailer.cursor import Cursor
 from tailer.emulator import Emulator, Fault
-from tailer.errors import OutputError, QcTailError
+from tailer.errors import CursorSaveError, OutputError, QcTailError
 from tailer.follower import ProjectFollower, Start
 from tailer.pipeline import Pipeline
 from tailer.retry import RetryPolicy
 from tailer.scheduler import GROUP_LINES, Scheduler
 from tailer.shutdown import Shutdown
+from tailer.sinks.files import FileSink
 from tailer.sinks.stdout import StdoutSink
+from tailer.store import CursorStore
 
 from .conftest import PROJECT, TOKEN, USER_ID
 
@@ -191,3 +193,51 @@ def test_a_long_catch_up_takes_turns_with_the_first_poll_of_others(emu, api):
     printed = out.getvalue().splitlines()
     assert len(printed) == 3 * GROUP_LINES + 1
     assert GROUP_LINES <= printed.index("[small] small news") < 2 * GROUP_LINES
+
+
+class FlakyStore(CursorStore):
+    """A real cursor store whose saves fail (as on a full disk) while ``full`` is set."""
+
+    full = False
+
+    def save(self, cursor: Cursor) -> None:
+        if self.full:
+            raise CursorSaveError(
+                "cannot save a cursor: the disk is full", output="state directory"
+            )
+        super().save(cursor)
+
+
+def test_cursors_a_full_state_directory_refused_are_saved_later_and_no_line_is_doubled(
+    emu, api, tmp_path
+):
+    emu.deploy(PROJECT)
+    store = FlakyStore(tmp_path / "state")
+    files = FileSink(tmp_path / "out")
+    follower = ProjectFollower(api, PROJECT, start=Start("deployment"), clock=lambda: 0.0)
+    time = FakeTime(until=60)
+    turns: list[float] = []
+
+    def on_idle() -> None:
+        turns.append(time.now)
+        if len(turns) == 1:  # the first lines are out; now the disk fills up
+            store.full = True
+            emu.write(PROJECT, ["two", "three"])
+            emu.publish()
+        if len(turns) == 6:
+            store.full = False
+
+    emu.write(PROJECT, ["one"])
+    emu.publish()
+    pipeline = Pipeline([files], [follower], save=store.save)
+    with capture_logs() as events:
+        Scheduler([pipeline], time, interval=1.0, max_interval=8.0, clock=time.clock).run(
+            on_idle=on_idle
+        )
+    deploy_id = emu.deploy_ids(PROJECT)[-1]
+    assert files.path(PROJECT, deploy_id).read_text() == "one\ntwo\nthree\n"
+    (saved,) = store.load_all().values()
+    assert saved.position == 3 and saved.file_size == len("one\ntwo\nthree\n")
+    assert pipeline.unsaved == {}
+    names = [e["event"] for e in events if e["log_level"] in ("warning", "info", "error")]
+    assert names.count("poll_failing") == 1 and names.count("poll_recovered") == 1

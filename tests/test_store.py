@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tailer.cursor import Cursor
-from tailer.errors import LockedError, StateError
+from tailer.errors import CannotCreateError, CursorSaveError, LockedError, StateError
 from tailer.store import CursorStore, StateLock, safe_name
 
 from .conftest import fill
@@ -222,10 +222,10 @@ def test_a_save_that_hits_a_full_disk_keeps_the_old_cursor(tiny_tmpfs):
     store.save(old)
     fill(tiny_tmpfs / "filler")
 
-    with pytest.raises(OSError) as caught:
+    with pytest.raises(CursorSaveError, match="disk is full") as caught:
         store.save(FULL)
 
-    assert caught.value.errno == errno.ENOSPC
+    assert str(tiny_tmpfs / "state") in str(caught.value)
     assert temp_files(store) == []
     assert CursorStore(tiny_tmpfs / "state").load_all() == {(777, FULL.deploy_id): old}
     (tiny_tmpfs / "filler").unlink()
@@ -252,6 +252,25 @@ def test_a_hostile_deploy_id_stays_inside_the_store(tmp_path, deploy_id):
 def test_hostile_deploy_ids_get_distinct_names():
     names = [safe_name(deploy_id) for deploy_id in HOSTILE_IDS]
     assert len(set(names)) == len(HOSTILE_IDS)
+
+
+@pytest.mark.parametrize(
+    "deploy_id",
+    ["L-abc\n", "L-abc\r", "L-a\nb", "\nL-abc", "L-abc\x00", "L-abc/..", "..", "L-\x1b[2J"],
+    ids=repr,
+)
+def test_a_name_with_a_control_character_or_a_slash_is_never_taken_as_plain(deploy_id):
+    name = safe_name(deploy_id)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{0,48}~[0-9a-f]{20}", name), name
+
+
+def test_names_of_300_characters_are_shortened_and_kept_apart():
+    names = {safe_name("L-" + "a" * 298), safe_name("L-" + "a" * 297 + "b")}
+    assert len(names) == 2 and all(len(name) <= 80 for name in names)
+
+
+def test_deploy_ids_that_differ_only_in_case_get_distinct_names():
+    assert safe_name("L-abc") == "L-abc" and safe_name("L-ABC") == "L-ABC"
 
 
 def test_plain_deploy_ids_keep_their_own_name():
@@ -366,3 +385,24 @@ def test_after_release_the_lock_can_be_taken_again_in_the_same_process(tmp_path)
     second.release()
     first.acquire()
     first.release()
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "proc"])
+def test_a_state_directory_that_cannot_be_made_is_a_clear_error(tmp_path, where):
+    (tmp_path / "file").write_text("")
+    state = tmp_path / "file" / "state" if where == "under-a-file" else Path("/proc/qc-tail")
+    with pytest.raises(CannotCreateError) as caught:
+        StateLock(state).acquire()
+    assert caught.value.exit_code == 73
+    assert f"state.dir = {state}" in str(caught.value)
+
+
+def test_a_save_into_a_state_directory_that_cannot_take_it_keeps_the_old_cursor(tmp_path):
+    """Stands in for a read-only one (root writes through modes): a file where the
+    project's cursor directory should be."""
+    store = CursorStore(tmp_path / "state")
+    store.save(Cursor(777, "L-a", position=1))
+    (store.root / "778").write_text("")
+    with pytest.raises(CursorSaveError, match="cannot save a cursor"):
+        store.save(Cursor(778, "L-b", position=2))
+    assert store.load_all() == {(777, "L-a"): Cursor(777, "L-a", position=1)}

@@ -20,13 +20,14 @@ from pathlib import Path
 import pytest
 
 from tailer.config import CREDENTIAL_NAME
-from tailer.errors import EX_CONFIG, EX_NOPERM, EX_TEMPFAIL
+from tailer.errors import EX_CANTCREAT, EX_CONFIG, EX_NOPERM, EX_TEMPFAIL
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "qc-tail.service"
 LOGROTATE = ROOT / "systemd" / "qc-tail.logrotate"
 SHIPPED_BINARY = "/usr/local/bin/qc-tail"
 MAX_EXPOSURE = 1.5
+SYSTEMD_CREDENTIALS = 243  # systemd's exit status when LoadCredential= cannot be set up
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 
 systemd_analyze = shutil.which("systemd-analyze", path=SBIN_PATH)
@@ -172,9 +173,10 @@ def test_unit_has_the_required_settings() -> None:
         "PrivateTmp": "yes",
     }
     assert {key: service.get(key) for key in expected} == expected
-    # Restarting cannot fix a held state directory, a rejected token or a bad config.
+    # Restarting cannot fix a directory that cannot be made, a held state directory, a
+    # rejected token, a bad config, or a token file systemd cannot load (243/CREDENTIALS).
     prevent = {int(code) for code in service["RestartPreventExitStatus"].split()}
-    assert prevent == {EX_TEMPFAIL, EX_NOPERM, EX_CONFIG}
+    assert prevent == {EX_CANTCREAT, EX_TEMPFAIL, EX_NOPERM, EX_CONFIG, SYSTEMD_CREDENTIALS}
     # HTTPS over IPv4/IPv6, AF_UNIX for $NOTIFY_SOCKET; nothing may cut the network off.
     families = set(" ".join(unit["Service"]["RestrictAddressFamilies"]).split())
     assert families == {"AF_INET", "AF_INET6", "AF_UNIX"}
@@ -289,3 +291,14 @@ def test_logrotate_forced_rotation_creates_and_reloads_once(tmp_path: Path) -> N
         assert log.with_name(log.name + ".1").read_text() == "second\n"
         assert log.with_name(log.name + ".2.gz").is_file()
     assert marker.read_text() == "reload\nreload\n"
+
+
+def test_the_readme_explains_what_a_missing_token_file_looks_like() -> None:
+    """systemd says only this when LoadCredential='s file is missing; the README must tell
+    what it means, and its table must list the unit's exit codes that stop the restarts."""
+    readme = (UNIT.parent / "README.md").read_text()
+    assert "Failed to set up credentials: Protocol error" in readme
+    assert "243/CREDENTIALS" in readme
+    prevent = _parse_unit(UNIT.read_text())["Service"]["RestartPreventExitStatus"][-1].split()
+    for code in prevent:
+        assert re.search(rf"^\| {code} \|.*\*\*no\*\*", readme, re.MULTILINE), code

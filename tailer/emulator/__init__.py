@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import secrets
 import signal
 import ssl
@@ -15,6 +16,7 @@ from tailer.emulator.faults import Fault, Faults
 from tailer.emulator.model import Model
 from tailer.emulator.scenery import Scenery
 from tailer.emulator.server import Api, ApiServer, Stats
+from tailer.errors import CannotListenError
 
 __all__ = ["Emulator", "Fault", "Scenery", "Stats", "serve"]
 
@@ -86,7 +88,10 @@ class Emulator:
         """Serve in a daemon thread (and publish snapshots in another, if periodic)."""
         if self._server is not None:
             raise RuntimeError("the emulator is already serving")
-        self._server = ApiServer((host, port), self.api)
+        try:
+            self._server = ApiServer((host, port), self.api)
+        except OSError as exc:  # the port taken, the host not this machine's
+            raise CannotListenError(_cannot_listen(host, port, exc)) from None
         server = self._server
         if self.tls is not None:
             server.socket = self.tls.wrap_socket(server.socket, server_side=True)
@@ -193,6 +198,16 @@ def bench_line(i: int) -> str:
         f"2026-03-02 {hour:02d}:{minute:02d}:{second:02d} Order filled: {side} {quantity} SPY"
         f" @ {451 + i % 97 / 100:.2f}, fees $1.00 #{i}"
     )
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> str:
+    why = {
+        errno.EADDRINUSE: "the port is in use (another emulator?); choose another --port, or "
+        "--port 0 for a free one",
+        errno.EACCES: "permission denied (ports below 1024 need root); choose another --port",
+        errno.EADDRNOTAVAIL: "the address is not this machine's; choose another --host",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return f"emulator: cannot listen on {host}:{port}: {why}"
 
 
 def serve(

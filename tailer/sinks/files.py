@@ -1,4 +1,4 @@
-"""Local files, one per deployment: raw lines, appended, fsynced before any cursor moves."""
+"""Local files, one per deployment: one line per row, appended, fsynced before any cursor moves."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import structlog
 
 from tailer.cursor import Cursor
 from tailer.errors import OutputError
-from tailer.records import texts_of
+from tailer.records import escaped_lines, texts_of
 from tailer.sinks import Record
 from tailer.sinks.recovery import unproven
 from tailer.store import safe_name
@@ -135,7 +135,7 @@ class FileSink:
                 chunks.setdefault(key, []).extend(texts)
         for key, texts in chunks.items():
             # A lone surrogate (an emoji cut in half upstream) is kept as a visible escape.
-            data = ("\n".join(texts) + "\n").encode("utf-8", "backslashreplace")
+            data = escaped_lines(texts).encode("utf-8", "backslashreplace")
             try:
                 handle = self._handle(key)
                 size = os.fstat(handle.fd).st_size  # less than committed if emptied under us

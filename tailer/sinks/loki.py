@@ -9,7 +9,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import requests
@@ -19,6 +18,7 @@ from tailer.config import LokiConfig
 from tailer.cursor import Cursor
 from tailer.errors import OutputError, TransientError
 from tailer.records import Line, expand, line_time
+from tailer.redaction import credentials_in, redact, redact_url
 from tailer.retry import RetryPolicy, Sleep, parse_retry_after, transient_retrying
 from tailer.sinks import Record
 
@@ -160,7 +160,7 @@ class LokiSink:
         try:
             retrying(self._post, body, count)
         except TransientError as exc:
-            error = OutputError(str(exc), output=f"Loki at {_without_credentials(self.config.url)}")
+            error = OutputError(str(exc), output=f"Loki at {redact_url(self.config.url)}")
             error.retry_after = exc.retry_after
             raise error from None
 
@@ -195,17 +195,13 @@ class LokiSink:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raise TransientError(f"HTTP {status}", status=status, retry_after=retry_after)
         self.dropped += count
+        config = self.config
+        known = credentials_in(config.url, config.username, config.password, config.bearer_token)
         log.error(
             "loki_rejected",
             status=status,
-            reason=response.text.strip()[:300],
+            reason=redact(response.text[:4096], known).strip()[:300],
             entries=count,
             dropped_total=self.dropped,
             hint="not retried: Loki refused these entries (see its reason)",
         )
-
-
-def _without_credentials(url: str) -> str:
-    """The URL as it may be shown: without a ``user:password@`` in it."""
-    parts = urlsplit(url)
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
 from tailer.cursor import Cursor
-from tailer.records import Gap, Line, expand, line_time, texts_of
+from tailer.errors import WriteFailedError
+from tailer.records import Gap, Line, escaped, escaped_lines, expand, line_time, texts_of
 from tailer.sinks import Record
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\[\]]")
@@ -47,19 +50,30 @@ def gap_object(gap: Gap) -> dict[str, Any]:
 class StdoutSink:
     """Writes to a text stream; data only (events go to stderr).
 
-    In text mode a prefix ``[name] `` marks each line when ``prefix`` is on; once a project
-    has shown a second deployment in this run, its lines carry the deploy id too. Every
-    physical line of a multi-line text gets the prefix, so no line can pose as another's.
+    In text mode each row is one line, its control characters escaped (``escaped``), so no
+    row can pose as another; a prefix ``[name] `` marks each line when ``prefix`` is on; once
+    a project has shown a second deployment in this run, its lines carry the deploy id too.
     With ``prefix=None`` it turns on from the first line of a second deployment (a redeploy
     followed by ``tail -f``): every line without a prefix is then the first deployment's.
+
+    When the reader goes away (a closed pipe, the journal gone), ``on_closed`` is called
+    once, and the sink takes no more lines; without it BrokenPipeError is raised (``tail |
+    head`` then ends quietly). Any other failure to write is a WriteFailedError.
     """
 
     def __init__(
-        self, stream: TextIO, *, format: str = "text", prefix: bool | None = False
+        self,
+        stream: TextIO,
+        *,
+        format: str = "text",
+        prefix: bool | None = False,
+        on_closed: Callable[[], None] | None = None,
     ) -> None:
         self.stream = stream
         self.format = format
         self.prefix = prefix
+        self.closed = False
+        self._on_closed = on_closed
         self._latest: dict[int, str] = {}  # project -> the deployment of its last line
         self._several: set[int] = set()  # projects that showed several deployments in the run
 
@@ -88,7 +102,7 @@ class StdoutSink:
         """The raw lines: the common case, kept cheap (no Line object per line)."""
         texts = texts_of(records)
         if texts:
-            self._emit("\n".join(texts) + "\n")
+            self._emit(escaped_lines(texts))
 
     def _second_deployment(self, records: Sequence[Record]) -> int | None:
         """The index of the first line record of a second deployment seen in this run."""
@@ -101,13 +115,38 @@ class StdoutSink:
         return None
 
     def _emit(self, text: str) -> None:
+        if not self.closed:
+            self._attempt(self._write_text, text)
+
+    def _write_text(self, text: str) -> None:
         try:
             self.stream.write(text)
         except UnicodeEncodeError:  # a lone surrogate: shown as an escape, not a crash
             self.stream.write(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
     def flush(self) -> None:
-        self.stream.flush()
+        if not self.closed:
+            self._attempt(self.stream.flush)
+
+    def _attempt(self, action: Callable[..., object], *args: Any) -> None:
+        try:
+            action(*args)
+        except BrokenPipeError:
+            if self._on_closed is None:
+                raise
+            self.closed = True
+            self._let_go()
+            self._on_closed()
+        except OSError as exc:
+            raise WriteFailedError(f"stdout: cannot write: {exc.strerror or exc}") from None
+
+    def _let_go(self) -> None:
+        """Point the stream's descriptor at /dev/null: what it still buffers then goes
+        nowhere, instead of failing again when the interpreter flushes it at exit."""
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
 
     def close(self) -> None:
         self.flush()
@@ -120,7 +159,7 @@ class StdoutSink:
 
     def _text(self, line: Line) -> str:
         if not self.prefix:
-            return line.text + "\n"
+            return escaped(line.text) + "\n"
         latest = self._latest.get(line.project_id)
         if latest is not None and latest != line.deploy_id:
             self._several.add(line.project_id)
@@ -128,5 +167,4 @@ class StdoutSink:
         label = display_name(line.name)
         if line.project_id in self._several:
             label += " " + display_name(line.deploy_id)[:10]
-        head = f"[{label}] "
-        return "".join(head + part + "\n" for part in line.text.split("\n"))
+        return f"[{label}] {escaped(line.text)}\n"
