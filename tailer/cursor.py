@@ -29,6 +29,7 @@ class Cursor:
     total: int | None = None
     file_size: int | None = None  # the output file's length once this cursor's lines were in it
     file_inode: int | None = None
+    file_last: str | None = None  # fingerprint of the file's last line, as its bytes were written
     done: bool = False  # drained and dropped: a restart need not read it again
     launched: float | None = None  # the deployment's launch (epoch seconds), when known
     last_ns: int | None = None  # the last Loki timestamp given to a line of it

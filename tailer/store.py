@@ -33,6 +33,7 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "launched": (float, int, type(None)),
     "last_ns": (int, type(None)),
+    "file_last": (str, type(None)),
 }
 
 
@@ -134,6 +135,7 @@ class CursorStore:
             done=raw["done"],
             launched=raw.get("launched"),
             last_ns=raw.get("last_ns"),
+            file_last=raw.get("file_last"),
         )
 
 

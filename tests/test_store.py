@@ -34,6 +34,7 @@ FULL = Cursor(
     file_size=1234,
     file_inode=5678,
     done=True,
+    file_last="d" * 16,
 )
 
 HOSTILE_IDS = [

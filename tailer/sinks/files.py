@@ -17,12 +17,15 @@ from tailer.cursor import Cursor
 from tailer.errors import OutputError
 from tailer.records import escaped_lines, texts_of
 from tailer.sinks import Record
-from tailer.sinks.recovery import unproven
+from tailer.sinks.recovery import last_line_print, unproven
 from tailer.store import safe_name
 
 _DEPLOYMENT = itemgetter(0, 1)  # (project_id, deploy_id), of any record alike
 
 log = structlog.get_logger(__name__)
+
+_Position = tuple[int | None, int | None, str | None]
+"""A file's flushed length, inode and last line's fingerprint (each None if unknown)."""
 
 Write = Callable[[int, memoryview], int]
 """``os.write``: one write to a descriptor, returning how many bytes it took."""
@@ -37,6 +40,8 @@ class _Open:
     committed: int  # the length when last flushed: what a cursor may refer to
     inode: int
     start: int = 0  # the length before the first write since the last flush
+    last: str | None = None  # fingerprint of the last line flushed (see ``Cursor.file_last``)
+    pending: str | None = None  # ... of the last line written since
 
 
 class FileSink:
@@ -54,7 +59,7 @@ class FileSink:
         self._write = write
         self._open: dict[tuple[int, str], _Open] = {}
         self._touched: set[tuple[int, str]] = set()
-        self._closed: dict[tuple[int, str], tuple[int | None, int | None]] = {}
+        self._closed: dict[tuple[int, str], _Position] = {}
         self._reopen = False
 
     def path(self, project_id: int, deploy_id: str) -> Path:
@@ -142,6 +147,7 @@ class FileSink:
                 handle.start = min(handle.start, size) if key in self._touched else size
                 self._touched.add(key)
                 _write_all(handle.fd, data, self._write)
+                handle.pending = last_line_print(data)
             except OSError as exc:
                 self._roll_back()
                 raise _output_error(self.path(*key), exc) from None
@@ -157,6 +163,7 @@ class FileSink:
         for key in self._touched:
             handle = self._open[key]
             handle.committed = os.fstat(handle.fd).st_size
+            handle.last, handle.pending = handle.pending, None
         self._touched.clear()
 
     def stamp(self, cursor: Cursor) -> Cursor:
@@ -166,7 +173,7 @@ class FileSink:
         redeploy a day would otherwise hold one more descriptor (or entry) each day, for good.
         """
         key = (cursor.project_id, cursor.deploy_id)
-        size, inode = self.position(*key)
+        size, inode, last = self.position(*key)
         if cursor.done and key not in self._touched:  # and nothing kept of it either
             self._closed.pop(key, None)
             handle = self._open.pop(key, None)
@@ -175,21 +182,23 @@ class FileSink:
                     os.close(handle.fd)
         if size is None:
             return cursor
-        return replace(cursor, file_size=size, file_inode=inode)
+        if last is None and (size, inode) == (cursor.file_size, cursor.file_inode):
+            last = cursor.file_last  # not written by this process: as the cursor knew it
+        return replace(cursor, file_size=size, file_inode=inode, file_last=last)
 
-    def position(self, project_id: int, deploy_id: str) -> tuple[int | None, int | None]:
-        """The flushed length and inode of a deployment's file, for its cursor (kept after a
-        SIGHUP closed the file: the cursor still describes that file)."""
+    def position(self, project_id: int, deploy_id: str) -> _Position:
+        """The flushed length, inode and last line's fingerprint of a deployment's file, for
+        its cursor (kept after a SIGHUP closed the file: the cursor still describes it)."""
         handle = self._open.get((project_id, deploy_id))
         if handle is not None:
-            return handle.committed, handle.inode
+            return handle.committed, handle.inode, handle.last
         if (project_id, deploy_id) in self._closed:
             return self._closed[(project_id, deploy_id)]
         try:  # not opened by this process: as it stands (nothing at all: length 0)
             stat = os.stat(self.path(project_id, deploy_id), follow_symlinks=False)
         except FileNotFoundError:
-            return 0, None
-        return stat.st_size, stat.st_ino
+            return 0, None, None
+        return stat.st_size, stat.st_ino, None
 
     def reopen(self) -> None:
         """Close files at the next write, so renamed ones are let go (SIGHUP)."""
@@ -238,11 +247,12 @@ class FileSink:
                 if os.fstat(handle.fd).st_size > keep:
                     os.ftruncate(handle.fd, keep)
                 handle.committed = keep
+            handle.pending = None
         self._touched.clear()
 
     def _close_all(self) -> None:
         for key, handle in self._open.items():
-            self._closed[key] = (handle.committed, handle.inode)
+            self._closed[key] = (handle.committed, handle.inode, handle.last)
             with contextlib.suppress(OSError):
                 os.close(handle.fd)
         self._open.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from tailer.cursor import Cursor
@@ -30,17 +31,28 @@ def unproven(fd: int, stat: os.stat_result, cursor: Cursor) -> str | None:
         if cursor.file_inode in (None, stat.st_ino):
             return None
         return "it was replaced since the cursor was saved, when it was empty"
+    if cursor.file_last is not None:  # the last line as written: escaped, one line of the file
+        if _ends_with_line(fd, saved, cursor.file_last, written=True):
+            return None
+        return f"the last line written does not end at byte {saved}, where its cursor says"
     if not cursor.tail:  # the last record delivered was a gap, or the lines were not ours
         if stat.st_ino == cursor.file_inode:
             return None
         return "it was replaced (a new inode) and no delivered line is known to check it by"
-    if _ends_with_line(fd, saved, cursor.tail[-1]):
+    if _ends_with_line(fd, saved, cursor.tail[-1]):  # a cursor saved before file_last was kept
         return None
     return f"the last line delivered does not end at byte {saved}, where its cursor says"
 
 
-def _ends_with_line(fd: int, end: int, print_: str) -> bool:
-    """Whether the bytes before ``end`` end with a whole line whose fingerprint is ``print_``.
+def last_line_print(data: bytes) -> str:
+    """The fingerprint of the last line of ``data`` (newline-terminated lines, as written)."""
+    start = data.rfind(b"\n", 0, len(data) - 1) + 1
+    return hashlib.sha256(data[start:-1]).hexdigest()[:16]
+
+
+def _ends_with_line(fd: int, end: int, print_: str, *, written: bool = False) -> bool:
+    """Whether the bytes before ``end`` end with a whole line whose fingerprint is ``print_``
+    (``written``: of its bytes as written, see ``last_line_print``; else of its text).
 
     Read back in growing chunks: a file's last line is usually short, and a restart checks
     every file it has a cursor for.
@@ -48,10 +60,24 @@ def _ends_with_line(fd: int, end: int, print_: str) -> bool:
     size = _FIRST_READ
     while True:
         start = max(0, end - size)
-        found = _last_line_is(os.pread(fd, end - start, start), start == 0, print_)
+        data = os.pread(fd, end - start, start)
+        if written:
+            found = _written_last(data, start == 0, print_)
+        else:
+            found = _last_line_is(data, start == 0, print_)
         if found is not None or start == 0 or size >= _LOOKBACK:
             return bool(found)
         size *= 8
+
+
+def _written_last(data: bytes, whole: bool, print_: str) -> bool | None:
+    """Whether ``data`` ends with the written line fingerprinted ``print_``; None when more
+    bytes are needed to tell (the line may begin before them)."""
+    if not data.endswith(b"\n"):
+        return False
+    if data.rfind(b"\n", 0, len(data) - 1) < 0 and not whole:
+        return None
+    return last_line_print(data) == print_
 
 
 def _last_line_is(data: bytes, whole: bool, print_: str) -> bool | None:
