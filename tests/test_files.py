@@ -288,7 +288,10 @@ def test_recover_recognises_a_last_line_holding_control_characters(out, sink):
     path = sink.path(PROJECT, "L-a")
     copied_away_and_back(path)
     FileSink(out).recover([cursor])
-    assert path.read_bytes() == raw(first[:2]) + b"Traceback:\\n  File main.py\\r\\n    raise\\x1b[0m\n"
+    assert (
+        path.read_bytes()
+        == raw(first[:2]) + b"Traceback:\\n  File main.py\\r\\n    raise\\x1b[0m\n"
+    )
 
 
 def test_recover_recognises_a_last_line_holding_newlines_in_a_file_written_unescaped(out, sink):
