@@ -27,6 +27,7 @@ UNIT = ROOT / "systemd" / "qc-tail.service"
 LOGROTATE = ROOT / "systemd" / "qc-tail.logrotate"
 SHIPPED_BINARY = "/usr/local/bin/qc-tail"
 MAX_EXPOSURE = 1.5
+EXIT_CREDENTIALS = 243  # systemd's own: LoadCredential= found nothing to load
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 
 systemd_analyze = shutil.which("systemd-analyze", path=SBIN_PATH)
@@ -172,9 +173,10 @@ def test_unit_has_the_required_settings() -> None:
         "PrivateTmp": "yes",
     }
     assert {key: service.get(key) for key in expected} == expected
-    # Restarting cannot fix a held state directory, a rejected token or a bad config.
+    # Restarting cannot fix a held state directory, a rejected token, a bad config, or a
+    # token file systemd cannot load (243/CREDENTIALS).
     prevent = {int(code) for code in service["RestartPreventExitStatus"].split()}
-    assert prevent == {EX_TEMPFAIL, EX_NOPERM, EX_CONFIG}
+    assert prevent == {EX_TEMPFAIL, EX_NOPERM, EX_CONFIG, EXIT_CREDENTIALS}
     # HTTPS over IPv4/IPv6, AF_UNIX for $NOTIFY_SOCKET; nothing may cut the network off.
     families = set(" ".join(unit["Service"]["RestrictAddressFamilies"]).split())
     assert families == {"AF_INET", "AF_INET6", "AF_UNIX"}
