@@ -39,8 +39,8 @@ class LokiSink:
     previous timestamp is saved with the cursor, so after a crash the same lines get the same
     timestamps.
 
-    Loki stores an entry pushed twice twice, once it left the ingester's open block (log
-    queries hide the copy; ``count_over_time`` counts it). So a stream's first push in this
+    Loki stores an entry pushed twice twice, once it left the ingester's open block (metric
+    queries such as ``count_over_time`` count the copy). So a stream's first push in this
     process, and any push after a failed one, first asks Loki for the newest entry it holds
     in the push's span and sends only what comes after it: pushes go out in order, so what
     Loki holds of a stream is a prefix of what was pushed. Where queries are refused (a
@@ -246,8 +246,8 @@ def _no_queries(reason: str) -> None:
         "loki_queries_unavailable",
         reason=reason,
         hint=(
-            "a group pushed again after a crash may count twice in metric queries "
-            "(count_over_time; log queries hide the copy): let qc-tail read from Loki "
+            "a group pushed again after a crash may be stored twice, and count twice in "
+            "metric queries (count_over_time): let qc-tail read from Loki "
             "(output.loki.query_url and its credentials)"
         ),
     )
