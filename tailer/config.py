@@ -117,9 +117,24 @@ class LokiConfig:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     bearer_token: str | None = field(default=None, repr=False)
+    # Where to ask what Loki holds before a re-push. None: the push URL's ``/push`` turned
+    # into ``/query_range``; "" when it has none to turn (queries are then not made).
+    query_url: str | None = None
+    # Credentials for queries; all None: the push credentials.
+    query_username: str | None = None
+    query_password: str | None = field(default=None, repr=False)
+    query_bearer_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", Labels(self.labels))
+        if self.query_url is None:
+            head, slash, tail = self.url.partition("?")[0].rstrip("/").rpartition("/")
+            derived = f"{head}/query_range" if slash and tail == "push" else ""
+            object.__setattr__(self, "query_url", derived)
+        if (self.query_username, self.query_password, self.query_bearer_token) == (None,) * 3:
+            object.__setattr__(self, "query_username", self.username)
+            object.__setattr__(self, "query_password", self.password)
+            object.__setattr__(self, "query_bearer_token", self.bearer_token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,6 +515,25 @@ def _labels(t: _Table | None) -> dict[str, str]:
     return labels
 
 
+def _loki_auth(t: _Table, prefix: str) -> tuple[str | None, str | None, str | None]:
+    """``<prefix>username`` with ``<prefix>password_file``, or ``<prefix>bearer_token_file``:
+    (user, password, token), the secrets read from their files."""
+    user_key, password_key, bearer_key = (
+        f"{prefix}{name}" for name in ("username", "password_file", "bearer_token_file")
+    )
+    username = t.string(user_key, None, _printable(1, 256))
+    password_file = t.path(password_key, None)
+    bearer_file = t.path(bearer_key, None)
+    if (username is None) != (password_file is None):
+        missing = user_key if username is None else password_key
+        t.fail(missing, f"{user_key} and {password_key} go together")
+    if bearer_file is not None and username is not None:
+        t.fail(bearer_key, f"use either {user_key} and {password_key} or {bearer_key}")
+    password = _read_secret(password_file, t.dotted(password_key)) if password_file else None
+    bearer = _read_secret(bearer_file, t.dotted(bearer_key)) if bearer_file else None
+    return username, password, bearer
+
+
 def _loki(t: _Table) -> LokiConfig:
     d = LokiConfig("")
     url = t.string("url", d.url, _http_url, required=True)
@@ -507,17 +541,10 @@ def _loki(t: _Table) -> LokiConfig:
     tenant_id = t.string("tenant_id", d.tenant_id, _printable(0, 256))
     batch_size = t.integer("batch_size", d.batch_size, minimum=1)
     timezone = t.string("timezone", d.timezone, _zone)
-    username = t.string("username", d.username, _printable(1, 256))
-    password_file = t.path("password_file", None)
-    bearer_file = t.path("bearer_token_file", None)
+    query_url = t.string("query_url", None, _http_url)
+    username, password, bearer = _loki_auth(t, "")
+    query_auth = _loki_auth(t, "query_")
     t.done()
-    if (username is None) != (password_file is None):
-        missing = "username" if username is None else "password_file"
-        t.fail(missing, "username and password_file go together")
-    if bearer_file is not None and username is not None:
-        t.fail("bearer_token_file", "use either username and password_file or bearer_token_file")
-    password = _read_secret(password_file, t.dotted("password_file")) if password_file else None
-    bearer = _read_secret(bearer_file, t.dotted("bearer_token_file")) if bearer_file else None
     return LokiConfig(
         url=url,
         labels=labels,
@@ -527,6 +554,10 @@ def _loki(t: _Table) -> LokiConfig:
         username=username,
         password=password,
         bearer_token=bearer,
+        query_url=query_url,
+        query_username=query_auth[0],
+        query_password=query_auth[1],
+        query_bearer_token=query_auth[2],
     )
 
 

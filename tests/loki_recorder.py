@@ -1,16 +1,30 @@
-"""A fake Grafana Loki push endpoint on loopback that records what it accepted.
+"""A fake Grafana Loki on loopback that records what it accepted, and can misbehave.
 
-``LokiRecorder`` is a real HTTP/1.1 server. As far as a client can tell it behaves like
-``POST /loki/api/v1/push`` with a JSON body (see tailers-research.md §2.14 and
-reliability-research.md A18/B3):
+``LokiRecorder`` is a real HTTP/1.1 server. It answers ``POST /loki/api/v1/push`` (JSON) and
+``GET /loki/api/v1/query_range`` (log queries) the way the real Loki single binary does, as
+measured with the binary that tests/test_loki_real.py runs (where that binary is present, those
+tests cover real Loki itself; this fake is for what real Loki cannot be made to do on cue,
+and for machines without it):
 
 * ``204`` with no body when every entry was accepted;
-* ``400`` with a plain-text reason in Loki's words when something was invalid. Per-stream
-  problems (labels) and per-entry problems (age, line size) reject only what is wrong: the rest
-  of the batch **is stored**, and the body ends with ``total ignored: N out of M``. A body Loki's
-  JSON decoder could not read at all (wrong shape, a bad timestamp string, ...) stores nothing;
-* an exact duplicate ``(ts, line)`` in the same stream is dropped silently, as Loki does;
-* scripted or random faults (429/500/503/400, a TCP reset, a slow answer) and a full outage.
+* ``400`` with a plain-text reason in Loki's words when entries were invalid: the distributor's
+  (too old, too new, line too long, too many labels) grouped as ``N errors like: ...``, the
+  ingester's (too far behind: over an hour behind the stream's newest entry) one by one with
+  ``total ignored: N out of M``, which then hides the distributor's. The valid rest of the push
+  **is stored**. A label name Loki cannot parse, or a body its JSON decoder cannot read,
+  stores nothing; no ``Content-Type``, or one that is not JSON, is a 400; a push without
+  streams is a 422; one of over 6 MB a 429 (the default ingestion burst);
+* the label ``service_name`` is added (from ``service``, ``app``, ``name``, ... ``job``, else
+  ``unknown_service``); empty label values are dropped;
+* an entry identical to one the stream holds (same timestamp and line) is dropped only while it
+  is the stream's last entry or still in the stream's open block (``block_bytes`` of lines, as
+  Loki's ingester cuts them); otherwise it is stored again. Log queries (``entries``,
+  ``lines``, ``query_range``) hide such copies; ``count`` counts them, as ``count_over_time``
+  does. ``flush()`` cuts every open block, as Loki's ``/flush`` does;
+* scripted or random faults on pushes (429/500/503/400, a TCP reset, a slow answer, a push
+  stored whose answer is lost in a reset) and a full outage; ``refuse_queries`` makes
+  ``query_range`` answer with a status of its own (a push-only endpoint: 404; no read
+  permission: 403), ``refuse_pushes`` does so for pushes, ``max_body_bytes`` answers 413.
 
 Usage::
 
@@ -30,18 +44,25 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from tailer.emulator.server import CuttableServer, reset_connection
 
 PUSH_PATH = "/loki/api/v1/push"
-FAULT_KINDS = ("429", "500", "503", "400", "reset", "slow")
+QUERY_PATH = "/loki/api/v1/query_range"
+FAULT_KINDS = ("429", "500", "503", "400", "reset", "slow", "lost")
+SERVICE_NAME_FROM = (
+    *("service", "app", "application", "name", "app_kubernetes_io_name", "container"),
+    *("container_name", "k8s_container_name", "component", "workload", "job"),
+)
+MAX_PUSH_BYTES = 6 * 1024 * 1024  # Loki's default ingestion_burst_size_mb
+MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*("(?:[^"\\]|\\.)*")\s*(?:,|$)')
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 DIGITS = re.compile(r"[0-9]+")
 MAX_INT64 = 2**63 - 1
@@ -51,6 +72,7 @@ RATE_LIMITED = (
     "ingest '{lines}' lines totaling '{size}' bytes, reduce log volume or contact your Loki "
     "administrator to see if the limit can be increased"
 )
+NO_STREAMS = "error at least one valid stream is required for ingestion"
 
 Labels = frozenset[tuple[str, str]]
 Value = tuple[int, str, dict[str, str]]  # (ts in ns, line, structured metadata)
@@ -165,6 +187,18 @@ def _go_time(ns: int) -> str:
     return f"{moment}.{fraction:09d} +0000 UTC"
 
 
+def _rfc3339(ns: int) -> str:
+    """A timestamp the way Loki's validation messages print it: to the second, in UTC."""
+    try:
+        return datetime.fromtimestamp(ns // 1_000_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"{ns}ns"
+
+
+def _service_name(labels: Mapping[str, str]) -> str:
+    return next((labels[name] for name in SERVICE_NAME_FROM if labels.get(name)), "unknown_service")
+
+
 class LokiRecorder:
     """A Loki push endpoint on ``127.0.0.1:<free port>``; see the module docstring.
 
@@ -174,9 +208,13 @@ class LokiRecorder:
     * ``reject_older_than``: seconds (Loki ``reject_old_samples_max_age``, 1 week);
     * ``max_future``: seconds (Loki ``creation_grace_period``, 10 min);
     * ``max_behind``: seconds behind the newest entry of the stream before ``too_far_behind``
-      (Loki: ``max_chunk_age/2`` = 3600); None (the default) disables the check;
-    * ``max_line_bytes``: Loki's ``max_line_size`` "256KB", which Loki parses as 256 000 bytes;
+      (Loki: ``max_chunk_age/2`` = 3600); None disables the check;
+    * ``max_line_bytes``: Loki's ``max_line_size`` "256KB", which Loki reads as 262 144 bytes;
     * ``max_labels``: Loki's ``max_label_names_per_series`` (15);
+    * ``block_bytes``: the size at which a stream's open block is cut (``chunk_block_size``);
+    * ``refuse_queries``: a status to answer ``query_range`` with (None: answer it);
+    * ``refuse_pushes``: a status to answer every push with (None: take them), e.g. 403;
+    * ``max_body_bytes``: a push body larger than this gets 413, as from a proxy in front;
     * ``require_auth``: the exact ``Authorization`` value a push must carry, else 401;
     * ``require_tenant``: a push without ``X-Scope-OrgID`` gets 401 ``no org id``;
     * ``slow_seconds``: how long the ``slow`` fault sleeps before handling the push;
@@ -189,9 +227,13 @@ class LokiRecorder:
         check_age: bool = True,
         reject_older_than: float = 7 * 86400,
         max_future: float = 600,
-        max_behind: float | None = None,
-        max_line_bytes: int = 256_000,
+        max_behind: float | None = 3600,
+        max_line_bytes: int = 262_144,
         max_labels: int = 15,
+        block_bytes: int = 262_144,
+        refuse_queries: int | None = None,
+        refuse_pushes: int | None = None,
+        max_body_bytes: int | None = None,
         require_auth: str | None = None,
         require_tenant: bool = False,
         slow_seconds: float = 2.0,
@@ -203,6 +245,10 @@ class LokiRecorder:
         self.max_behind = max_behind
         self.max_line_bytes = max_line_bytes
         self.max_labels = max_labels
+        self.block_bytes = block_bytes
+        self.refuse_queries = refuse_queries
+        self.refuse_pushes = refuse_pushes
+        self.max_body_bytes = max_body_bytes
         self.require_auth = require_auth
         self.require_tenant = require_tenant
         self.slow_seconds = slow_seconds
@@ -273,13 +319,22 @@ class LokiRecorder:
         with self._lock:
             self._clear()
 
+    def flush(self) -> None:
+        """Cut every stream's open block, as Loki's ``POST /flush`` does: from now on an
+        identical entry pushed again is stored again."""
+        with self._lock:
+            self._open.clear()
+            self._last.clear()
+
     def _clear(self) -> None:
         self._streams: dict[Labels, list[_Entry]] = {}
         self._seen: dict[Labels, dict[int, set[str]]] = {}
         self._highest: dict[Labels, int] = {}
+        self._open: dict[Labels, tuple[set[tuple[int, str]], list[int]]] = {}
+        self._last: dict[Labels, tuple[int, str]] = {}
         self._seq = 0
-        self._pushes = self._accepted = self._rejected = 0
-        self._duplicates = self._same_ts = self._faults_injected = 0
+        self._pushes = self._accepted = self._rejected = self._queries = 0
+        self._duplicates = self._copies = self._same_ts = self._faults_injected = 0
         self._requests: list[tuple[int, int]] = []
         self._bodies: list[bytes] = []
         self._tenants: list[str | None] = []
@@ -297,12 +352,20 @@ class LokiRecorder:
             }
 
     def entries(self, **labels: str) -> list[tuple[int, str]]:
-        """``(ts, line)`` of the streams whose labels include ``labels``, sorted by ts (stable)."""
+        """``(ts, line)`` of the streams whose labels include ``labels``, sorted by ts (stable),
+        as a log query shows them: a stored copy of an entry is shown once."""
         return [(e.ts, e.line) for e in self._matching(labels)]
 
     def lines(self, **labels: str) -> list[str]:
-        """The lines of the streams whose labels include ``labels``, sorted by ts (stable)."""
+        """The lines of ``entries``."""
         return [e.line for e in self._matching(labels)]
+
+    def count(self, **labels: str) -> int:
+        """Entries stored in the streams whose labels include ``labels``, copies included:
+        what ``count_over_time`` counts."""
+        wanted = set(labels.items())
+        with self._lock:
+            return sum(len(es) for key, es in self._streams.items() if wanted <= key)
 
     def metadata(self, **labels: str) -> list[tuple[int, str, dict[str, str]]]:
         """Like ``entries`` with each entry's structured metadata (``{}`` when none was sent)."""
@@ -327,7 +390,7 @@ class LokiRecorder:
 
     def _matching_locked(self, labels: Mapping[str, str]) -> list[_Entry]:
         wanted = set(labels.items())
-        found = [e for key, es in self._streams.items() if wanted <= key for e in es]
+        found = [e for key, es in self._streams.items() if wanted <= key for e in _once(es)]
         return sorted(found, key=lambda e: (e.ts, e.seq))
 
     def _counter(self, name: str) -> int:
@@ -352,8 +415,20 @@ class LokiRecorder:
 
     @property
     def duplicates_dropped(self) -> int:
-        """Entries dropped silently because the stream already had the same (ts, line)."""
+        """Entries dropped silently: the stream's last entry or its open block had the same
+        (ts, line)."""
         return self._counter("_duplicates")
+
+    @property
+    def copies_stored(self) -> int:
+        """Entries stored although the stream held the same (ts, line) already (out of the
+        open block): log queries hide them, metric queries count them."""
+        return self._counter("_copies")
+
+    @property
+    def queries(self) -> int:
+        """Requests to ``query_range``."""
+        return self._counter("_queries")
 
     @property
     def same_ts_different_line(self) -> int:
@@ -408,7 +483,7 @@ class LokiRecorder:
             return None
         with self._lock:
             self._faults_injected += 1
-        if fault.kind in ("reset", "slow"):
+        if fault.kind in ("reset", "slow", "lost"):
             return fault
         headers: tuple[tuple[str, str], ...] = ()
         if fault.retry_after is not None and fault.kind in ("429", "503"):
@@ -431,9 +506,10 @@ class LokiRecorder:
         if self.require_tenant and not headers.get("X-Scope-OrgID"):
             return _text(401, "no org id"), raw
         content_type = (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-        if content_type != "application/json":
-            shown = content_type or "(none)"
-            return _text(415, f"unsupported Content-Type {shown}: only application/json"), raw
+        if not content_type:
+            return _text(400, "mime: no media type"), raw
+        if content_type != "application/json":  # Loki reads anything else as snappy protobuf
+            return _text(400, "snappy: corrupt input"), raw
         encoding = (headers.get("Content-Encoding") or "").strip().lower()
         if encoding not in ("", "identity", "gzip"):
             return _text(415, f'Content-Encoding "{encoding}" not supported'), raw
@@ -454,8 +530,16 @@ class LokiRecorder:
         fault = self._fault(raw, decoded)
         if isinstance(fault, _Reply) or (fault is not None and fault.kind == "reset"):
             return fault
-        if fault is not None:  # slow: then handle normally
+        if fault is not None and fault.kind == "slow":  # then handle normally
             time.sleep(self.slow_seconds)
+        reply = self._accept(headers, raw)
+        return fault if fault is not None and fault.kind == "lost" else reply
+
+    def _accept(self, headers: Any, raw: bytes) -> _Reply:
+        if self.refuse_pushes is not None:
+            return _text(self.refuse_pushes, HTTPStatus(self.refuse_pushes).phrase)
+        if self.max_body_bytes is not None and len(raw) > self.max_body_bytes:
+            return _text(413, "413 Request Entity Too Large")
         refusal, body = self._preflight(headers, raw)
         if refusal is not None:
             return refusal
@@ -463,98 +547,211 @@ class LokiRecorder:
             streams = _decode(body)
         except _Malformed as error:
             return _text(400, str(error))
+        if not streams:
+            return _text(422, NO_STREAMS)
+        if sum(len(line) for _, values in streams for _, line, _ in values) > MAX_PUSH_BYTES:
+            size = len(body)
+            return _text(429, RATE_LIMITED.format(lines=_count_lines(body), size=size))
+        for labels, _ in streams:
+            if problem := _unparsable(labels):
+                return _text(400, f"couldn't parse labels: {problem}")
         return self._ingest(streams)
 
     def _ingest(self, streams: Batch) -> _Reply:
         now_ns = int(self.clock() * 1e9)
         oldest = now_ns - int(self.reject_older_than * 1e9)
         newest = now_ns + int(self.max_future * 1e9)
-        errors: list[tuple[str, str]] = []
-        total = ignored = 0
+        refused: dict[tuple[str, str], list[str]] = {}  # (reason, stream) -> messages
+        behind: list[tuple[str, list[str], int]] = []  # (stream, messages, entries it got)
         with self._changed:
             for labels, values in streams:
-                total += len(values)
+                labels = {name: value for name, value in labels.items() if value}
+                names = len(labels)
+                labels["service_name"] = labels.get("service_name") or _service_name(labels)
                 shown = stream_string(labels)
-                problem = self._label_problem(labels, shown)
-                if problem is not None:
-                    errors.append(problem)
-                    ignored += len(values)
+                if names > self.max_labels:
+                    message = f"entry for stream '{shown}' has {names} label names; "
+                    refused.setdefault(("max_label_names_per_series", shown), []).extend(
+                        [message + f"limit {self.max_labels}"] * len(values)
+                    )
                     continue
                 key: Labels = frozenset(labels.items())
+                valid = []
                 for ts, line, metadata in values:
-                    problem = self._entry_problem(key, shown, ts, line, oldest, newest)
-                    if problem is not None:
-                        errors.append(problem)
-                        ignored += 1
-                        continue
-                    self._store(key, ts, line, metadata)
-            self._rejected += ignored
-            self._rejections.extend(errors)
+                    problem = self._entry_problem(shown, ts, line, oldest, newest)
+                    if problem is None:
+                        valid.append((ts, line, metadata))
+                    else:
+                        refused.setdefault((problem[0], shown), []).append(problem[1])
+                ignored = []
+                for ts, line, metadata in valid:  # in order: each stored one moves the newest
+                    if (too_far := self._too_far(key, ts)) is None:
+                        self._store(key, ts, line, metadata)
+                    else:
+                        ignored.append(too_far)
+                if ignored:
+                    behind.append((shown, ignored, len(valid)))
+            self._rejected += sum(map(len, refused.values())) + sum(len(i) for _, i, _ in behind)
+            self._rejections.extend((reason, ms[0]) for (reason, _), ms in refused.items())
+            self._rejections.extend(("too_far_behind", ms[0]) for _, ms, _ in behind)
             self._changed.notify_all()
-        if not errors:
-            return _Reply(204)
-        messages = [message for _, message in errors[:MAX_RETURNED_ERRORS]]
-        return _text(400, ",\n".join(messages) + f",\ntotal ignored: {ignored} out of {total}")
-
-    def _label_problem(self, labels: dict[str, str], shown: str) -> tuple[str, str] | None:
-        if not labels:
-            return "missing_labels", "error at least one label pair is required per stream"
-        for name in labels:
-            if not LABEL_NAME.fullmatch(name):
-                why = f"invalid labels: label name {name!r} must match ^[a-zA-Z_][a-zA-Z0-9_]*$"
-                return "invalid_labels", f"Error parsing labels '{shown}' with error: {why}"
-        if len(labels) > self.max_labels:
-            return "max_label_names_per_series", (
-                f"entry for stream '{shown}' has {len(labels)} label names; limit {self.max_labels}"
-            )
-        return None
+        if behind:  # the ingester's answer: it hides what the distributor refused
+            return _text(400, _ingester_message(behind))
+        if refused:
+            return _text(400, "; ".join(_grouped(ms) for ms in refused.values()))
+        return _Reply(204)
 
     def _entry_problem(
-        self, key: Labels, shown: str, ts: int, line: str, oldest: int, newest: int
+        self, shown: str, ts: int, line: str, oldest: int, newest: int
     ) -> tuple[str, str] | None:
         if self.check_age and ts < oldest:
             return "greater_than_max_sample_age", (
-                f"entry for stream '{shown}' has timestamp too old: {_go_time(ts)}, "
-                f"oldest acceptable timestamp is: {_go_time(oldest)}"
+                f"entry for stream '{shown}' has timestamp too old: {_rfc3339(ts)}, "
+                f"oldest acceptable timestamp is: {_rfc3339(oldest)}"
             )
         if self.check_age and ts > newest:
             return "too_far_in_future", (
-                f"entry for stream '{shown}' has timestamp too new: {_go_time(ts)}"
+                f"entry for stream '{shown}' has timestamp too new: {_rfc3339(ts)}"
             )
         size = len(line.encode("utf-8", "surrogatepass"))
         if size > self.max_line_bytes:
             return "line_too_long", (
-                f"Max entry size '{self.max_line_bytes}' bytes exceeded for stream '{shown}' "
+                f"max entry size '{self.max_line_bytes}' bytes exceeded for stream '{shown}' "
                 f"while adding an entry with length '{size}' bytes"
             )
-        highest = self._highest.get(key)
-        if self.max_behind is not None and highest is not None:
-            cutoff = highest - int(self.max_behind * 1e9)
-            if ts < cutoff:
-                return "too_far_behind", (
-                    f"entry with timestamp {_go_time(ts)} ignored, reason: 'entry too far "
-                    f"behind, oldest acceptable timestamp is: {_go_time(cutoff)}' "
-                    f"for stream: {shown}"
-                )
         return None
 
+    def _too_far(self, key: Labels, ts: int) -> str | None:
+        highest = self._highest.get(key)
+        if self.max_behind is None or highest is None:
+            return None
+        cutoff = highest - int(self.max_behind * 1e9)
+        if ts >= cutoff:
+            return None
+        return (
+            f"entry with timestamp {_go_time(ts)} ignored, reason: 'entry too far behind, "
+            f"entry timestamp is: {_rfc3339(ts)}, oldest acceptable timestamp is: "
+            f"{_rfc3339(cutoff)}',"
+        )
+
     def _store(self, key: Labels, ts: int, line: str, metadata: dict[str, str]) -> None:
-        """Store one valid entry, unless the stream holds the same (ts, line) already."""
-        at_ts = self._seen.setdefault(key, {}).setdefault(ts, set())
-        if line in at_ts:
+        """Store one valid entry, unless the stream's last entry or its open block is the same
+        (ts, line); a copy of an older entry is stored again."""
+        block, size = self._open.setdefault(key, (set(), [0]))
+        if self._last.get(key) == (ts, line) or (ts, line) in block:
             self._duplicates += 1
             return
-        if at_ts:
+        at_ts = self._seen.setdefault(key, {}).setdefault(ts, set())
+        if line in at_ts:
+            self._copies += 1
+        elif at_ts:
             self._same_ts += 1
         at_ts.add(line)
         self._seq += 1
         self._streams.setdefault(key, []).append(_Entry(ts, line, metadata, self._seq))
         self._highest[key] = max(ts, self._highest.get(key, ts))
+        self._last[key] = (ts, line)
         self._accepted += 1
+        block.add((ts, line))
+        size[0] += len(line)
+        if size[0] >= self.block_bytes:
+            del self._open[key]
+
+    # -- the query endpoint ---------------------------------------------------------------
+
+    def _handle_query(self, headers: Any, query: Mapping[str, list[str]]) -> _Reply:
+        """``GET query_range`` for a stream selector of ``=`` matchers (a log query)."""
+        with self._lock:
+            self._queries += 1
+            if self._outage:
+                return _text(503, "Service Unavailable: Loki outage (injected)")
+        if self.require_auth is not None and headers.get("Authorization") != self.require_auth:
+            return _text(401, "Unauthorized")
+        if self.require_tenant and not headers.get("X-Scope-OrgID"):
+            return _text(401, "no org id")
+        if self.refuse_queries is not None:
+            return _text(self.refuse_queries, HTTPStatus(self.refuse_queries).phrase)
+        try:
+            wanted = _selector(query.get("query", [""])[0])
+            start = int(query.get("start", ["0"])[0])
+            end = int(query.get("end", [str(MAX_INT64)])[0])
+            limit = int(query.get("limit", ["100"])[0])
+        except ValueError as error:
+            return _text(400, f"parse error: {error}")
+        backward = query.get("direction", ["backward"])[0] == "backward"
+        with self._lock:
+            found = [
+                (e, key)
+                for key, es in self._streams.items()
+                if wanted <= key
+                for e in _once(es)
+                if start <= e.ts < end
+            ]
+        found.sort(key=lambda pair: (pair[0].ts, pair[0].seq), reverse=backward)
+        result: dict[Labels, list[list[str]]] = {}
+        for entry, key in found[:limit]:
+            result.setdefault(key, []).append([str(entry.ts), entry.line])
+        streams = [{"stream": dict(key), "values": values} for key, values in result.items()]
+        answer = {"status": "success", "data": {"resultType": "streams", "result": streams}}
+        headers = (("Content-Type", "application/json; charset=UTF-8"),)
+        return _Reply(200, json.dumps(answer).encode(), headers)
 
     def _record(self, status: int, size: int) -> None:
         with self._lock:
             self._requests.append((status, size))
+
+
+def _once(entries: list[_Entry]) -> Iterator[_Entry]:
+    """The entries of one stream with stored copies left out, as a log query shows them."""
+    seen: set[tuple[int, str]] = set()
+    for entry in entries:
+        if (entry.ts, entry.line) not in seen:
+            seen.add((entry.ts, entry.line))
+            yield entry
+
+
+def _grouped(messages: list[str]) -> str:
+    """Refusals of one reason in one stream, the way Loki's distributor reports them."""
+    return messages[0] if len(messages) == 1 else f"{len(messages)} errors like: {messages[0]}"
+
+
+def _ingester_message(behind: list[tuple[str, list[str], int]]) -> str:
+    parts = []
+    for shown, messages, total in behind:
+        lines = "\n".join(messages[:MAX_RETURNED_ERRORS])
+        parts.append(
+            f"{lines}\nuser 'fake', total ignored: {len(messages)} out of {total} "
+            f"for stream: {shown}"
+        )
+    return "\n".join(parts)
+
+
+def _unparsable(labels: Mapping[str, str]) -> str | None:
+    """Why Loki's label parser would refuse these label names, if it would."""
+    for name in labels:
+        if not LABEL_NAME.fullmatch(name):
+            odd = (c for c in name if not (c.isascii() and (c.isalnum() or c == "_")))
+            bad = name[0] if name[:1].isdigit() else next(odd, "=")
+            return f"parse error: unexpected character inside braces: {bad!r}"
+    return None
+
+
+def _selector(query: str) -> Labels:
+    """The ``=`` matchers of a LogQL stream selector ``{a="x", b="y"}``."""
+    inner = query.strip()
+    if not (inner.startswith("{") and inner.endswith("}")):
+        raise ValueError(f"not a stream selector: {query!r}")
+    inner = inner[1:-1].strip()
+    pairs = []
+    while inner:
+        match = MATCHER.match(inner)
+        if match is None:
+            raise ValueError(f"not a stream selector: {query!r}")
+        pairs.append((match[1], json.loads(match[2])))
+        inner = inner[match.end() :].strip()
+    if not pairs:
+        raise ValueError("queries require at least one regexp or equality matcher")
+    return frozenset(pairs)
 
 
 def _text(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> _Reply:
@@ -653,14 +850,17 @@ class _Handler(BaseHTTPRequestHandler):
         if raw is None:
             self._send(_text(400, "bad request body framing"))
             return
-        path = urlsplit(self.path).path
-        if path != PUSH_PATH:
+        parts = urlsplit(self.path)
+        recorder = self.server.recorder
+        if parts.path == QUERY_PATH and self.command == "GET":
+            self._send(recorder._handle_query(self.headers, parse_qs(parts.query)))
+            return
+        if parts.path != PUSH_PATH:
             self._send(_text(404, "404 page not found"))
             return
         if not post:
             self._send(_text(405, "405 method not allowed", (("Allow", "POST"),)))
             return
-        recorder = self.server.recorder
         reply = recorder._handle_push(self.headers, raw)
         if isinstance(reply, Fault):  # reset: no answer at all
             recorder._record(0, len(raw))

@@ -86,7 +86,8 @@ def test_the_example_loads_with_its_values() -> None:
         *("max_requests_per_minute", "max_in_flight", "interval", "max_interval", "drain"),
         *("dir", "enabled", "projects", "start", "project_id", "deploy_id", "name"),
         *("stdout", "format", "directory", "url", "labels", "tenant_id", "batch_size"),
-        *("timezone", "username", "password_file", "bearer_token_file"),
+        *("timezone", "username", "password_file", "bearer_token_file", "query_url"),
+        *("query_username", "query_password_file", "query_bearer_token_file"),
     ],
 )
 def test_the_example_documents_every_key(key: str) -> None:
@@ -431,6 +432,8 @@ SECRET_KEYS = {
     "api_token_file": '[api]\napi_token_file = "secret"\n',
     "password_file": LOKI + 'username = "qc"\npassword_file = "secret"\n',
     "bearer_token_file": LOKI + 'bearer_token_file = "secret"\n',
+    "query_password_file": LOKI + 'query_username = "qc"\nquery_password_file = "secret"\n',
+    "query_bearer_token_file": LOKI + 'query_bearer_token_file = "secret"\n',
 }
 
 
@@ -453,7 +456,8 @@ def test_a_private_secret_file_is_read(tmp_path: Path, key: str, mode: int) -> N
     config = load_config(path, {})
 
     loki = config.output.loki or LokiConfig("")
-    assert "s3cret" in (config.api.api_token, loki.password, loki.bearer_token)
+    secrets = (loki.password, loki.bearer_token, loki.query_password, loki.query_bearer_token)
+    assert "s3cret" in (config.api.api_token, *secrets)
     assert "s3cret" not in repr(config)
 
 
@@ -497,6 +501,41 @@ def test_secrets_never_show_in_repr_or_messages(tmp_path: Path) -> None:
     assert config.api.api_token == "s3cret"
     assert "s3cret" not in repr(config)
     assert "s3cret" not in repr(LokiConfig("http://h", password="s3cret", bearer_token="s3cret"))
+
+
+@pytest.mark.parametrize(
+    ("url", "query_url"),
+    [
+        ("http://127.0.0.1:3100/loki/api/v1/push", "http://127.0.0.1:3100/loki/api/v1/query_range"),
+        ("https://logs.example/loki/api/v1/push/", "https://logs.example/loki/api/v1/query_range"),
+        ("https://logs.example/custom/ingest", ""),  # nothing to derive: no queries
+    ],
+)
+def test_the_query_url_follows_from_the_push_url(url: str, query_url: str) -> None:
+    assert LokiConfig(url).query_url == query_url
+
+
+def test_queries_take_the_push_credentials_unless_given_their_own(tmp_path: Path) -> None:
+    write(tmp_path / "push", "writer", mode=0o600)
+    write(tmp_path / "read", "reader", mode=0o600)
+    same = LOKI + 'bearer_token_file = "push"\n'
+    own = same + 'query_url = "http://q:3100/loki/api/v1/query_range"\n'
+    own += 'query_bearer_token_file = "read"\n'
+
+    shared = load_config(write(tmp_path / "same.toml", same), {}).output.loki
+    separate = load_config(write(tmp_path / "own.toml", own), {}).output.loki
+
+    assert shared is not None and separate is not None
+    assert (shared.query_bearer_token, separate.query_bearer_token) == ("writer", "reader")
+    assert separate.query_url == "http://q:3100/loki/api/v1/query_range"
+    assert "reader" not in repr(separate)
+
+
+def test_query_username_and_password_go_together(tmp_path: Path) -> None:
+    error = refusal(write(tmp_path / "config.toml", LOKI + 'query_username = "u"\n'))
+
+    assert error.key == "output.loki.query_password_file"
+    assert "go together" in str(error)
 
 
 def test_basic_auth_and_bearer_token_exclude_each_other(tmp_path: Path) -> None:
@@ -607,7 +646,13 @@ DOCUMENTS = st.fixed_dictionaries(
         "follow": st.lists(_table(["project_id", "deploy_id", "name", "start"]), max_size=3),
         "output": _table(
             ["stdout", "format", "directory"],
-            loki=_table([*LokiConfig.__dataclass_fields__, "password_file", "bearer_token_file"]),
+            loki=_table(
+                [
+                    *LokiConfig.__dataclass_fields__,
+                    *("password_file", "bearer_token_file"),
+                    *("query_password_file", "query_bearer_token_file"),
+                ]
+            ),
         ),
     },
 )

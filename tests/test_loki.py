@@ -1,9 +1,12 @@
-"""The Loki output: against a recording server that enforces Loki's push contract."""
+"""The Loki output, against a recording fake of Loki (tests/loki_recorder.py) that can fail on
+cue; tests/test_loki_real.py runs what real Loki alone can show against the real binary."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -56,6 +59,7 @@ def test_one_stream_per_deployment_with_the_contract_labels(loki):
     out.flush()
     labels = {frozenset(key) for key in loki.streams()}
     common = {("job", "qc-tail"), ("env", "paper"), ("project_id", "7"), ("name", "algo")}
+    common.add(("service_name", "algo"))  # Loki's own, from name
     assert labels == {
         frozenset({*common, ("deploy_id", "L-a")}),
         frozenset({*common, ("deploy_id", "L-b")}),
@@ -105,21 +109,107 @@ def test_identical_repeated_lines_all_survive(loki):
     assert loki.lines() == ["2026-11-20 09:30:00 heartbeat"] * 5
 
 
-def test_a_repush_after_a_crash_is_the_same_entries_and_loki_drops_them(loki):
-    lines = [line(i, f"2026-11-20 09:30:0{i % 10} event {i}") for i in range(20)]
+def wide(position: int) -> Line:
+    """A line of 2 kB: a few hundred fill more than the block Loki still dedupes in."""
+    return line(
+        position,
+        f"2026-11-20 09:{position // 60 % 60:02d}:{position % 60:02d} {position} {'x' * 2000}",
+    )
+
+
+def test_after_a_crash_only_what_loki_lacks_is_pushed_again(loki):
+    lines = [wide(i) for i in range(350)]
     first = sink(loki)
-    first.write(lines[:10])
+    first.write(lines[:100])
     first.flush()
-    saved = first.stamp(Cursor(7, "L-a", position=10))
-    first.write(lines[10:])
+    saved = first.stamp(Cursor(7, "L-a", position=100))
+    first.write(lines[100:300])
     first.flush()  # pushed, then "crashed" before the cursor was saved
+    pushes, queries = loki.pushes, loki.queries
     again = sink(loki)
     again.recover([saved])
-    again.write(lines[10:])
-    again.flush()
+    with capture_logs() as events:
+        again.write(lines[100:250])  # read again, fewer than were pushed: Loki has them all
+        again.flush()
+        again.write(lines[250:350])  # asked again: only 300..349 are new to Loki
+        again.flush()
     assert loki.lines() == [entry.text for entry in lines]
-    assert loki.duplicates_dropped == 10
-    assert loki.same_ts_different_line == 0
+    assert loki.count() == 350  # what count_over_time counts: no line twice
+    assert (loki.copies_stored, loki.duplicates_dropped) == (0, 0)
+    assert loki.queries - queries == 2
+    assert [len(json.loads(b)["streams"][0]["values"]) for b in loki.bodies[pushes:]] == [50]
+    held = [e["entries"] for e in events if e["event"] == "loki_already_has"]
+    assert held == [150, 50]
+
+
+def test_a_stream_is_asked_about_once_per_run_when_all_goes_well(loki):
+    out = sink(loki)
+    for start in range(0, 30, 10):
+        out.write([line(i, f"2026-11-20 09:30:{i:02d} e{i}") for i in range(start, start + 10)])
+        out.flush()
+    assert loki.queries == 1
+    assert loki.count() == 30
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_where_queries_are_refused_it_pushes_again_and_says_so_once(status):
+    with LokiRecorder(check_age=False, refuse_queries=status) as loki:
+        lines = [wide(i) for i in range(300)]
+        first = sink(loki)
+        first.write(lines[:200])
+        first.flush()  # pushed, then "crashed" before the cursor was saved
+        again = sink(loki)
+        with capture_logs() as events:
+            again.write(lines)
+            again.flush()
+            again.write([wide(300)])
+            again.flush()
+        assert loki.lines() == [entry.text for entry in [*lines, wide(300)]]
+        assert loki.copies_stored > 0  # what the fallback costs: copies a metric query counts
+    unavailable = [e for e in events if e["event"] == "loki_queries_unavailable"]
+    assert len(unavailable) == 1 and str(status) in unavailable[0]["reason"]
+    assert "count_over_time" in unavailable[0]["hint"]
+
+
+def test_without_a_query_url_it_says_so_at_start():
+    with capture_logs() as events:
+        out = LokiSink(LokiConfig(url="http://127.0.0.1:9/custom/ingest"))
+    out.close()
+    assert [e["event"] for e in events] == ["loki_queries_unavailable"]
+    assert "query_url" in events[0]["hint"]
+
+
+def test_a_push_left_without_an_answer_is_asked_about_before_it_goes_again(loki):
+    loki.faults.script(["lost"])  # stored, then the connection is reset: no answer
+    lines = [wide(i) for i in range(300)]
+    out = sink(loki)
+    out.write(lines)
+    with pytest.raises(OutputError, match="will ask Loki"):
+        out.flush()
+    assert out.stamp(Cursor(7, "L-a")) == Cursor(7, "L-a")  # the cursor does not move
+    out.write(lines)  # the scheduler reads the same lines again
+    out.flush()
+    assert loki.pushes == 1
+    assert loki.count() == 300 and loki.lines() == [entry.text for entry in lines]
+
+
+def test_queries_carry_the_tenant_and_the_push_credentials_by_default():
+    with LokiRecorder(check_age=False, require_auth="Bearer s3cret", require_tenant=True) as loki:
+        out = sink(loki, tenant_id="team-a", bearer_token="s3cret")
+        out.write([line(0, "2026-11-20 09:30:00 a")])
+        out.flush()
+        assert loki.queries == 1 and loki.lines() == ["2026-11-20 09:30:00 a"]
+
+
+def test_queries_may_have_credentials_of_their_own():
+    with LokiRecorder(check_age=False, require_auth="Bearer reader") as loki:
+        config = {"bearer_token": "writer", "query_bearer_token": "reader"}
+        out = sink(loki, **config)
+        out.write([line(0, "2026-11-20 09:30:00 a")])
+        with pytest.raises(OutputError):  # the push is refused: the query went through first
+            out.flush()
+        assert loki.queries == 1
+        assert loki.authorizations == ["Bearer writer"] * 3
 
 
 def test_big_batches_are_split_and_gzipped(loki):
@@ -139,7 +229,7 @@ def test_tenant_and_bearer_token_are_sent(tmp_path):
         assert loki.lines() == ["2026-11-20 09:30:00 a"]
 
 
-@pytest.mark.parametrize("kind", ["429", "500", "503", "reset"])
+@pytest.mark.parametrize("kind", ["429", "500", "503"])
 def test_transient_failures_are_retried_with_the_same_payload(loki, kind):
     loki.faults.script([kind], retry_after=0)
     out = sink(loki)
@@ -165,17 +255,125 @@ def test_an_outage_raises_output_error_and_the_cursor_keeps_its_timestamp(loki):
     assert loki.lines() == ["2026-11-20 09:30:00 a", "2026-11-20 09:30:01 b"]
 
 
-def test_a_400_is_logged_with_its_reason_counted_and_not_retried():
-    with LokiRecorder() as loki:  # age checks on: lines from 2020 are too old
+def test_a_400_refuses_only_the_entries_loki_names_and_they_are_reported_once():
+    recent = datetime.now(NEW_YORK).replace(microsecond=0) - timedelta(hours=1)
+    old = recent - timedelta(days=8)
+    with LokiRecorder() as loki:  # Loki's defaults: lines older than a week are refused
         out = sink(loki)
         with capture_logs() as events:
-            out.write([line(0, "2020-01-01 00:00:00 ancient"), line(1, "2020-01-01 00:00:01 b")])
+            out.write([line(i, f"{old:%Y-%m-%d %H:%M:%S} old {i}") for i in range(3)])
+            out.write([line(i, f"{recent:%Y-%m-%d %H:%M:%S} new {i}") for i in range(3, 5)])
             out.flush()
-        assert loki.pushes == 1
+            out.write([line(i, f"{old:%Y-%m-%d %H:%M:%S} b{i}", deploy="L-b") for i in range(2)])
+            out.flush()
+        assert loki.pushes == 2  # not retried
+        assert loki.lines() == [f"{recent:%Y-%m-%d %H:%M:%S} new {i}" for i in range(3, 5)]
+        assert loki.rejected == 5
+    assert out.dropped == 5
     rejected = [e for e in events if e["event"] == "loki_rejected"]
-    assert len(rejected) == 1
-    assert rejected[0]["status"] == 400 and "too old" in rejected[0]["reason"]
-    assert out.dropped == 2
+    assert [(e["reason"], e["entries"], e["log_level"]) for e in rejected] == [
+        ("too old", 3, "warning"),
+        ("too old", 2, "debug"),
+    ]
+    assert "reject_old_samples" in rejected[0]["hint"]
+    assert "3 errors like" in rejected[0]["loki_says"]
+
+
+def test_a_400_that_names_no_entry_refused_the_whole_push(loki):
+    loki.faults.script(["400"])
+    out = sink(loki)
+    out.write([line(i, f"2026-11-20 09:30:0{i} e{i}") for i in range(4)])
+    out.flush()
+    assert (out.dropped, loki.lines()) == (4, [])
+
+
+@pytest.mark.parametrize(
+    ("status", "problem"),
+    [
+        (401, "Loki refuses our credentials"),
+        (403, "Loki forbids this to our credentials"),
+        (404, "no Loki API at"),
+        (405, "Loki refuses the request (HTTP 405"),
+        (409, "Loki refuses the request (HTTP 409"),
+    ],
+)
+def test_refusals_other_than_400_are_waited_out_and_nothing_is_lost(loki, status, problem):
+    out = sink(loki)
+    out.write([line(0, "2026-11-20 09:30:00 a")])
+    out.flush()
+    loki.refuse_pushes = status
+    with capture_logs() as events:
+        for _ in range(3):  # three rounds of the scheduler
+            out.write([line(1, "2026-11-20 09:30:01 b")])
+            with pytest.raises(OutputError, match=re.escape(problem)):
+                out.flush()
+        loki.refuse_pushes = None
+        out.write([line(1, "2026-11-20 09:30:01 b")])
+        out.flush()
+    assert loki.lines() == ["2026-11-20 09:30:00 a", "2026-11-20 09:30:01 b"]
+    assert out.dropped == 0
+    refusing = [e for e in events if e["event"] == "loki_refusing"]
+    assert len(refusing) == 1 and problem in refusing[0]["problem"]
+    assert [e["event"] for e in events if e["event"] == "loki_accepting"] == ["loki_accepting"]
+
+
+def test_a_token_rotated_for_a_while_loses_no_line():
+    sent = [line(i, f"2026-11-20 09:{i // 60:02d}:{i % 60:02d} e{i}") for i in range(350)]
+    with LokiRecorder(check_age=False, require_auth="Bearer s3cret") as loki:
+        out = sink(loki, bearer_token="s3cret")
+        cursor = 0
+        for end in range(50, 351, 50):  # the scheduler's rounds: from the cursor on
+            loki.require_auth = "Bearer rotated" if 100 <= end < 350 else "Bearer s3cret"
+            out.write(sent[cursor:end])
+            with contextlib.suppress(OutputError):
+                out.flush()
+                cursor = end
+        assert loki.lines() == [entry.text for entry in sent]
+        assert loki.count() == 350
+        assert out.dropped == 0
+
+
+def test_a_413_splits_the_push_until_it_fits(loki):
+    loki.max_body_bytes = 40_000  # gzipped bodies: random text does not shrink
+    rng = random.Random(5)
+    texts = [f"2026-11-20 09:30:00 {rng.randbytes(3000).hex()}" for _ in range(40)]
+    out = sink(loki, batch_size=1_000_000)
+    out.write([line(i, text) for i, text in enumerate(texts)])
+    out.flush()
+    assert loki.lines() == texts
+    assert 413 in [status for status, _ in loki.requests]
+    assert out.dropped == 0
+
+
+def test_a_single_entry_too_large_for_the_endpoint_is_dropped_and_counted(loki):
+    loki.max_body_bytes = 1_000
+    rng = random.Random(5)
+    out = sink(loki)
+    out.write([line(0, f"2026-11-20 09:30:00 {rng.randbytes(3000).hex()}")])
+    out.write([line(1, "2026-11-20 09:30:01 small")])
+    with capture_logs() as events:
+        out.flush()
+    assert loki.lines() == ["2026-11-20 09:30:01 small"]
+    assert out.dropped == 1
+    assert [e["reason"] for e in events if e["event"] == "loki_rejected"] == ["too large"]
+
+
+@pytest.mark.parametrize("char", ["x", "é", "€", "😀"])
+def test_a_line_longer_than_loki_takes_is_truncated_with_a_marker_and_counted(loki, char):
+    text = "2026-11-20 09:30:00 " + char * (300_000 // len(char.encode()))
+    out = sink(loki)
+    with capture_logs() as events:
+        out.write([line(0, text), line(1, text), line(2, "2026-11-20 09:30:01 short")])
+        out.flush()
+    first, second, third = loki.lines()
+    size = len(text.encode())
+    marker = f" [qc-tail: truncated from {size} bytes]"
+    assert first == second and first.endswith(marker) and text.startswith(first[: -len(marker)])
+    assert 262_144 - 3 <= len(first.encode()) <= 262_144
+    assert third == "2026-11-20 09:30:01 short"
+    assert (out.truncated, out.dropped) == (2, 0)
+    truncated = [e for e in events if e["event"] == "loki_line_truncated"]
+    assert [e["log_level"] for e in truncated] == ["warning", "debug"]
 
 
 # -- the daemon with files and Loki ----------------------------------------------------------
@@ -282,8 +480,10 @@ def test_kill_9_with_loki_failing_leaves_every_line_exactly_once(tmp_path, fleet
                 assert loki.lines(deploy_id=deploy_id) == expected, deploy_id
                 stamps = [ts for ts, _ in loki.entries(deploy_id=deploy_id)]
                 assert len(set(stamps)) == len(stamps)
+                assert loki.count(deploy_id=deploy_id) == len(expected)  # count_over_time
         assert loki.same_ts_different_line == 0
-        assert loki.duplicates_dropped > 0  # re-pushed after kills, and dropped as the same
+        assert loki.copies_stored == 0
+        assert loki.queries > kill  # each start asked Loki what it had before pushing
         assert loki.faults_injected > 0
 
 
@@ -373,7 +573,8 @@ def test_a_400_does_not_stop_the_other_outputs(tmp_path, fleet):
         log = tmp_path / "out" / str(project_id) / f"{deploy_id}.log"
         assert log.read_text().splitlines() == [stamped(n) for n in range(10)]
         rejected = [json.loads(x) for x in result.stderr.splitlines() if '"loki_rejected"' in x]
-        assert [event["reason"] for event in rejected] == ["fault injected: 400 Bad Request"]
+        assert [event["loki_says"] for event in rejected] == ["fault injected: 400 Bad Request"]
+        assert [event["reason"] for event in rejected] == ["refused"]
         fleet.write(project_id, [stamped(n) for n in range(10, 15)])
         fleet.publish()
         result = run(fleet, "--config", str(path), "run", "--once")

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import requests
 
-from tests.loki_recorder import FAULT_KINDS, LokiRecorder, stream_string
+from tests.loki_recorder import FAULT_KINDS, NO_STREAMS, LokiRecorder, stream_string
 
 JSON = {"Content-Type": "application/json"}
 APP = {"app": "qc", "deploy": "L-1"}
+APP_KEY = frozenset({**APP, "service_name": "qc"}.items())  # Loki adds service_name
 
 
 def now_ns(offset_s: float = 0) -> int:
@@ -70,7 +71,7 @@ def test_valid_push_gets_204_and_is_recorded(loki: LokiRecorder) -> None:
     assert loki.url == f"http://127.0.0.1:{loki.port}/loki/api/v1/push"
     assert response.status_code == 204
     assert response.content == b""
-    assert loki.streams() == {frozenset(APP.items()): [(ts, "a"), (ts + 1, "b")]}
+    assert loki.streams() == {APP_KEY: [(ts, "a"), (ts + 1, "b")]}
     assert loki.metadata(app="qc") == [(ts, "a", {}), (ts + 1, "b", {"trace": "t1"})]
     assert (loki.pushes, loki.accepted, loki.rejected) == (1, 2, 0)
     assert loki.requests == [(204, len(raw))]
@@ -135,15 +136,23 @@ def test_other_paths_are_404_and_other_methods_405(loki: LokiRecorder) -> None:
 
 
 @pytest.mark.parametrize(
-    "content_type", ["application/x-protobuf", "text/plain", "application/jsonl", None]
+    ("content_type", "reason"),
+    [
+        ("application/x-protobuf", "snappy: corrupt input"),
+        ("text/plain", "snappy: corrupt input"),
+        ("application/jsonl", "snappy: corrupt input"),
+        (None, "mime: no media type"),
+    ],
 )
-def test_non_json_content_type_is_415(loki: LokiRecorder, content_type: str | None) -> None:
+def test_no_or_a_non_json_content_type_is_400(
+    loki: LokiRecorder, content_type: str | None, reason: str
+) -> None:
     headers = {} if content_type is None else {"Content-Type": content_type}
     body = json.dumps({"streams": [stream(APP, entry(now_ns(), "x"))]}).encode()
 
     response = requests.post(loki.url, data=body, headers=headers, timeout=5)
 
-    assert response.status_code == 415
+    assert (response.status_code, response.text) == (400, reason + "\n")
     assert loki.streams() == {}
 
 
@@ -205,22 +214,17 @@ def test_malformed_body_is_400_and_stores_nothing(
 
 # -- the contract: per-stream and per-entry 400s (the rest is kept) ------------------------------
 
-LONG = "x" * 256_001
+LONG = "x" * 262_145
 MANY = {f"l{i}": "v" for i in range(16)}
 
 
 @pytest.mark.parametrize(
     ("labels", "offset_s", "line", "reason", "text"),
     [
-        ({}, 0, "x", "missing_labels", "error at least one label pair is required per stream"),
-        ({"1abc": "v"}, 0, "x", "invalid_labels", "Error parsing labels '{1abc=\"v\"}'"),
-        ({"a-b": "v"}, 0, "x", "invalid_labels", "invalid labels"),
-        ({"": "v"}, 0, "x", "invalid_labels", "invalid labels"),
-        ({"é": "v"}, 0, "x", "invalid_labels", "invalid labels"),
         (MANY, 0, "x", "max_label_names_per_series", "has 16 label names; limit 15"),
-        (APP, -8 * 86400, "x", "greater_than_max_sample_age", "has timestamp too old"),
-        (APP, 11 * 60, "x", "too_far_in_future", "has timestamp too new"),
-        (APP, 0, LONG, "line_too_long", "Max entry size '256000' bytes exceeded for stream"),
+        (APP, -8 * 86400, "x", "greater_than_max_sample_age", "has timestamp too old: "),
+        (APP, 11 * 60, "x", "too_far_in_future", "has timestamp too new: "),
+        (APP, 0, LONG, "line_too_long", "max entry size '262144' bytes exceeded for stream"),
     ],
 )
 def test_invalid_entry_is_400_with_loki_reason(
@@ -234,10 +238,30 @@ def test_invalid_entry_is_400_with_loki_reason(
     response = push(loki, stream(labels, entry(now_ns(offset_s), line)))
 
     assert response.status_code == 400
+    assert response.text.startswith("entry for stream '{" if labels is not APP else "")
     assert text in response.text
-    assert response.text.endswith("total ignored: 1 out of 1\n")
+    assert "errors like" not in response.text  # one refusal: Loki gives no count
     assert [r for r, _ in loki.rejections] == [reason]
     assert (loki.accepted, loki.rejected) == (0, 1)
+    assert loki.streams() == {}
+
+
+@pytest.mark.parametrize(
+    ("labels", "character"),
+    [({"1abc": "v"}, "1"), ({"a-b": "v"}, "-"), ({"": "v"}, "="), ({"é": "v"}, "é")],
+)
+def test_a_label_name_loki_cannot_parse_refuses_the_whole_push(
+    loki: LokiRecorder, labels: dict[str, str], character: str
+) -> None:
+    response = push(
+        loki, stream(APP, entry(now_ns(), "fine")), stream(labels, entry(now_ns(), "x"))
+    )
+
+    assert response.status_code == 400
+    expected = (
+        f"couldn't parse labels: parse error: unexpected character inside braces: {character!r}"
+    )
+    assert response.text == expected + "\n"
     assert loki.streams() == {}
 
 
@@ -248,7 +272,7 @@ def test_limits_are_inclusive(loki: LokiRecorder) -> None:
         stream(fifteen, entry(now_ns(), "15 labels")),
         stream(APP, entry(now_ns(-6.9 * 86400), "old but fine")),
         stream(APP, entry(now_ns(9 * 60), "ahead but fine")),
-        stream(APP, entry(now_ns(), "é" * 128_000)),  # 256 000 bytes of UTF-8
+        stream(APP, entry(now_ns(), "é" * 131_072)),  # 262 144 bytes of UTF-8
     )
 
     assert response.status_code == 204
@@ -256,10 +280,10 @@ def test_limits_are_inclusive(loki: LokiRecorder) -> None:
 
 
 def test_line_size_counts_utf8_bytes(loki: LokiRecorder) -> None:
-    response = push(loki, stream(APP, entry(now_ns(), "é" * 128_001)))
+    response = push(loki, stream(APP, entry(now_ns(), "é" * 131_073)))
 
     assert response.status_code == 400
-    assert "with length '256002' bytes" in response.text
+    assert "with length '262146' bytes" in response.text
 
 
 def test_age_bounds_are_configurable_and_can_be_disabled() -> None:
@@ -267,7 +291,7 @@ def test_age_bounds_are_configurable_and_can_be_disabled() -> None:
         old = push(strict, stream(APP, entry(now_ns(-120), "2 min old")))
         ahead = push(strict, stream(APP, entry(now_ns(5), "5 s ahead")))
         assert (old.status_code, ahead.status_code) == (400, 400)
-    with LokiRecorder(check_age=False) as lax:
+    with LokiRecorder(check_age=False, max_behind=None) as lax:
         historical = push(lax, stream(APP, entry(978_307_200 * 10**9, "2001"), entry(0, "1970")))
         future = push(lax, stream(APP, entry(now_ns(86400 * 365), "next year")))
         assert (historical.status_code, future.status_code) == (204, 204)
@@ -282,50 +306,95 @@ def test_injected_clock_drives_the_age_checks() -> None:
         assert (ok.status_code, now.status_code) == (204, 400)
 
 
-def test_too_far_behind_is_opt_in() -> None:
-    with LokiRecorder(max_behind=3600) as loki:
-        ts = now_ns()
-        response = push(loki, stream(APP, entry(ts, "new"), entry(ts - 3601 * 10**9, "behind")))
-        assert response.status_code == 400
-        assert "entry too far behind" in response.text
-        assert loki.lines() == ["new"]
-        assert [r for r, _ in loki.rejections] == ["too_far_behind"]
-        other = push(loki, stream({"app": "other"}, entry(ts - 3601 * 10**9, "own stream")))
-        assert other.status_code == 204
+def test_an_entry_over_an_hour_behind_its_stream_is_refused_by_default(
+    loki: LokiRecorder,
+) -> None:
+    ts = now_ns()
+    response = push(loki, stream(APP, entry(ts, "new"), entry(ts - 3601 * 10**9, "behind")))
+
+    assert response.status_code == 400
+    assert "ignored, reason: 'entry too far behind, entry timestamp is: " in response.text
+    assert response.text.endswith(
+        f"total ignored: 1 out of 2 for stream: {stream_string(APP_KEY)}\n"
+    )
+    assert loki.lines() == ["new"]
+    assert [r for r, _ in loki.rejections] == ["too_far_behind"]
+    other = push(loki, stream({"app": "other"}, entry(ts - 3601 * 10**9, "own stream")))
+    assert other.status_code == 204
+    with LokiRecorder(max_behind=None) as lax:
+        push(lax, stream(APP, entry(ts, "new"), entry(ts - 3601 * 10**9, "behind")))
+        assert lax.lines() == ["behind", "new"]
 
 
 def test_partial_acceptance_keeps_the_valid_entries(loki: LokiRecorder) -> None:
     ts = now_ns()
+    old = [entry(now_ns(-30 * 86400) + i, f"too old {i}") for i in range(3)]
     response = push(
         loki,
-        stream(APP, entry(ts, "one"), entry(now_ns(-30 * 86400), "too old"), entry(ts + 1, "two")),
-        stream({"bad-name": "x"}, entry(ts, "bad labels a"), entry(ts, "bad labels b")),
+        stream(APP, entry(ts, "one"), *old, entry(ts + 1, "two")),
         stream({"app": "other"}, entry(ts, "three")),
     )
 
     assert response.status_code == 400
-    assert response.text.endswith("total ignored: 3 out of 6\n")
-    assert "too old" not in loki.lines()
+    assert response.text.startswith(f"3 errors like: entry for stream '{stream_string(APP_KEY)}' ")
+    assert "has timestamp too old: " in response.text
+    assert "oldest acceptable timestamp is: " in response.text
     assert loki.lines(app="qc") == ["one", "two"]
     assert loki.lines() == ["one", "three", "two"]
     assert (loki.accepted, loki.rejected) == (3, 3)
-    assert sorted(r for r, _ in loki.rejections) == [
-        "greater_than_max_sample_age",
-        "invalid_labels",
-    ]
-    assert loki.requests == [(400, loki.requests[0][1])]
 
 
-def test_empty_values_and_empty_streams_are_fine(loki: LokiRecorder) -> None:
-    assert push(loki).status_code == 204
+def test_the_ingesters_refusal_hides_the_distributors(loki: LokiRecorder) -> None:
+    ts = now_ns()
+    push(loki, stream(APP, entry(ts, "new")))
+    response = push(
+        loki, stream(APP, entry(now_ns(-30 * 86400), "too old"), entry(ts - 7200 * 10**9, "behind"))
+    )
+
+    assert response.status_code == 400
+    assert "too old" not in response.text
+    assert "total ignored: 1 out of 1 for stream" in response.text
+    assert loki.rejected == 2
+
+
+def test_a_push_without_streams_is_422_and_empty_values_are_fine(loki: LokiRecorder) -> None:
+    assert (push(loki).status_code, push(loki).text) == (422, NO_STREAMS + "\n")
     assert push(loki, stream(APP)).status_code == 204
     assert loki.streams() == {}
+
+
+def test_a_push_over_the_ingestion_burst_is_429(loki: LokiRecorder) -> None:
+    big = [entry(now_ns() + i, "x" * 200_000) for i in range(32)]  # 6.4 MB of lines
+
+    response = push(loki, stream(APP, *big))
+
+    assert response.status_code == 429
+    assert "Ingestion rate limit exceeded" in response.text
+    assert loki.streams() == {}
+
+
+def test_service_name_is_added_and_empty_label_values_dropped(loki: LokiRecorder) -> None:
+    ts = now_ns()
+    push(
+        loki,
+        stream({"job": "j", "name": "n", "env": ""}, entry(ts, "a")),
+        stream({"job": "j", "app": "a"}, entry(ts, "b")),
+        stream({"job": "j"}, entry(ts, "c")),
+        stream({"x": "1"}, entry(ts, "d")),
+    )
+
+    assert set(loki.streams()) == {
+        frozenset({"job": "j", "name": "n", "service_name": "n"}.items()),
+        frozenset({"job": "j", "app": "a", "service_name": "a"}.items()),
+        frozenset({"job": "j", "service_name": "j"}.items()),
+        frozenset({"x": "1", "service_name": "unknown_service"}.items()),
+    }
 
 
 # -- dedupe ------------------------------------------------------------------------------------
 
 
-def test_identical_ts_and_line_are_stored_once(loki: LokiRecorder) -> None:
+def test_identical_ts_and_line_are_dropped_while_in_the_open_block(loki: LokiRecorder) -> None:
     ts = now_ns()
     batch = stream(APP, entry(ts, "same"), entry(ts + 1, "next"))
 
@@ -364,9 +433,88 @@ def test_streams_are_told_apart_by_their_exact_label_set(loki: LokiRecorder) -> 
 
     assert len(loki.streams()) == 2
     assert loki.lines(app="qc") == ["x", "x"]
+    assert loki.count(app="qc") == 2
     assert loki.lines(level="ERROR") == ["x"]
     assert loki.lines(app="nope") == []
     assert (loki.duplicates_dropped, loki.same_ts_different_line) == (0, 0)
+
+
+def test_a_copy_out_of_the_open_block_is_stored_again_and_counted(loki: LokiRecorder) -> None:
+    ts = now_ns()
+    first = [entry(ts + i, f"{i:03d} " + "x" * 1000) for i in range(300)]  # 300 kB: a cut
+    push(loki, stream(APP, *first))
+
+    push(loki, stream(APP, *first))  # pushed again: the cut block's entries are stored again
+
+    assert loki.lines() == [value[1] for value in first]  # a log query hides the copies
+    assert loki.count(app="qc") == 300 + loki.copies_stored  # a metric query counts them
+    assert loki.copies_stored > 0
+    assert loki.copies_stored + loki.duplicates_dropped == 300
+
+
+def test_after_a_flush_every_entry_pushed_again_is_stored_again(loki: LokiRecorder) -> None:
+    ts = now_ns()
+    batch = stream(APP, entry(ts, "a"), entry(ts + 1, "b"))
+    push(loki, batch)
+    loki.flush()
+
+    push(loki, batch)
+
+    assert (loki.lines(), loki.count(), loki.copies_stored) == (["a", "b"], 4, 2)
+
+
+# -- queries -----------------------------------------------------------------------------------
+
+
+def query(loki: LokiRecorder, selector: str, **params: object) -> requests.Response:
+    url = loki.base_url + "/loki/api/v1/query_range"
+    return requests.get(url, params={"query": selector, **params}, timeout=5)
+
+
+def test_query_range_backward_limit_1_is_the_newest_entry_in_the_span(loki: LokiRecorder) -> None:
+    ts = now_ns()
+    push(loki, stream(APP, *(entry(ts + i, f"l{i}") for i in range(10))))
+    push(loki, stream({"app": "qc", "deploy": "L-2"}, entry(ts + 5, "other")))
+
+    found = query(
+        loki, '{app="qc", deploy="L-1"}', direction="backward", limit=1, start=ts + 2, end=ts + 7
+    )
+    nothing = query(loki, '{app="qc", deploy="L-1"}', limit=1, start=ts + 20, end=ts + 30)
+    forward = query(loki, '{deploy="L-1"}', direction="forward", limit=3, start=ts, end=ts + 100)
+
+    assert found.status_code == 200
+    assert found.json() == {
+        "status": "success",
+        "data": {
+            "resultType": "streams",
+            "result": [{"stream": dict(APP_KEY), "values": [[str(ts + 6), "l6"]]}],
+        },
+    }
+    assert nothing.json()["data"]["result"] == []
+    assert [v[1] for v in forward.json()["data"]["result"][0]["values"]] == ["l0", "l1", "l2"]
+    assert loki.queries == 3
+
+
+def test_query_selector_values_may_hold_quotes_and_backslashes(loki: LokiRecorder) -> None:
+    labels = {"job": 'a"b\\c'}
+    push(loki, stream(labels, entry(now_ns(), "x")))
+
+    found = query(loki, '{job="a\\"b\\\\c"}', start=0)
+
+    assert [s["stream"]["job"] for s in found.json()["data"]["result"]] == ['a"b\\c']
+    assert query(loki, "{job=}").status_code == 400
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_queries_can_be_refused_like_a_push_only_endpoint(status: int) -> None:
+    with LokiRecorder(refuse_queries=status) as loki:
+        assert query(loki, '{app="qc"}').status_code == status
+        assert push(loki, stream(APP, entry(now_ns(), "x"))).status_code == 204
+
+
+def test_queries_need_the_same_credentials_as_pushes() -> None:
+    with LokiRecorder(require_auth="Bearer xyz") as loki:
+        assert query(loki, '{app="qc"}').status_code == 401
 
 
 # -- inspection --------------------------------------------------------------------------------
@@ -380,7 +528,7 @@ def test_lines_are_sorted_by_timestamp_and_stable(loki: LokiRecorder) -> None:
 
     assert loki.lines(app="qc") == ["a", "b1", "b2", "c"]
     assert loki.entries(deploy="L-1") == [(ts + 1, "a"), (ts + 2, "b2"), (ts + 3, "c")]
-    arrival = loki.streams()[frozenset(APP.items())]
+    arrival = loki.streams()[APP_KEY]
     assert arrival == [(ts + 3, "c"), (ts + 1, "a"), (ts + 2, "b2")]
 
 
@@ -459,6 +607,16 @@ def test_reset_fault_closes_without_answering(loki: LokiRecorder) -> None:
     assert loki.faults_injected == 1
 
 
+def test_lost_fault_stores_the_push_then_resets_without_answering(loki: LokiRecorder) -> None:
+    loki.faults.script(["lost"])
+
+    with pytest.raises(requests.exceptions.ConnectionError):
+        push(loki, stream(APP, entry(now_ns(), "x")))
+
+    assert loki.lines() == ["x"]
+    assert loki.requests[0][0] == 0
+
+
 def test_slow_fault_answers_late_and_still_stores() -> None:
     with LokiRecorder(slow_seconds=0.3) as loki:
         loki.faults.script(["slow", "slow"])
@@ -502,7 +660,7 @@ def test_random_faults_rate_one_and_clear(loki: LokiRecorder) -> None:
     assert push(loki, batch).status_code == 204
     with pytest.raises(ValueError):
         loki.faults.random(1.5)
-    assert set(FAULT_KINDS) == {"429", "500", "503", "400", "reset", "slow"}
+    assert set(FAULT_KINDS) == {"429", "500", "503", "400", "reset", "slow", "lost"}
 
 
 def test_outage_answers_503_until_it_ends(loki: LokiRecorder) -> None:

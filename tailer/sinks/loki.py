@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
@@ -18,14 +16,18 @@ from tailer.config import LokiConfig
 from tailer.cursor import Cursor
 from tailer.errors import OutputError, TransientError
 from tailer.records import Line, expand, line_time
-from tailer.redaction import credentials_in, redact, redact_url
-from tailer.retry import RetryPolicy, Sleep, parse_retry_after, transient_retrying
+from tailer.redaction import credentials_in
+from tailer.retry import RetryPolicy, Sleep
 from tailer.sinks import Record
+from tailer.sinks.loki_push import LokiPush, Stream, basic_auth, headers
+from tailer.sinks.loki_query import LokiQuery
+from tailer.sinks.loki_refusal import Refused
 
 log = structlog.get_logger(__name__)
 
 NS = 1_000_000_000
-PUSH_TIMEOUT = (5.0, 10.0)
+MAX_LINE_BYTES = 262_144  # Loki's default max_line_size; a longer line is refused
+TRUNCATED = " [qc-tail: truncated from {size} bytes]"
 Key = tuple[int, str]
 
 
@@ -36,9 +38,19 @@ class LokiSink:
     takes the previous line's, the first lines their deployment's launch) plus its position
     in the deployment as nanoseconds, never less than the previous entry's plus one. The
     previous timestamp is saved with the cursor, so after a crash the same lines get the same
-    timestamps and Loki drops the repeats. 429, 5xx and network errors are retried, then
-    raise OutputError (the cursor stays); any other refusal is logged with Loki's reason,
-    counted in ``dropped``, and not retried forever.
+    timestamps.
+
+    Loki stores an entry pushed twice twice, once it left the ingester's open block (metric
+    queries such as ``count_over_time`` count the copy). So a stream's first push in this
+    process, and any push after a failed one, first asks Loki for the newest entry it holds
+    in the push's span and sends only what comes after it: pushes go out in order, so what
+    Loki holds of a stream is a prefix of what was pushed. Where queries are refused (a
+    push-only endpoint), it pushes again and says so once.
+
+    429, 5xx, network errors and refusals other than 400 (401, 403, 404, ...) are retried,
+    then raise OutputError (the cursor stays); 413 splits the push. A 400 refuses the entries
+    Loki names (too old, ...), counted in ``dropped``; Loki stores the rest. A line longer
+    than Loki takes is truncated, with a marker, and counted in ``truncated``.
     """
 
     def __init__(
@@ -61,9 +73,48 @@ class LokiSink:
         self._clock = clock
         self._committed: dict[Key, int] = {}  # last timestamp Loki has, per deployment
         self._pending: dict[Key, int] = {}
-        self._streams: dict[Key, tuple[dict[str, str], list[list[str]]]] = {}
-        self.dropped = 0
-        self.pushes = 0
+        self._streams: dict[Key, Stream] = {}
+        self._known: set[Key] = set()  # streams whose last push in this process went through
+        self._queries: bool | None = None  # None: not known yet whether Loki answers them
+        self._query_refused: Refused | None = None
+        self.pusher = LokiPush(
+            config.url,
+            self.session,
+            headers=headers(config.tenant_id, config.bearer_token),
+            auth=basic_auth(config.username, config.password),
+            policy=self.policy,
+            sleep=sleep,
+            secrets=credentials_in(
+                config.url, config.username, config.password, config.bearer_token
+            )
+            + credentials_in(
+                config.query_url or "",
+                config.query_username,
+                config.query_password,
+                config.query_bearer_token,
+            ),
+        )
+        self.query = LokiQuery(
+            config.query_url or "",
+            self.session,
+            headers=headers(config.tenant_id, config.query_bearer_token),
+            auth=basic_auth(config.query_username, config.query_password),
+            policy=self.policy,
+            sleep=sleep,
+        )
+        self.truncated = 0
+        if not config.query_url:
+            self._queries = False
+            _no_queries("output.loki.url does not end in /push, so no query URL follows from it")
+
+    @property
+    def dropped(self) -> int:
+        """Entries Loki refused for good (too old, ...), as far as it named them."""
+        return self.pusher.dropped
+
+    @property
+    def pushes(self) -> int:
+        return self.pusher.pushes
 
     def recover(self, cursors: Iterable[Cursor]) -> None:
         for cursor in cursors:
@@ -72,6 +123,8 @@ class LokiSink:
 
     def stamp(self, cursor: Cursor) -> Cursor:
         key = (cursor.project_id, cursor.deploy_id)
+        if cursor.done:
+            self._known.discard(key)
         last = self._committed.pop(key, None) if cursor.done else self._committed.get(key)
         return cursor if last is None else replace(cursor, last_ns=last)  # done: forgotten
 
@@ -84,18 +137,26 @@ class LokiSink:
             stream = self._streams.get(key)
             if stream is None:
                 stream = self._streams[key] = (self._stream_labels(line), [])
-            stream[1].append([str(ns), line.text])
+            text = line.text
+            if len(text) * 4 > MAX_LINE_BYTES:  # else it cannot be too long, however encoded
+                text = self._fit(text)
+            stream[1].append((ns, text))
 
     def flush(self) -> None:
         if not self._streams:
             return
+        delivered = False
         try:
-            for body, count in self._bodies():
-                self._push(body, count)
-        except OutputError:
-            self._pending.clear()
-            raise
+            held = self._skip_what_loki_has()
+            self.pusher.push_all(self._streams.values(), self.config.batch_size)
+            delivered = True
         finally:
+            if delivered:
+                self._known.update(key for key in self._streams if key not in held)
+                self._queries_decided()
+            else:  # what went out may be in Loki: ask before pushing it again
+                self._known.difference_update(self._streams)
+                self._pending.clear()
             self._streams.clear()
         self._committed.update(self._pending)
         self._pending.clear()
@@ -126,6 +187,24 @@ class LokiSink:
             return None
         return int(datetime.timestamp(stamp.replace(tzinfo=self.zone)))
 
+    def _fit(self, text: str) -> str:
+        """The line, cut to Loki's limit with a marker saying so, if it is longer."""
+        data = text.encode("utf-8", "surrogatepass")
+        if len(data) <= MAX_LINE_BYTES:
+            return text
+        marker = TRUNCATED.format(size=len(data))
+        kept = data[: MAX_LINE_BYTES - len(marker)].decode("utf-8", "ignore")  # whole chars
+        self.truncated += 1
+        report = log.debug if self.truncated > 1 else log.warning
+        report(
+            "loki_line_truncated",
+            bytes=len(data),
+            limit=MAX_LINE_BYTES,
+            truncated_total=self.truncated,
+            hint="Loki refuses longer lines; the files keep the whole line",
+        )
+        return kept + marker
+
     def _stream_labels(self, line: Line) -> dict[str, str]:
         return {
             **self.labels,
@@ -134,74 +213,51 @@ class LokiSink:
             "name": line.name,
         }
 
-    # -- pushing ----------------------------------------------------------------------------
+    # -- what Loki has ---------------------------------------------------------------------
 
-    def _bodies(self) -> Iterable[tuple[bytes, int]]:
-        """JSON bodies of at most about ``batch_size`` bytes, streams in arrival order."""
-        streams: list[dict[str, Any]] = []
-        size = count = 0
-        for labels, values in self._streams.values():
-            current: list[list[str]] = []
-            streams.append({"stream": labels, "values": current})
-            for value in values:
-                if size and size + len(value[1]) + 32 > self.config.batch_size:
-                    yield json.dumps({"streams": streams}).encode(), count
-                    current = []
-                    streams = [{"stream": labels, "values": current}]
-                    size = count = 0
-                current.append(value)
-                size += len(value[1]) + 32
-                count += 1
-        if count:
-            yield json.dumps({"streams": streams}).encode(), count
+    def _skip_what_loki_has(self) -> set[Key]:
+        """Drop from the pending streams what Loki holds already; the streams it held whole."""
+        held: set[Key] = set()
+        if self._queries is False:
+            return held
+        for key, (labels, values) in self._streams.items():
+            if key in self._known or not values:
+                continue
+            try:
+                newest = self.query.newest(labels, values[0][0], values[-1][0])
+            except Refused as exc:
+                if self._queries:  # it answered before: a refusal now is waited out
+                    self.pusher.refusing(exc.problem, exc.text)
+                    raise OutputError(exc.problem, output=self.pusher.shown) from None
+                self._query_refused = exc  # push without asking; decided once a push is taken
+                return held
+            except TransientError as exc:
+                raise OutputError(str(exc), output=self.pusher.shown) from None
+            self._queries = True
+            if newest is None:
+                continue
+            kept = [value for value in values if value[0] > newest]
+            log.info("loki_already_has", deploy=key[1], entries=len(values) - len(kept))
+            values[:] = kept
+            if not kept:
+                held.add(key)
+        return held
 
-    def _push(self, body: bytes, count: int) -> None:
-        retrying = transient_retrying(self.policy, sleep=self._sleep)
-        try:
-            retrying(self._post, body, count)
-        except TransientError as exc:
-            error = OutputError(str(exc), output=f"Loki at {redact_url(self.config.url)}")
-            error.retry_after = exc.retry_after
-            raise error from None
+    def _queries_decided(self) -> None:
+        """A push went through: if queries were refused meanwhile, that is how Loki is."""
+        refused, self._query_refused = self._query_refused, None
+        if refused is not None and self._queries is None:
+            self._queries = False
+            _no_queries(str(refused))
 
-    def _post(self, body: bytes, count: int) -> None:
-        headers = {"Content-Type": "application/json"}
-        if len(body) > 1024:
-            body = gzip.compress(body, compresslevel=5)
-            headers["Content-Encoding"] = "gzip"
-        if self.config.tenant_id:
-            headers["X-Scope-OrgID"] = self.config.tenant_id
-        if self.config.bearer_token:
-            headers["Authorization"] = f"Bearer {self.config.bearer_token}"
-        auth = None
-        if self.config.username is not None and self.config.password is not None:
-            auth = (self.config.username, self.config.password)
-        try:
-            response = self.session.post(
-                self.config.url,
-                data=body,
-                headers=headers,
-                auth=auth,
-                timeout=PUSH_TIMEOUT,
-                allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            raise TransientError(f"{type(exc).__name__}") from None
-        self.pushes += 1
-        status = response.status_code
-        if 200 <= status < 300:
-            return
-        if status == 429 or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            raise TransientError(f"HTTP {status}", status=status, retry_after=retry_after)
-        self.dropped += count
-        config = self.config
-        known = credentials_in(config.url, config.username, config.password, config.bearer_token)
-        log.error(
-            "loki_rejected",
-            status=status,
-            reason=redact(response.text[:4096], known).strip()[:300],
-            entries=count,
-            dropped_total=self.dropped,
-            hint="not retried: Loki refused these entries (see its reason)",
-        )
+
+def _no_queries(reason: str) -> None:
+    log.warning(
+        "loki_queries_unavailable",
+        reason=reason,
+        hint=(
+            "a group pushed again after a crash may be stored twice, and count twice in "
+            "metric queries (count_over_time): let qc-tail read from Loki "
+            "(output.loki.query_url and its credentials)"
+        ),
+    )
