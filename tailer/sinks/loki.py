@@ -11,12 +11,12 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import requests
 import structlog
 
 from tailer.config import LokiConfig
 from tailer.cursor import Cursor
 from tailer.errors import OutputError, TransientError
+from tailer.http import HttpClient, HttpError
 from tailer.records import Line, expand, line_time
 from tailer.retry import RetryPolicy, Sleep, parse_retry_after, transient_retrying
 from tailer.sinks import Record
@@ -24,7 +24,7 @@ from tailer.sinks import Record
 log = structlog.get_logger(__name__)
 
 NS = 1_000_000_000
-PUSH_TIMEOUT = (5.0, 10.0)
+PUSH_TIMEOUT = 15.0
 Key = tuple[int, str]
 
 
@@ -44,7 +44,7 @@ class LokiSink:
         self,
         config: LokiConfig,
         *,
-        session: requests.Session | None = None,
+        http: HttpClient | None = None,
         policy: RetryPolicy | None = None,
         sleep: Sleep = time.sleep,
         clock: Any = time.time,
@@ -52,8 +52,7 @@ class LokiSink:
         self.config = config
         self.labels = {"job": "qc-tail", **dict(config.labels)}
         self.zone = ZoneInfo(config.timezone)
-        self.session = session or requests.Session()
-        self.session.trust_env = False
+        self.http = http or HttpClient(pool_size=1)
         # Brief: a longer outage is the scheduler's to wait out, so other outputs keep flowing.
         self.policy = policy or RetryPolicy(max_attempts=3, base=0.2, cap=1.0, retry_after_cap=1.0)
         self._sleep = sleep
@@ -100,7 +99,7 @@ class LokiSink:
         self._pending.clear()
 
     def close(self) -> None:
-        self.session.close()
+        self.http.close()
 
     # -- timestamps -------------------------------------------------------------------------
 
@@ -176,28 +175,23 @@ class LokiSink:
         if self.config.username is not None and self.config.password is not None:
             auth = (self.config.username, self.config.password)
         try:
-            response = self.session.post(
-                self.config.url,
-                data=body,
-                headers=headers,
-                auth=auth,
-                timeout=PUSH_TIMEOUT,
-                allow_redirects=False,
+            response = self.http.post(
+                self.config.url, body, headers, timeout=PUSH_TIMEOUT, auth=auth
             )
-        except requests.RequestException as exc:
-            raise TransientError(f"{type(exc).__name__}") from None
+        except HttpError as exc:
+            raise TransientError(str(exc)) from None
         self.pushes += 1
-        status = response.status_code
+        status = response.status
         if 200 <= status < 300:
             return
         if status == 429 or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            retry_after = parse_retry_after(response.header("Retry-After"))
             raise TransientError(f"HTTP {status}", status=status, retry_after=retry_after)
         self.dropped += count
         log.error(
             "loki_rejected",
             status=status,
-            reason=response.text.strip()[:300],
+            reason=response.body[:4096].decode("utf-8", "replace").strip()[:300],
             entries=count,
             dropped_total=self.dropped,
             hint="not retried: Loki refused these entries (see its reason)",
