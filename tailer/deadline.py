@@ -46,7 +46,7 @@ class Deadlines:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Exchange]] = []
         self._order = itertools.count()
-        self._watching = False
+        self._watcher: threading.Thread | None = None
         self._wake_at = 0.0  # when the watcher wakes next, unless notified
 
     @contextmanager
@@ -55,9 +55,11 @@ class Deadlines:
         exchange = Exchange(deadline)
         with self._cond:
             heapq.heappush(self._heap, (deadline, next(self._order), exchange))
-            if not self._watching:
-                self._watching = True
-                threading.Thread(target=self._watch, name="qc-tail-deadlines", daemon=True).start()
+            if self._watcher is None or not self._watcher.is_alive():  # none, or lost in a fork
+                self._watcher = threading.Thread(
+                    target=self._watch, name="qc-tail-deadlines", daemon=True
+                )
+                self._watcher.start()
             elif deadline < self._wake_at:
                 self._cond.notify()
         _current.exchange = exchange
@@ -97,7 +99,7 @@ class Deadlines:
                 else:
                     heapq.heappop(self._heap)
                     _expire(exchange)
-            self._watching = False
+            self._watcher = None
 
 
 def _expire(exchange: Exchange) -> None:

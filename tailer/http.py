@@ -12,6 +12,7 @@ its pool keeps up to ``pool_size`` connections.
 
 from __future__ import annotations
 
+import http.cookiejar
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -83,6 +84,8 @@ class HttpClient:
         self.deadlines = Deadlines(clock)
         self.session = requests.Session()
         self.session.trust_env = False
+        # No cookies: every request is authenticated on its own, and a jar would only grow.
+        self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self.session.verify = str(ca_bundle) if ca_bundle is not None else True
         self.session.headers.update({"Accept-Encoding": "gzip", **(headers or {})})
         adapter = _Adapter(pool_size, _Ages(clock, max_age), self.deadlines)

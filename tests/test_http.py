@@ -292,6 +292,14 @@ def test_nothing_is_taken_from_the_environment(
         client.close()
 
 
+def test_no_cookie_is_kept(server: Server, client: HttpClient) -> None:
+    """Every request is signed on its own; a jar a server could fill would only grow."""
+    server.respond = lambda body: (200, [("Set-Cookie", "sticky=1; Path=/")], b"{}")
+    post(client, server)
+    post(client, server)
+    assert "cookie" not in server.headers[-1]
+
+
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()
