@@ -125,14 +125,9 @@ class DeploymentReader:
                     self.caught_up = limit is None  # a limit is not the deployment's end
                     return None
                 stop = min(stop, max(bound, start + 1))
-            try:
-                window = self._fetch(start, stop)
-            except AnswerTooLargeError:
-                if stop - start > 1:
-                    return self.read(end, limit=limit)  # again, in the window _fetch narrowed
-                if start != first:
-                    raise
-                return self._skip()
+            window = self._fetch_unless_too_large(start, stop)
+            if window is None:  # over the size cap
+                return self._after_too_large(start, stop, end, limit)
             self.length = window.length
             if window.deployment_offset != self.offset:
                 log.info(
@@ -212,6 +207,22 @@ class DeploymentReader:
             except BaseException:
                 self._forget_prefetched()
                 raise
+
+    def _fetch_unless_too_large(self, start: int, stop: int) -> LogWindow | None:
+        """``_fetch``, or None when the answer passed the size cap: the window is narrowed, or
+        it was the next line alone."""
+        try:
+            return self._fetch(start, stop)
+        except AnswerTooLargeError:
+            if stop - start == 1 and start != self.ahead.line_number(self.offset):
+                raise  # a line already delivered: it fitted then, so this answer is not sane
+            return None
+
+    def _after_too_large(
+        self, start: int, stop: int, end: int | None, limit: int | None
+    ) -> Batch | None:
+        """Read again in the window ``_fetch`` narrowed, or skip the line that alone is over."""
+        return self._skip() if stop - start == 1 else self.read(end, limit=limit)
 
     def _narrow(self, start: int, stop: int) -> None:
         """Halve the window until the lines of ``[start, stop)`` (and the overlap that would
