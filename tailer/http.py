@@ -1,18 +1,21 @@
 """HTTP through ``requests``, set up once for every client of qc-tail.
 
+Requests are prepared by ``requests.Request`` and sent by one shared ``HTTPAdapter``, without a
+``Session``: what a session adds to each request (merging its settings, reading the environment,
+cookies, redirects) is all unwanted here, and costs CPU on every one.
+
 What the set-up guarantees: certificates are always verified (against ``ca_bundle`` alone when
 one is given); redirects are returned, never followed; nothing is taken from the environment
-(proxy variables, ``~/.netrc``, CA variables); only gzip is asked for, and an answer may not
-pass ``max_body`` bytes, compressed or not, counted while it streams in; ``timeout`` bounds the
-whole exchange, from connecting to the last byte; a kept-alive connection older than
-``max_age`` is not reused (NAT and load-balancer state goes stale), and one the server closed
-is replaced before use (urllib3 checks). One ``HttpClient`` is safe to share between threads:
-its pool keeps up to ``pool_size`` connections.
+(proxy variables, ``~/.netrc``, CA variables) and no cookie is kept; only gzip is asked for, and
+an answer may not pass ``max_body`` bytes, compressed or not, counted while it streams in;
+``timeout`` bounds the whole exchange, from connecting to the last byte; a kept-alive
+connection older than ``max_age`` is not reused (NAT and load-balancer state goes stale), and
+one the server closed is replaced before use (urllib3 checks). One ``HttpClient`` is safe to
+share between threads: its pool keeps up to ``pool_size`` connections.
 """
 
 from __future__ import annotations
 
-import http.cookiejar
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -82,19 +85,14 @@ class HttpClient:
         self.max_body = max_body
         self._clock = clock
         self.deadlines = Deadlines(clock)
-        self.session = requests.Session()
-        self.session.trust_env = False
-        # No cookies: every request is authenticated on its own, and a jar would only grow.
-        self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        self.session.verify = str(ca_bundle) if ca_bundle is not None else True
-        self.session.headers.update({"Accept-Encoding": "gzip", **(headers or {})})
-        adapter = _Adapter(pool_size, _Ages(clock, max_age), self.deadlines)
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
+        self._verify: str | bool = str(ca_bundle) if ca_bundle is not None else True
+        self._headers = {**requests.utils.default_headers(), "Accept-Encoding": "gzip"}
+        self._headers.update(headers or {})
+        self.adapter = _Adapter(pool_size, _Ages(clock, max_age), self.deadlines)
 
     def close(self) -> None:
         """Close the idle connections (a later request opens new ones)."""
-        self.session.close()
+        self.adapter.close()
 
     def post(
         self,
@@ -110,17 +108,17 @@ class HttpClient:
         The error is raised outside any ``except`` and keeps no buffer: a traceback held
         across retries must not hold an answer's megabytes with it.
         """
-        error: HttpError
+        error: HttpError | None = None
         with self.deadlines.exchange(self._clock() + timeout) as exchange:
             try:
-                answer = self.session.post(
-                    url,
-                    data=body,
-                    headers=headers,
-                    auth=auth,
-                    timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
-                    allow_redirects=False,
+                request = requests.Request(
+                    "POST", url, headers={**self._headers, **headers}, data=body, auth=auth
+                ).prepare()
+                answer = self.adapter.send(
+                    request,
                     stream=True,
+                    timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
+                    verify=self._verify,
                 )
                 with answer:
                     data = self._body(answer)
@@ -128,13 +126,11 @@ class HttpClient:
                 error = exc
             except requests.RequestException as exc:
                 error = _failure(exc)
-            else:
-                if not exchange.expired:
-                    return Response(answer.status_code, answer.headers, data)
-                error = HttpError("")  # replaced below: the deadline cut the answer short
-        if exchange.expired:
-            error = HttpError(f"no whole answer within the {timeout:g} s timeout")
-        raise error
+        if exchange.expired:  # whatever the cut-off answer looked like
+            raise HttpError(f"no whole answer within the {timeout:g} s timeout")
+        if error is not None:
+            raise error
+        return Response(answer.status_code, answer.headers, data)
 
     def _body(self, answer: requests.Response) -> bytearray:
         """The decoded body, refused as soon as it passes ``max_body``."""

@@ -186,7 +186,7 @@ def test_bytes_after_an_answer_are_never_read_as_the_next_answer(
 def test_connections_send_without_nagle_delay(server: Server, client: HttpClient) -> None:
     """Small writes must not wait for ACKs (Nagle): a request is latency-bound."""
     post(client, server)
-    pools = client.session.get_adapter(server.url).poolmanager.pools  # type: ignore[attr-defined]
+    pools = client.adapter.poolmanager.pools
     (pool,) = [pools[key] for key in pools.keys()]  # noqa: SIM118 (it cannot be iterated)
     (connection,) = [c for c in pool.pool.queue if c is not None and c.sock is not None]
     assert connection.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
