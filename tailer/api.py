@@ -17,6 +17,7 @@ import structlog
 from tailer.auth import QcAuth
 from tailer.budget import RequestBudget
 from tailer.errors import (
+    AnswerTooLargeError,
     ApiError,
     AuthError,
     ConfigError,
@@ -26,6 +27,7 @@ from tailer.errors import (
     UnreachableError,
     WindowTooLargeError,
 )
+from tailer.http import HttpClient, HttpError, Response, TlsError, TooLargeError
 from tailer.redaction import redact_url
 from tailer.retry import (
     AuthRejected,
@@ -35,7 +37,6 @@ from tailer.retry import (
     parse_retry_after,
     transient_retrying,
 )
-from tailer.transport import HttpError, Response, TlsError, Transport
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +47,11 @@ LIST_STATUSES = ("Running", "Stopped", "RuntimeError", "Liquidated")
 _AUTH_ERRORS = ("Hash doesn't match", "UserID not valid")
 _CACHE_SIZE = 64
 _USER_AGENT = "qc-tail/0.1 (+https://pypi.org/project/qc-tailer/)"
+_HEADERS = {
+    "Accept": "application/json",
+    "Content-Type": "application/json",
+    "User-Agent": _USER_AGENT,
+}
 
 
 class _BareServerError(TransientError):
@@ -105,21 +111,17 @@ class QcApi:
         sleep: Sleep = time.sleep,
         stop_event: threading.Event | None = None,
         ca_bundle: Path | None = None,
+        http: HttpClient | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.auth = auth
+        self.timeout = timeout
         self.policy = policy or RetryPolicy()
         self.budget = budget or RequestBudget()
         self._sleep = sleep
         self._stop_event = stop_event
         try:
-            self.transport = Transport(
-                self.base_url,
-                connect_timeout=min(10.0, timeout),
-                read_timeout=timeout,
-                ca_bundle=ca_bundle,
-                headers={"Content-Type": "application/json", "User-Agent": _USER_AGENT},
-            )
+            self.http = http or HttpClient(pool_size=self.budget.max_in_flight, ca_bundle=ca_bundle)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise ConfigError(f"cannot use it: {_reason(exc)}", key="api.ca_bundle") from None
         # Built once: retry state lives per thread inside tenacity, so these are shareable.
@@ -131,7 +133,7 @@ class QcApi:
 
     def close(self) -> None:
         """Close the kept-alive connections (a later call opens new ones)."""
-        self.transport.close()
+        self.http.close()
 
     # -- endpoints -----------------------------------------------------------------------
 
@@ -216,7 +218,7 @@ class QcApi:
                     return name if isinstance(name, str) else None
         return None
 
-    # -- transport -----------------------------------------------------------------------
+    # -- requests -----------------------------------------------------------------------
 
     def call(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST ``body`` to ``path``: transient failures retried, refusals re-signed.
@@ -263,12 +265,18 @@ class QcApi:
         payload = json.dumps(body, separators=(",", ":")).encode()
         with self.budget.slot():
             try:
-                response = self.transport.post(path, payload, self.auth.headers())
+                response = self.http.post(
+                    self.base_url + path, payload, _HEADERS, timeout=self.timeout, auth=self.auth
+                )
             except TlsError as exc:
                 raise ApiError(
                     f"{redact_url(self.base_url)}: TLS verification failed ({exc}); if the server "
                     "uses a private certificate authority, set api.ca_bundle to its certificate"
                 ) from None
+            except TooLargeError as exc:
+                if path == "/live/logs/read":  # a smaller window may fit: not worth a retry
+                    raise AnswerTooLargeError(f"{path}: {exc}") from None
+                raise TransientError(f"{path}: {exc}") from None
             except HttpError as exc:
                 raise TransientError(f"{path}: {exc}") from None
         self.auth.clock.observe(response.header("Date"))

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 
+import requests
 import structlog
 
 log = structlog.get_logger(__name__)
@@ -72,7 +73,7 @@ def auth_headers(user_id: int, api_token: str, timestamp: int) -> dict[str, str]
     return {"Timestamp": str(timestamp), "Authorization": f"Basic {basic}"}
 
 
-class QcAuth:
+class QcAuth(requests.auth.AuthBase):
     """Signs each request as it is sent, so every retry carries a fresh timestamp."""
 
     def __init__(self, user_id: int, api_token: str, clock: ServerClock | None = None) -> None:
@@ -83,6 +84,10 @@ class QcAuth:
     def headers(self) -> dict[str, str]:
         """The headers of one request, signed with the (corrected) time of now."""
         return auth_headers(self.user_id, self._api_token, int(self.clock.now()))
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers.update(self.headers())
+        return request
 
     def __repr__(self) -> str:
         return f"QcAuth(user_id={self.user_id})"

@@ -13,6 +13,7 @@
     ├── ApiError            (1)    the API answered, but refused the request
     │   ├── NotFoundError          no such project or no live deployment
     │   └── WindowTooLargeError    the server wants smaller log windows
+    │       └── AnswerTooLargeError    the answer passed our size cap: so do we
     ├── TransientError      (1)    worth retrying: network, timeout, 429, 5xx, broken JSON
     │   └── ProtocolError          the answer is not the API's protocol (wrong shape or types)
     ├── OutputError         (1)    an output could not take the lines (disk full, I/O error)
@@ -111,6 +112,10 @@ class NotFoundError(ApiError):
 
 class WindowTooLargeError(ApiError):
     """The server refused the log window as too large; the caller should halve it."""
+
+
+class AnswerTooLargeError(WindowTooLargeError):
+    """The answer passed qc-tail's size cap; a smaller window may fit under it."""
 
 
 class TransientError(QcTailError):

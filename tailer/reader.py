@@ -10,7 +10,7 @@ import structlog
 
 from tailer.api import LogWindow, QcApi
 from tailer.cursor import TAIL_LINES, Cursor
-from tailer.errors import ProtocolError, WindowTooLargeError
+from tailer.errors import AnswerTooLargeError, ProtocolError, WindowTooLargeError
 from tailer.prefetch import Prefetcher
 from tailer.records import Gap, Line, LineRun, fingerprint
 
@@ -76,6 +76,7 @@ class DeploymentReader:
         self.window = min(window, MAX_WINDOW)
         self.prefetcher = prefetcher
         self._ahead: dict[tuple[int, int], Future[LogWindow]] = {}
+        self._narrowed: tuple[int, int] | None = None  # (line to pass, window to restore)
         self.caught_up = False  # the last read found nothing new up to the deployment's end
 
     @property
@@ -124,7 +125,9 @@ class DeploymentReader:
                     self.caught_up = limit is None  # a limit is not the deployment's end
                     return None
                 stop = min(stop, max(bound, start + 1))
-            window = self._fetch(start, stop)
+            window = self._fetch_unless_too_large(start, stop)
+            if window is None:  # over the size cap
+                return self._after_too_large(start, stop, end, limit)
             self.length = window.length
             if window.deployment_offset != self.offset:
                 log.info(
@@ -175,13 +178,24 @@ class DeploymentReader:
         return Batch(run, None, self.ahead, cursor)
 
     def _fetch(self, start: int, stop: int) -> LogWindow:
-        """One window (prefetched, if it was foreseen), halving it if the server asks."""
+        """One window (prefetched, if it was foreseen), halving it if the server asks.
+
+        An answer over our own size cap raises AnswerTooLargeError once the window is halved
+        (the caller asks again, with the overlap it checks), down to a single line.
+        """
+        if self._narrowed is not None and start >= self._narrowed[0] + TAIL_LINES:
+            self.window, self._narrowed = self._narrowed[1], None  # the large lines are behind
         future = self._ahead.pop((start, stop), None)
         while True:
             try:
                 if future is not None:
                     return future.result()
                 return self.api.read_logs(self.project_id, self.deploy_id, start, stop)
+            except AnswerTooLargeError:
+                self._forget_prefetched()
+                if stop - start > 1:
+                    self._narrow(start, stop)
+                raise
             except WindowTooLargeError:
                 self._forget_prefetched()
                 future = None
@@ -193,6 +207,47 @@ class DeploymentReader:
             except BaseException:
                 self._forget_prefetched()
                 raise
+
+    def _fetch_unless_too_large(self, start: int, stop: int) -> LogWindow | None:
+        """``_fetch``, or None when the answer passed the size cap: the window is narrowed, or
+        it was the next line alone."""
+        try:
+            return self._fetch(start, stop)
+        except AnswerTooLargeError:
+            if stop - start == 1 and start != self.ahead.line_number(self.offset):
+                raise  # a line already delivered: it fitted then, so this answer is not sane
+            return None
+
+    def _after_too_large(
+        self, start: int, stop: int, end: int | None, limit: int | None
+    ) -> Batch | None:
+        """Read again in the window ``_fetch`` narrowed, or skip the line that alone is over."""
+        return self._skip() if stop - start == 1 else self.read(end, limit=limit)
+
+    def _narrow(self, start: int, stop: int) -> None:
+        """Halve the window until the lines of ``[start, stop)`` (and the overlap that would
+        read them again) are behind the cursor, then restore it."""
+        passed, wide = self._narrowed or (stop, self.window)
+        self._narrowed = (max(passed, stop), wide)
+        self.window = max(1, (stop - start) // 2)
+        log.warning(
+            "window_shrunk", deploy=self.deploy_id, window=self.window, reason="answer too large"
+        )
+
+    def _skip(self) -> Batch:
+        """The next line alone is over the answer size cap: reported, passed over as a gap."""
+        cursor = self.ahead
+        log.warning(
+            "line_too_large",
+            deploy=self.deploy_id,
+            name=self.name,
+            line=cursor.line_number(self.offset),
+            position=cursor.position,
+            hint="this one line is larger than the answer size cap; it is skipped as a gap",
+        )
+        after = self.ahead = replace(cursor, position=cursor.position + 1, tail=())
+        gap = Gap(self.project_id, self.deploy_id, self.name, 1, after.position)
+        return Batch(None, gap, after, cursor)
 
     def _prefetch(self, stop: int, length: int, bound: int | None) -> None:
         """Request the windows that will follow a full one, exactly as ``read`` will compute

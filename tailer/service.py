@@ -22,6 +22,7 @@ from tailer.scheduler import Scheduler
 from tailer.shutdown import Shutdown
 from tailer.sinks import Sink
 from tailer.sinks.files import DIR_MODE, FileSink
+from tailer.sinks.loki import LokiSink
 from tailer.sinks.stdout import StdoutSink
 from tailer.store import CursorStore, StateLock
 
@@ -133,8 +134,6 @@ def _pipelines(
             _pipeline(name, outputs, CursorStore(config.state.dir), config, api, clock)
         )
     if output.loki is not None:  # its own cursors: a Loki outage must not hold the files back
-        from tailer.sinks.loki import LokiSink  # imported on use: requests costs 60 ms
-
         loki = LokiSink(output.loki, sleep=shutdown.sleep)
         store = CursorStore(config.state.dir / "loki")
         # interruptible: a push cut short by a stop is re-pushed alike after the restart

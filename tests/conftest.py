@@ -9,6 +9,7 @@ import hashlib
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -213,3 +214,37 @@ class Background:
         self.process.stdout.close()
         self.process.stderr.close()
         return code, "".join(self._stderr)
+
+
+@contextlib.contextmanager
+def trickling(head: bytes, drip: bytes, every: float = 0.2) -> Iterator[str]:
+    """A server that sends ``head`` at once, then ``drip`` one byte every ``every`` seconds:
+    each read gets a byte in time, so no socket timeout ever trips."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                try:
+                    conn.sendall(head)
+                    for byte in drip:
+                        if stop.wait(every):
+                            break
+                        conn.sendall(bytes([byte]))
+                except OSError:
+                    pass  # the client gave up: what the test wants
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/x"
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(timeout=10)

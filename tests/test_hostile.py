@@ -14,9 +14,12 @@ import gzip
 import io
 import json
 import os
+import subprocess
 import tempfile
 import threading
+import time
 import unicodedata
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,7 +43,7 @@ from tailer.sinks.files import FileSink
 from tailer.sinks.stdout import StdoutSink, display_name
 from tailer.store import CursorStore
 
-from .conftest import PROJECT, TOKEN, USER_ID, secrets_in
+from .conftest import PROJECT, TOKEN, USER_ID, qc_tail, secrets_in, trickling
 
 DEPLOY = "L-0123456789abcdef"
 LOGS_PATH = "/api/v2/live/logs/read"
@@ -737,6 +740,86 @@ def test_no_message_holds_the_credentials_even_when_the_server_echoes_them(qc, s
         make_api(qc).read_logs(PROJECT, DEPLOY, 0, 10)
     assert "authorization" in qc.seen[0].headers
     no_secrets(raised.value)
+
+
+# -- answers that never end, and answers that never stop growing -------------------------------
+
+TRICKLED = {
+    "headers": (b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"a" * 1000),
+    "body": (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", b"{" + b" " * 999),
+}
+
+
+@pytest.mark.parametrize(("head", "drip"), TRICKLED.values(), ids=TRICKLED.keys())
+def test_a_trickling_server_cannot_hold_a_request_past_its_timeout(head, drip):
+    """A byte every 0.2 s trips no socket timeout: the request would last minutes, and every
+    other deployment's poll would wait behind it. ``timeout`` bounds the whole request."""
+    outcome: list[object] = []
+    with trickling(head, drip) as url:
+        api = QcApi(
+            url.removesuffix("/x") + "/api/v2",
+            QcAuth(USER_ID, TOKEN),
+            timeout=1,
+            policy=RetryPolicy(max_attempts=1),
+        )
+
+        def call() -> None:
+            try:
+                outcome.append(api.read_logs(PROJECT, DEPLOY, 0, 10))
+            except QcTailError as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=call, daemon=True)
+        thread.start()
+        thread.join(timeout=60)  # a hang guard: the trickle alone lasts 200 s
+        assert not thread.is_alive(), "the request outlived its timeout"
+        api.close()
+    (error,) = outcome
+    assert isinstance(error, QcTailError)
+    assert "no whole answer within the 1 s timeout" in str(error)
+
+
+def _gzip_bomb(size: int) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = b"\0" * (1 << 20)
+    return b"".join([*(packer.compress(zeros) for _ in range(size >> 20)), packer.flush()])
+
+
+def test_a_gzip_bomb_keeps_the_cli_under_150_mb(qc, tmp_path):
+    """About 300 KB inflating to 300 MB, as every answer. Each is refused at the answer cap;
+    none may keep its buffer alive through the error that is retried (a traceback pins the
+    frames, and the frames their locals)."""
+    bomb = _gzip_bomb(300 << 20)
+    assert len(bomb) < 400_000
+    qc.serve(Reply(200, bomb, (("Content-Type", "application/json"), ("Content-Encoding", "gzip"))))
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "QC_BASE_URL": qc.base_url,
+        "QC_USER_ID": str(USER_ID),
+        "QC_API_TOKEN": TOKEN,
+    }
+    with (tmp_path / "stderr").open("w+") as stderr:
+        process = subprocess.Popen(
+            qc_tail("tail", str(PROJECT), "--deploy", DEPLOY),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        deadline = time.monotonic() + 60  # a hang guard
+        while len(qc.seen) < 5 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(qc.seen) >= 5, "the CLI stopped asking"  # four answers taken in, at least
+        # The child's own high-water mark: wait4's ru_maxrss would count this process's pages
+        # too (the child shares them between fork and exec).
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        peak_kb = int(
+            next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]
+        )
+        process.terminate()
+        assert process.wait(timeout=10) == 0  # a hang guard; SIGTERM is a normal end
+        stderr.seek(0)
+        assert "Traceback" not in stderr.read()
+    assert peak_kb / 1024 < 150, f"peak RSS {peak_kb / 1024:.0f} MB"
 
 
 # -- lines with lone surrogates, as JSON escapes can carry them, reach the outputs ------------

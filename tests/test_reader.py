@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from structlog.testing import capture_logs
 
 from tailer.api import QcApi
 from tailer.auth import QcAuth
 from tailer.budget import RequestBudget
 from tailer.cursor import Cursor
 from tailer.emulator import Emulator
+from tailer.http import HttpClient
 from tailer.prefetch import Prefetcher
 from tailer.reader import Batch, DeploymentReader
 from tailer.retry import RetryPolicy
@@ -184,3 +186,51 @@ def test_a_catch_up_keeps_its_prefetched_windows_topped_up(emu):
     remaining = [len(ahead) - 1 - i for i in range(len(ahead))]  # windows still to read
     assert ahead == [min(8, left) for left in remaining]
     assert emu.stats.by_path["/live/logs/read"] == 1 + len(batches) + 1  # probe, reads, end
+
+
+CAP = 64 * 1024
+"""The answer size cap of the readers below: small, so that small lines can pass it."""
+
+
+def capped_reader(emu: Emulator, deploy_id: str, **options: object) -> DeploymentReader:
+    api = QcApi(
+        emu.base_url,
+        QcAuth(USER_ID, TOKEN),
+        policy=RetryPolicy(max_attempts=3, base=0, cap=0),
+        http=HttpClient(max_body=CAP),
+    )
+    reader = DeploymentReader(api, Cursor(PROJECT, deploy_id), "p", **options)  # type: ignore[arg-type]
+    reader.probe()
+    return reader
+
+
+def test_a_window_over_the_answer_cap_is_halved_until_it_fits(emu):
+    """249 lines of 3 KB make an answer of 750 KB, over the cap: the same window asked again
+    would be refused again, forever. Halved like a window the server refuses, it fits."""
+    deploy_id = emu.deploy(PROJECT)
+    big = [f"{stamp(i)} {'x' * 3000}" for i in range(300)]
+    emu.write(PROJECT, big)
+    emu.publish()
+    reader = capped_reader(emu, deploy_id, prefetcher=Prefetcher(2))
+    assert texts(drain(reader)) == big
+    assert reader.window < 249
+    after = write(emu, 1000, 600)  # small lines again: the window grows back once past
+    assert texts(drain(reader)) == after
+    assert reader.window == 249
+
+
+def test_a_line_over_the_answer_cap_alone_is_reported_and_skipped_as_a_gap(emu):
+    deploy_id = emu.deploy(PROJECT)
+    before = write(emu, 0, 10)
+    huge = f"{stamp(10)} {'y' * (CAP + 1000)}"
+    emu.write(PROJECT, [huge])
+    emu.publish()
+    after = write(emu, 11, 10)
+    reader = capped_reader(emu, deploy_id)
+    with capture_logs() as events:
+        batches = drain(reader)
+    assert texts(batches) == before + after  # everything else, once, in order
+    assert gaps(batches) == [1]
+    (skipped,) = [event for event in events if event["event"] == "line_too_large"]
+    assert (skipped["line"], skipped["position"]) == (10, 10)
+    assert reader.cursor.position == 21
