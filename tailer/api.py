@@ -218,7 +218,7 @@ class QcApi:
                     return name if isinstance(name, str) else None
         return None
 
-    # -- requests -----------------------------------------------------------------------
+    # -- transport -----------------------------------------------------------------------
 
     def call(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST ``body`` to ``path``: transient failures retried, refusals re-signed.
