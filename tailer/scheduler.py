@@ -143,14 +143,7 @@ class Scheduler:
 
     def status(self) -> str:
         """One line for systemd's STATUS=."""
-        projects = len({slot.follower.project_id for slot in self.slots})
-        text = f"following {projects} project(s), {self.delivered} lines delivered"
-        if self.failing:
-            text += f", {self.failing} failing"
-        if self.auth_failing_since is not None:
-            since = time.strftime("%H:%M:%S", time.localtime(self.auth_failing_since))
-            text += f", auth failing since {since}"
-        return text
+        return status([self])
 
     def _next_wake(self) -> float:
         wakes = [slot.due for slot in self.slots]
@@ -228,7 +221,8 @@ class Scheduler:
 
     def _add(self, project_id: int, event: str) -> None:
         """A follower of the project in every pipeline, begun at once."""
-        log.info(event, project=project_id)
+        names = [p.name for p in self.pipelines if p.make_follower is not None]
+        log.info(event, project=project_id, outputs=", ".join(names))
         followers = [slot.follower for slot in self.slots if slot.follower.project_id == project_id]
         others = frozenset(f.pinned for f in followers if f.pinned is not None)  # theirs
         for pipeline in self.pipelines:
@@ -369,6 +363,8 @@ class Scheduler:
 
     def _failed(self, slot: _Slot, exc: Exception) -> None:
         slot.failures += 1
+        if self.shutdown.requested:  # cut short by the stop (a worker's retries end so)
+            return
         if slot.failing_since is None:
             slot.failing_since = self._clock()
             log.warning(
@@ -395,3 +391,18 @@ class Scheduler:
             seconds=round(self._clock() - slot.failing_since, 1),
         )
         slot.failures, slot.failing_since = 0, None
+
+
+def status(schedulers: Sequence[Scheduler]) -> str:
+    """One line for systemd's STATUS=, over every worker's scheduler."""
+    slots = [slot for scheduler in schedulers for slot in list(scheduler.slots)]
+    projects = len({slot.follower.project_id for slot in slots})
+    delivered = sum(scheduler.delivered for scheduler in schedulers)
+    failing = sum(1 for slot in slots if slot.failing_since is not None)
+    text = f"following {projects} project(s), {delivered} lines delivered"
+    if failing:
+        text += f", {failing} failing"
+    since = min((s.auth_failing_since for s in schedulers if s.auth_failing_since), default=None)
+    if since is not None:
+        text += f", auth failing since {time.strftime('%H:%M:%S', time.localtime(since))}"
+    return text
