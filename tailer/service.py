@@ -198,7 +198,7 @@ def _pipeline(
         name=name,
         save=store.save,
         make_follower=lambda pid, others: make(
-            FollowConfig(pid, start=config.discovery.start), store.load_all(), others
+            FollowConfig(pid, start=config.discovery.start), store.load_project(pid), others
         ),
         saved=saved.keys(),
         unfinished=[key for key, cursor in saved.items() if not cursor.done],

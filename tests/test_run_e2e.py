@@ -679,3 +679,30 @@ def test_a_discovered_projects_start_is_saved_before_another_projects_catch_up(t
     assert output_of(tmp_path, small, first) == ["small 0", "small 1"]
     assert output_of(tmp_path, small, second) == ["small 2"]
     assert output_of(tmp_path, big, busy) == emu.published(big, busy)
+
+
+def test_more_deployments_than_open_files_allowed_all_get_their_lines(tmp_path, emu):
+    """300 deployments under ``ulimit -n 256``: a descriptor for each would run out, and
+    every file past the limit would wait forever. Idle files are closed and reopened."""
+    projects = range(1000, 1300)
+    for project_id in projects:
+        emu.add_project(project_id, f"algo-{project_id}")
+        emu.deploy(project_id)
+        emu.write(project_id, [f"{project_id} first", f"{project_id} second"])
+    emu.publish()
+    path = config(tmp_path, emu, start="deployment")
+    command = ["sh", "-c", 'ulimit -n 256 && exec "$@"', "sh", *qc_tail("--config", str(path))]
+    result = subprocess.run(
+        [*command, "run", "--once"],
+        env=cli_env(emu),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert secrets_in(result.stderr) == []
+    assert result.returncode == 0, result.stderr[-3000:]
+    for project_id in projects:
+        deploy_id = emu.deploy_ids(project_id)[-1]
+        expected = [f"{project_id} first", f"{project_id} second"]
+        assert output_of(tmp_path, project_id, deploy_id) == expected, project_id
