@@ -172,8 +172,9 @@ def test_a_restored_output_directory_keeps_every_line_across_a_restart(tmp_path,
     out = tmp_path / "out"
     inodes = {p: p.stat().st_ino for p in out.glob("*/*.log")}
     shutil.copytree(out, tmp_path / "backup", copy_function=shutil.copy2)
-    shutil.rmtree(out)
+    out.rename(tmp_path / "gone")  # still held: the copies cannot reuse their inodes
     shutil.copytree(tmp_path / "backup", out, copy_function=shutil.copy2)
+    shutil.rmtree(tmp_path / "gone")
     assert all(p.stat().st_ino != inode for p, inode in inodes.items())
     for project_id in PROJECTS:
         fleet.write(project_id, [stamp(n) for n in range(1001, 1011)])
