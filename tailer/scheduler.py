@@ -19,6 +19,7 @@ from tailer.errors import (
     UnreachableError,
 )
 from tailer.follower import ProjectFollower
+from tailer.health import Health
 from tailer.pipeline import Pipeline
 from tailer.reader import MAX_WINDOW, Batch
 from tailer.shutdown import Shutdown
@@ -70,6 +71,7 @@ class Scheduler:
         discovery: Discovery | None = None,
         clock: Callable[[], float] = time.monotonic,
         auth_grace: float = 3600.0,
+        health: Health | None = None,
     ) -> None:
         self.pipelines = list(pipelines)
         self.shutdown = shutdown
@@ -85,11 +87,26 @@ class Scheduler:
         ]
         self.delivered = 0
         self._phases = 0
-        self.healthy_once = False  # some poll or discovery has succeeded
-        self.auth_failing_since: float | None = None
-        self.auth_grace = auth_grace
+        self.health = health or Health(auth_grace)  # shared by the workers, if several
         self._on_progress: Callable[[], None] | None = None
         self._resumed = False  # projects left unfinished by the last run have followers
+
+    @property
+    def healthy_once(self) -> bool:
+        """Some poll or discovery has succeeded."""
+        return self.health.healthy_once
+
+    @property
+    def auth_failing_since(self) -> float | None:
+        return self.health.auth_failing_since
+
+    @property
+    def auth_grace(self) -> float:
+        return self.health.grace
+
+    @auth_grace.setter
+    def auth_grace(self, seconds: float) -> None:
+        self.health.grace = seconds
 
     @property
     def failing(self) -> int:
@@ -337,11 +354,7 @@ class Scheduler:
         self.slots.remove(slot)
 
     def _succeeded(self) -> None:
-        """A request went through: the API works, and with these credentials."""
-        self.healthy_once = True
-        if self.auth_failing_since is not None:
-            log.info("auth_recovered", after=round(time.time() - self.auth_failing_since, 1))
-            self.auth_failing_since = None
+        self.health.succeeded()
 
     def _auth_failed(self, slot: _Slot, exc: AuthError) -> None:
         self._auth_refused(exc)
@@ -349,17 +362,8 @@ class Scheduler:
         slot.due = self._clock() + slot.delay
 
     def _auth_refused(self, exc: AuthError) -> None:
-        """Credentials refused mid-run (revoked, or a token being rotated): go on retrying
-        slowly for ``auth_grace`` seconds, then give up (exit 77). At start (nothing ever
-        succeeded) it is fatal at once: the credentials are wrong."""
-        if not self.healthy_once:
-            raise exc
-        now = time.time()
-        if self.auth_failing_since is None:
-            self.auth_failing_since = now
-            log.error("auth_failing", error=str(exc), gives_up_after=self.auth_grace)
-        elif now - self.auth_failing_since > self.auth_grace:
-            raise exc
+        """As for a poll, so for discovery: see ``Health``."""
+        self.health.refused(exc)
 
     def _failed(self, slot: _Slot, exc: Exception) -> None:
         slot.failures += 1

@@ -17,6 +17,7 @@ from tailer.daemon import Notifier, detached
 from tailer.directories import prepare
 from tailer.discovery import Discovery
 from tailer.errors import WriteFailedError
+from tailer.health import Health
 from tailer.pipeline import Pipeline
 from tailer.scheduler import Scheduler
 from tailer.shutdown import Shutdown
@@ -79,7 +80,11 @@ def _follow(
 
 
 def _scheduler(
-    config: Config, pipelines: list[Pipeline], shutdown: Shutdown, discovery: Discovery | None
+    config: Config,
+    pipelines: list[Pipeline],
+    shutdown: Shutdown,
+    discovery: Discovery | None,
+    health: Health | None = None,
 ) -> Scheduler:
     return Scheduler(
         pipelines,
@@ -88,6 +93,7 @@ def _scheduler(
         max_interval=config.poll.max_interval,
         drain=config.poll.drain,
         discovery=discovery,
+        health=health,
     )
 
 
@@ -101,10 +107,11 @@ def _work(
     """Each pipeline on its own worker (a Loki that hangs holds back no file), sharing one
     discovery; this thread talks to systemd: READY once some poll succeeded, STATUS, and
     WATCHDOG while every worker shows life."""
+    health = Health()
     schedulers = []
     for n, pipeline in enumerate(pipelines):
         view = discovery.share() if discovery is not None and n else discovery
-        schedulers.append(_scheduler(config, [pipeline], shutdown, view))
+        schedulers.append(_scheduler(config, [pipeline], shutdown, view, health))
     workers = Workers(schedulers, shutdown, stall=notifier.watchdog_interval)
 
     def tick() -> None:

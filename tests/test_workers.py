@@ -22,6 +22,7 @@ from tailer.cursor import Cursor
 from tailer.discovery import Discovery
 from tailer.emulator import Emulator
 from tailer.follower import ProjectFollower, Start
+from tailer.health import Health
 from tailer.pipeline import Pipeline
 from tailer.retry import RetryPolicy
 from tailer.scheduler import Scheduler
@@ -48,12 +49,15 @@ def emu() -> Iterator[Emulator]:
 
 
 def client(emu: Emulator) -> QcApi:
-    return QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=RetryPolicy(max_attempts=1))
+    policy = RetryPolicy(max_attempts=1, auth_attempts=1)
+    return QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=policy)
 
 
-def worker(emu: Emulator, pipeline: Pipeline, shutdown: Shutdown) -> Scheduler:
+def worker(
+    emu: Emulator, pipeline: Pipeline, shutdown: Shutdown, health: Health | None = None
+) -> Scheduler:
     pipeline.followers.append(ProjectFollower(client(emu), PROJECT, start=Start("deployment")))
-    return Scheduler([pipeline], shutdown, interval=0.05, max_interval=0.1)
+    return Scheduler([pipeline], shutdown, interval=0.05, max_interval=0.1, health=health)
 
 
 def test_a_stop_lets_a_worker_finish_the_file_write_in_hand(emu, tmp_path):
@@ -149,6 +153,38 @@ def test_a_hung_push_holds_back_no_other_output_and_stops_the_watchdog(emu):
     assert alive[0] is True and alive[-1] is False
     stalled = [e for e in events if e["event"] == "worker_stalled"]
     assert [e["outputs"] for e in stalled] == ["Loki"]
+
+
+def test_credentials_refused_in_every_worker_are_said_once(emu):
+    """Both workers' requests are refused for a while (a token being rotated): one event
+    when it starts, one when it ends, and lines keep their way once it is over."""
+    outs = [io.StringIO(), io.StringIO()]
+    shutdown, health = Shutdown(), Health()
+    schedulers = [worker(emu, Pipeline([StdoutSink(out)]), shutdown, health) for out in outs]
+    workers = Workers(schedulers, shutdown)
+    phase: list[object] = ["delivering"]
+    started = time.monotonic()
+
+    def tick() -> None:
+        if phase[-1] == "delivering" and all(o.getvalue().splitlines() == LINES for o in outs):
+            emu.faults.random(rate=1.0, kinds=("auth",))
+            emu.write(PROJECT, ["after"])
+            emu.publish()
+            phase.append(time.monotonic())
+        elif isinstance(phase[-1], float) and time.monotonic() - phase[-1] > 1.0:
+            emu.faults.clear()  # refused for a while, then taken again
+            phase.append("over")
+        if all(o.getvalue().splitlines() == [*LINES, "after"] for o in outs):
+            shutdown.request()
+        if time.monotonic() - started > 30:  # a hang guard
+            shutdown.request()
+
+    with capture_logs() as events:
+        workers.run(on_tick=tick)
+    assert phase[-1] == "over"
+    assert [o.getvalue().splitlines() for o in outs] == [[*LINES, "after"]] * 2
+    said = [e["event"] for e in events if e["event"].startswith("auth_")]
+    assert said == ["auth_failing", "auth_recovered"]
 
 
 def test_workers_list_the_fleet_once_per_interval(emu):
