@@ -20,6 +20,7 @@ ASK_AGAIN = 1.0
 
 _Answer = tuple[float, dict[int, str] | None]
 """When it was asked, and the projects running then (None: the API could not say)."""
+_NOT_WAITING = (0.0, None)
 
 
 @dataclass(slots=True)
@@ -53,6 +54,8 @@ class Discovery:
         self.due = 0.0
         self._listing = listing or _Listing()
         self._used: _Answer | None = None  # the last answer this one gave
+        self._waited: _Answer | None = _NOT_WAITING  # the answer current when it found
+        # another worker asking: whatever replaced it is that worker's, and good here
 
     def share(self) -> Discovery:
         """A discovery for another worker: its own due time, the same answers."""
@@ -67,6 +70,8 @@ class Discovery:
         if not self._fresh(answer):
             if not listing.lock.acquire(blocking=False):
                 self.due = self._clock() + min(ASK_AGAIN, self.config.interval)
+                if self._waited is _NOT_WAITING:
+                    self._waited = answer
                 return None
             try:
                 answer = listing.answer
@@ -75,7 +80,7 @@ class Discovery:
             finally:
                 listing.lock.release()
         assert answer is not None
-        self._used = answer
+        self._used, self._waited = answer, _NOT_WAITING
         self.due = answer[0] + self.config.interval
         return answer[1]
 
@@ -84,9 +89,12 @@ class Discovery:
         return not self.config.projects or project_id in self.config.projects
 
     def _fresh(self, answer: _Answer | None) -> bool:
-        """An answer another worker asked for, not yet used here, younger than the interval."""
+        """An answer another worker asked for, not yet used here: younger than the interval,
+        or the one that worker was asking for when this one looked."""
         if answer is None or answer is self._used:
             return False
+        if self._waited is not _NOT_WAITING and answer is not self._waited:
+            return True
         return self._clock() - answer[0] < self.config.interval
 
     def _ask(self) -> dict[int, str] | None:

@@ -276,6 +276,25 @@ def test_a_loki_that_never_answers_holds_back_no_file(tmp_path):
     assert secrets_in(stderr) == []
 
 
+def test_a_worker_that_found_another_asking_takes_that_answer_however_old(emu):
+    """Found asking, the other worker is left to it, and its answer taken at the next look:
+    even if by then it is an interval old, and the other asking anew (were it refused for
+    age, two workers in step would miss each other's answers round after round)."""
+    now = [0.0]
+    config = DiscoveryConfig(enabled=True, interval=1.0)
+    first = Discovery(client(emu), config, clock=lambda: now[0])
+    second = first.share()
+    asking = first._listing.lock
+    with asking:  # the first worker is asking
+        assert second.running() is None
+    assert second.due == 1.0
+    running = first.running()
+    now[0] = 1.0
+    with asking:  # and asking again as the second looks
+        assert second.running() == running == {PROJECT: emu.deploy_ids(PROJECT)[-1]}
+    assert emu.stats.by_path["/live/list"] == 1
+
+
 def test_two_workers_reading_one_window_at_once_cost_one_request():
     """Both pipelines follow the same deployments, on their own threads, often at the same
     moment: one read serves both, even when the second asks while the first is in flight."""
