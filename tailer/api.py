@@ -130,6 +130,7 @@ class QcApi:
         self.cache_ttl = 0.0
         self._cache: dict[tuple[int, str, int, int], tuple[float, LogWindow]] = {}
         self._cache_lock = threading.Lock()
+        self._reading: dict[tuple[int, str, int, int], threading.Event] = {}  # in flight
 
     def close(self) -> None:
         """Close the kept-alive connections (a later call opens new ones)."""
@@ -145,19 +146,30 @@ class QcApi:
 
         With ``cache_ttl`` set, an identical read within that many seconds is answered from
         memory: pipelines that follow the same deployment then cost one request, not two.
+        One asked while the same read is in flight (another pipeline's worker) waits for it.
         """
+        if not self.cache_ttl:
+            return self._read_logs(project_id, deploy_id, start, end)
         key = (project_id, deploy_id, start, end)
-        if self.cache_ttl:
+        while True:
             with self._cache_lock:
                 hit = self._cache.get(key)
-            if hit is not None and time.monotonic() - hit[0] < self.cache_ttl:
-                return hit[1]
-        window = self._read_logs(project_id, deploy_id, start, end)
-        if self.cache_ttl:
+                if hit is not None and time.monotonic() - hit[0] < self.cache_ttl:
+                    return hit[1]
+                reading = self._reading.get(key)
+                if reading is None:
+                    self._reading[key] = threading.Event()
+                    break
+            reading.wait()  # then from the cache, or (that read failed) asked again
+        try:
+            window = self._read_logs(project_id, deploy_id, start, end)
             with self._cache_lock:
                 self._cache[key] = (time.monotonic(), window)
                 while len(self._cache) > _CACHE_SIZE:
                     self._cache.pop(next(iter(self._cache)))
+        finally:
+            with self._cache_lock:
+                self._reading.pop(key).set()
         return window
 
     def _read_logs(self, project_id: int, deploy_id: str, start: int, end: int) -> LogWindow:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import tempfile
 from pathlib import Path
 
@@ -59,6 +60,25 @@ def unwritable(path: Path, key: str, exc: OSError) -> QcTailError:
         f"{where}: cannot create or write there: {why}; "
         f"{hint}make it a directory this user may write"
     )
+
+
+def open_files_limit() -> int:
+    """How many descriptors this process may hold (its soft RLIMIT_NOFILE; ``ulimit -n``)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def too_many_open_files(exc: OSError) -> str | None:
+    """What to do about EMFILE/ENFILE (the process's or the system's descriptors all in
+    use); None for any other error."""
+    if exc.errno == errno.EMFILE:
+        return (
+            f"too many open files: this process may hold {open_files_limit()}; raise the "
+            "limit (LimitNOFILE= in the systemd unit, or ulimit -n before starting qc-tail)"
+        )
+    if exc.errno == errno.ENFILE:
+        return "too many open files in the whole system: raise fs.file-max (sysctl)"
+    return None
 
 
 def _make(path: Path, mode: int) -> None:

@@ -19,6 +19,7 @@ from tailer.errors import (
     UnreachableError,
 )
 from tailer.follower import ProjectFollower
+from tailer.health import Health
 from tailer.pipeline import Pipeline
 from tailer.reader import MAX_WINDOW, Batch
 from tailer.shutdown import Shutdown
@@ -70,6 +71,7 @@ class Scheduler:
         discovery: Discovery | None = None,
         clock: Callable[[], float] = time.monotonic,
         auth_grace: float = 3600.0,
+        health: Health | None = None,
     ) -> None:
         self.pipelines = list(pipelines)
         self.shutdown = shutdown
@@ -85,11 +87,26 @@ class Scheduler:
         ]
         self.delivered = 0
         self._phases = 0
-        self.healthy_once = False  # some poll or discovery has succeeded
-        self.auth_failing_since: float | None = None
-        self.auth_grace = auth_grace
+        self.health = health or Health(auth_grace)  # shared by the workers, if several
         self._on_progress: Callable[[], None] | None = None
         self._resumed = False  # projects left unfinished by the last run have followers
+
+    @property
+    def healthy_once(self) -> bool:
+        """Some poll or discovery has succeeded."""
+        return self.health.healthy_once
+
+    @property
+    def auth_failing_since(self) -> float | None:
+        return self.health.auth_failing_since
+
+    @property
+    def auth_grace(self) -> float:
+        return self.health.grace
+
+    @auth_grace.setter
+    def auth_grace(self, seconds: float) -> None:
+        self.health.grace = seconds
 
     @property
     def failing(self) -> int:
@@ -143,14 +160,7 @@ class Scheduler:
 
     def status(self) -> str:
         """One line for systemd's STATUS=."""
-        projects = len({slot.follower.project_id for slot in self.slots})
-        text = f"following {projects} project(s), {self.delivered} lines delivered"
-        if self.failing:
-            text += f", {self.failing} failing"
-        if self.auth_failing_since is not None:
-            since = time.strftime("%H:%M:%S", time.localtime(self.auth_failing_since))
-            text += f", auth failing since {since}"
-        return text
+        return status([self])
 
     def _next_wake(self) -> float:
         wakes = [slot.due for slot in self.slots]
@@ -228,7 +238,8 @@ class Scheduler:
 
     def _add(self, project_id: int, event: str) -> None:
         """A follower of the project in every pipeline, begun at once."""
-        log.info(event, project=project_id)
+        names = [p.name for p in self.pipelines if p.make_follower is not None]
+        log.info(event, project=project_id, outputs=", ".join(names))
         followers = [slot.follower for slot in self.slots if slot.follower.project_id == project_id]
         others = frozenset(f.pinned for f in followers if f.pinned is not None)  # theirs
         for pipeline in self.pipelines:
@@ -343,11 +354,7 @@ class Scheduler:
         self.slots.remove(slot)
 
     def _succeeded(self) -> None:
-        """A request went through: the API works, and with these credentials."""
-        self.healthy_once = True
-        if self.auth_failing_since is not None:
-            log.info("auth_recovered", after=round(time.time() - self.auth_failing_since, 1))
-            self.auth_failing_since = None
+        self.health.succeeded()
 
     def _auth_failed(self, slot: _Slot, exc: AuthError) -> None:
         self._auth_refused(exc)
@@ -355,20 +362,13 @@ class Scheduler:
         slot.due = self._clock() + slot.delay
 
     def _auth_refused(self, exc: AuthError) -> None:
-        """Credentials refused mid-run (revoked, or a token being rotated): go on retrying
-        slowly for ``auth_grace`` seconds, then give up (exit 77). At start (nothing ever
-        succeeded) it is fatal at once: the credentials are wrong."""
-        if not self.healthy_once:
-            raise exc
-        now = time.time()
-        if self.auth_failing_since is None:
-            self.auth_failing_since = now
-            log.error("auth_failing", error=str(exc), gives_up_after=self.auth_grace)
-        elif now - self.auth_failing_since > self.auth_grace:
-            raise exc
+        """As for a poll, so for discovery: see ``Health``."""
+        self.health.refused(exc)
 
     def _failed(self, slot: _Slot, exc: Exception) -> None:
         slot.failures += 1
+        if self.shutdown.requested:  # cut short by the stop (a worker's retries end so)
+            return
         if slot.failing_since is None:
             slot.failing_since = self._clock()
             log.warning(
@@ -395,3 +395,18 @@ class Scheduler:
             seconds=round(self._clock() - slot.failing_since, 1),
         )
         slot.failures, slot.failing_since = 0, None
+
+
+def status(schedulers: Sequence[Scheduler]) -> str:
+    """One line for systemd's STATUS=, over every worker's scheduler."""
+    slots = [slot for scheduler in schedulers for slot in list(scheduler.slots)]
+    projects = len({slot.follower.project_id for slot in slots})
+    delivered = sum(scheduler.delivered for scheduler in schedulers)
+    failing = sum(1 for slot in slots if slot.failing_since is not None)
+    text = f"following {projects} project(s), {delivered} lines delivered"
+    if failing:
+        text += f", {failing} failing"
+    since = min((s.auth_failing_since for s in schedulers if s.auth_failing_since), default=None)
+    if since is not None:
+        text += f", auth failing since {time.strftime('%H:%M:%S', time.localtime(since))}"
+    return text

@@ -17,6 +17,7 @@ from tailer.daemon import Notifier, detached
 from tailer.directories import prepare
 from tailer.discovery import Discovery
 from tailer.errors import WriteFailedError
+from tailer.health import Health
 from tailer.pipeline import Pipeline
 from tailer.scheduler import Scheduler
 from tailer.shutdown import Shutdown
@@ -25,6 +26,7 @@ from tailer.sinks.files import DIR_MODE, FileSink
 from tailer.sinks.loki import LokiSink
 from tailer.sinks.stdout import StdoutSink
 from tailer.store import CursorStore, StateLock
+from tailer.workers import Workers
 
 log = structlog.get_logger(__name__)
 
@@ -64,41 +66,65 @@ def _follow(
 ) -> None:
     pipelines = _pipelines(config, api, shutdown)
     shutdown.on_hangup(notifier.reloading)
-    scheduler = Scheduler(
+    discovery = Discovery(api, config.discovery) if config.discovery.enabled else None
+    try:
+        if once:  # pipeline by pipeline: the files first, then Loki
+            shutdown.heartbeat = notifier.watchdog
+            shutdown.heartbeat_every = notifier.watchdog_interval
+            _scheduler(config, pipelines, shutdown, discovery).poll_once()
+        else:
+            _work(config, pipelines, shutdown, discovery, notifier)
+    finally:
+        notifier.stopping()
+        for pipeline in pipelines:
+            pipeline.close()
+
+
+def _scheduler(
+    config: Config,
+    pipelines: list[Pipeline],
+    shutdown: Shutdown,
+    discovery: Discovery | None,
+    health: Health | None = None,
+) -> Scheduler:
+    return Scheduler(
         pipelines,
         shutdown,
         interval=config.poll.interval,
         max_interval=config.poll.max_interval,
         drain=config.poll.drain,
-        discovery=Discovery(api, config.discovery) if config.discovery.enabled else None,
+        discovery=discovery,
+        health=health,
     )
 
-    shutdown.heartbeat = notifier.watchdog
-    shutdown.heartbeat_every = notifier.watchdog_interval
 
-    def heartbeat() -> None:
-        notifier.watchdog()
-        if not notifier.enabled:
-            return
-        status = scheduler.status()
-        if scheduler.healthy_once:
-            notifier.ready(status)
-        notifier.status(status)
+def _work(
+    config: Config,
+    pipelines: list[Pipeline],
+    shutdown: Shutdown,
+    discovery: Discovery | None,
+    notifier: Notifier,
+) -> None:
+    """Each pipeline on its own worker (a Loki that hangs holds back no file), sharing one
+    discovery; this thread talks to systemd: READY once some poll succeeded, STATUS, and
+    WATCHDOG while every worker shows life."""
+    health = Health()
+    schedulers = []
+    for n, pipeline in enumerate(pipelines):
+        view = discovery.share() if discovery is not None and n else discovery
+        schedulers.append(_scheduler(config, [pipeline], shutdown, view, health))
+    workers = Workers(schedulers, shutdown, stall=notifier.watchdog_interval)
 
-    def progress() -> None:  # a group delivered: alive, and ready once the first one is
-        notifier.watchdog()
-        if notifier.enabled and not notifier.is_ready and scheduler.healthy_once:
-            notifier.ready(scheduler.status())
+    def tick() -> None:
+        if workers.alive():
+            notifier.watchdog()
+        if notifier.enabled:
+            status = workers.status()
+            if workers.healthy_once:
+                notifier.ready(status)
+            notifier.status(status)
 
-    try:
-        if once:
-            scheduler.poll_once()
-        else:
-            scheduler.run(on_idle=heartbeat, on_progress=progress)
-    finally:
-        notifier.stopping()
-        for pipeline in pipelines:
-            pipeline.close()
+    workers.run(on_tick=tick)
 
 
 def _pipelines(
@@ -178,7 +204,7 @@ def _pipeline(
         name=name,
         save=store.save,
         make_follower=lambda pid, others: make(
-            FollowConfig(pid, start=config.discovery.start), store.load_all(), others
+            FollowConfig(pid, start=config.discovery.start), store.load_project(pid), others
         ),
         saved=saved.keys(),
         unfinished=[key for key, cursor in saved.items() if not cursor.done],

@@ -23,18 +23,29 @@ class Interrupted(BaseException):
         super().__init__(signal.Signals(signum).name)
 
 
+class Stopping(BaseException):
+    """Raised in a worker thread that would begin a critical section after a stop: a write
+    not yet begun is not in hand, so it is not begun (see ``Shutdown.worker``)."""
+
+
 class Shutdown:
     """The stop flag, and the signal handlers that set it.
 
     Outside a critical section a signal interrupts at once (a request or a wait in progress
     is abandoned: nothing was delivered, so nothing is lost). Inside one (writing lines,
     saving a cursor) it is deferred to the section's end.
+
+    Signals reach the main thread only. A worker thread (``worker``) learns of a stop from
+    ``event`` instead; the main thread, once stopping, waits in ``settle`` for the critical
+    sections workers have in hand, and no worker begins another.
     """
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.signum: int | None = None
-        self._critical = 0
+        self._local = threading.local()  # this thread's depth of critical sections, and role
+        self._busy = 0  # worker threads inside a critical section
+        self._settled = threading.Condition()
         self._on_hangup: list[Callable[[], None]] = []
         self.hangups = 0
         self._previous: dict[int, Any] = {}
@@ -92,14 +103,54 @@ class Shutdown:
 
     @contextmanager
     def critical(self) -> Iterator[None]:
-        self._critical += 1
+        """What a stop must not cut short. In the main thread a signal waits for its end;
+        a worker thread begins none once a stop is requested (``Stopping``)."""
+        depth = self._depth()
+        worker = getattr(self._local, "worker", False)
+        if worker and depth == 0:
+            with self._settled:
+                if self.requested:
+                    raise Stopping
+                self._busy += 1
+        self._local.depth = depth + 1
         try:
             yield
         finally:
-            self._critical -= 1
-        if self._critical == 0 and self.signum is not None:
+            self._local.depth = depth
+            if worker and depth == 0:
+                with self._settled:
+                    self._busy -= 1
+                    self._settled.notify_all()
+        if not worker and depth == 0 and self.signum is not None:
             self.event.set()  # here, not in the handler (see _handle)
             raise Interrupted(self.signum)
+
+    @contextmanager
+    def worker(self) -> Iterator[None]:
+        """Run the block as a worker thread: its critical sections are waited for by
+        ``settle``, and none begins after a stop."""
+        self._local.worker = True
+        try:
+            yield
+        finally:
+            self._local.worker = False
+
+    def settle(self) -> None:
+        """Set the stop, then wait until no worker is inside a critical section (the main
+        thread's own end of a stop; a second signal meanwhile is only noted)."""
+        depth = self._depth()
+        self._local.depth = depth + 1
+        try:
+            self.event.set()
+            with self._settled:
+                while self._busy:
+                    self._settled.wait()
+        finally:
+            self._local.depth = depth
+
+    def _depth(self) -> int:
+        depth: int = getattr(self._local, "depth", 0)
+        return depth
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         """A stop signal. It runs in the main thread between two bytecodes of whatever that
@@ -108,7 +159,7 @@ class Shutdown:
         notes the signal; the event is set where the stop is acted upon (a critical
         section's end), or not at all when Interrupted ends the process at once."""
         self.signum = signum
-        if self._critical == 0:
+        if self._depth() == 0:
             raise Interrupted(signum)
 
     def _hangup(self, signum: int, frame: FrameType | None) -> None:

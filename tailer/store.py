@@ -9,12 +9,13 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from tailer.cursor import Cursor
-from tailer.directories import prepare, unwritable
+from tailer.directories import prepare, too_many_open_files, unwritable
 from tailer.errors import CursorSaveError, LockedError, StateError
 
 VERSION = 1
@@ -67,15 +68,24 @@ class CursorStore:
         return self.root / str(project_id) / f"{safe_name(deploy_id)}.json"
 
     def load_all(self) -> dict[tuple[int, str], Cursor]:
-        cursors: dict[tuple[int, str], Cursor] = {}
-        if not self.root.is_dir():
-            return cursors
-        for path in sorted(self.root.glob("*/*.json")):
-            cursor = self._load(path)
-            cursors[(cursor.project_id, cursor.deploy_id)] = cursor
+        cursors = self._load_from(self.root.glob("*/*.json"))
         for leftover in self.root.glob("*/.*.tmp"):  # a save cut short: the renamed file is
             with contextlib.suppress(OSError):  # the truth, and a leftover harms nothing
                 leftover.unlink(missing_ok=True)
+        return cursors
+
+    def load_project(self, project_id: int) -> dict[tuple[int, str], Cursor]:
+        """The saved cursors of one project (a daemon discovering thousands of projects
+        would read every cursor for each one with ``load_all``)."""
+        return self._load_from((self.root / str(project_id)).glob("*.json"))
+
+    def _load_from(self, paths: Iterable[Path]) -> dict[tuple[int, str], Cursor]:
+        cursors: dict[tuple[int, str], Cursor] = {}
+        if not self.root.is_dir():
+            return cursors
+        for path in sorted(paths):
+            cursor = self._load(path)
+            cursors[(cursor.project_id, cursor.deploy_id)] = cursor
         return cursors
 
     def save(self, cursor: Cursor) -> None:
@@ -93,6 +103,7 @@ class CursorStore:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             why = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "I/O error"
+            why = too_many_open_files(exc) or why
             raise CursorSaveError(
                 f"cannot save a cursor: {why} ({exc.strerror or exc}); the outputs have the "
                 "lines, and their cursors are saved once it takes them again",

@@ -131,10 +131,10 @@ def test_ready_status_and_a_watchdog_that_stops_when_the_loop_cannot_progress(
         healthy = notify_socket.pings(start)
         assert 3 <= len(healthy) <= 12  # every 0.2 s, give or take a small, busy machine
 
-        emu.stall(True)  # requests hang: the loop is stuck until its 2 s timeout
-        time.sleep(0.5)
+        emu.stall(True)  # requests hang: the loop is stuck until its 10 s timeout
+        notify_socket.collect(1.0)  # pings sent as the stall began (the next poll hangs)
         stalled_from = time.monotonic()
-        notify_socket.collect(1.2)
+        notify_socket.collect(1.5)
         assert notify_socket.pings(stalled_from) == []
 
         emu.stall(False)

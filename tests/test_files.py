@@ -6,6 +6,7 @@ import contextlib
 import errno
 import io
 import os
+import resource
 import shutil
 import stat
 import subprocess
@@ -733,3 +734,120 @@ def test_real_logrotate_with_create_loses_and_duplicates_nothing(tmp_path, out, 
     generations = [path.with_name(f"{path.name}.{n}") for n in (3, 2, 1)] + [path]
     assert [p.read_bytes() for p in generations] == [raw(batch) for batch in rounds]
     assert mode(path) == 0o640
+
+
+# -- descriptors: at most max_open files open ------------------------------------------------
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_files_beyond_max_open_are_closed_when_idle_and_reopened_where_they_were(out):
+    """Thousands of deployments, most of them quiet: a descriptor each would run out."""
+    sink = FileSink(out, max_open=3)
+    before = open_fds()
+    for n in range(10):
+        sink.write(lines(f"L-{n}", texts(f"first {n}", 2)))
+        sink.flush()
+    assert open_fds() <= before + 3
+    cursors = {n: sink.stamp(Cursor(PROJECT, f"L-{n}", position=2)) for n in range(10)}
+    for n in range(10):  # every file reopened (most were closed), appended where it was
+        sink.write(lines(f"L-{n}", texts(f"second {n}", 1), start=2))
+        sink.flush()
+        assert open_fds() <= before + 3
+    for n in range(10):
+        path = sink.path(PROJECT, f"L-{n}")
+        assert path.read_bytes() == raw(texts(f"first {n}", 2) + texts(f"second {n}", 1))
+        stamped = sink.stamp(cursors[n])
+        assert (stamped.file_size, stamped.file_inode) == (
+            path.stat().st_size,
+            cursors[n].file_inode,
+        )
+        assert stamped.file_last is not None and stamped.file_last != cursors[n].file_last
+    sink.close()
+    again = FileSink(out)  # a restart recognises each file by its cursor: nothing set aside
+    again.recover([sink.stamp(cursors[n]) for n in range(10)])
+    assert not list(out.glob("*/*.unverified*"))
+
+
+def test_a_closed_file_keeps_its_cursor_as_it_was(out):
+    sink = FileSink(out, max_open=1)
+    sink.write(lines("L-a", texts("a", 2)))
+    sink.flush()
+    kept_open = sink.stamp(Cursor(PROJECT, "L-a", position=2))
+    sink.write(lines("L-b", texts("b", 1)))  # L-a closed to make room
+    sink.flush()
+    assert sink.stamp(Cursor(PROJECT, "L-a", position=2)) == kept_open
+
+
+def test_a_file_replaced_while_closed_is_taken_as_new_as_after_sighup(out):
+    sink = FileSink(out, max_open=1)
+    path = sink.path(PROJECT, "L-a")
+    sink.write(lines("L-a", texts("a", 3)))
+    sink.flush()
+    sink.write(lines("L-b", texts("b", 1)))  # L-a closed
+    sink.flush()
+    rotated = path.with_name(path.name + ".1")
+    path.rename(rotated)  # rotated without a SIGHUP
+    sink.write(lines("L-a", texts("a", 2, start=3), start=3))
+    sink.flush()
+    assert rotated.read_bytes() == raw(texts("a", 3))
+    assert path.read_bytes() == raw(texts("a", 2, start=3))
+    assert sink.position(PROJECT, "L-a")[:2] == (path.stat().st_size, path.stat().st_ino)
+
+
+def test_files_written_since_the_last_flush_stay_open_beyond_max_open(out):
+    """A failed flush must cut each file written back: none of them may be closed first."""
+    writes = 0
+
+    def failing_second_round(fd: int, data: memoryview) -> int:
+        nonlocal writes
+        writes += 1
+        if writes > 4:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return os.write(fd, data)
+
+    sink = FileSink(out, max_open=1, write=failing_second_round)
+    records = [*lines("L-a", texts("a", 2)), *lines("L-b", texts("b", 2))]
+    sink.write(records)
+    sink.flush()
+    more = [
+        *lines("L-a", texts("a", 1, start=2), start=2),
+        *lines("L-b", texts("b", 1, start=2), start=2),
+        *lines("L-c", texts("c", 1)),  # its write fails: the disk is full
+    ]
+    with pytest.raises(OutputError, match="disk is full"):
+        sink.write(more)
+    assert sink.path(PROJECT, "L-a").read_bytes() == raw(texts("a", 2))  # all cut back
+    assert sink.path(PROJECT, "L-b").read_bytes() == raw(texts("b", 2))
+
+
+@pytest.fixture
+def few_descriptors() -> Iterator[int]:
+    """The process's open-files limit lowered, for a moment, to leave a handful free."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    used = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    limit = max(used) + 6
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        yield limit - len([fd for fd in used if fd < limit])  # free below the limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_out_of_descriptors_is_an_error_event_saying_which_limit_to_raise(out, few_descriptors):
+    sink = FileSink(out, max_open=1000)
+    many = [record for n in range(few_descriptors + 3) for record in lines(f"L-{n}", ["x"])]
+    with capture_logs() as events, pytest.raises(OutputError) as raised:
+        sink.write(many)  # one write, every file in it still to be flushed: none can close
+    with capture_logs() as again, pytest.raises(OutputError):
+        sink.write(many)
+    sink.close()
+    (event,) = [e for e in events if e["event"] == "too_many_open_files"]
+    assert event["log_level"] == "error"
+    assert event["limit"] == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert "LimitNOFILE=" in event["hint"] and "ulimit -n" in event["hint"]
+    assert "LimitNOFILE=" in str(raised.value)
+    assert [e for e in again if e["event"] == "too_many_open_files"] == []  # said once
+    assert all(p.stat().st_size == 0 for p in out.glob("*/*.log"))  # all cut back

@@ -172,8 +172,9 @@ def test_a_restored_output_directory_keeps_every_line_across_a_restart(tmp_path,
     out = tmp_path / "out"
     inodes = {p: p.stat().st_ino for p in out.glob("*/*.log")}
     shutil.copytree(out, tmp_path / "backup", copy_function=shutil.copy2)
-    shutil.rmtree(out)
+    out.rename(tmp_path / "gone")  # still held: the copies cannot reuse their inodes
     shutil.copytree(tmp_path / "backup", out, copy_function=shutil.copy2)
+    shutil.rmtree(tmp_path / "gone")
     assert all(p.stat().st_ino != inode for p, inode in inodes.items())
     for project_id in PROJECTS:
         fleet.write(project_id, [stamp(n) for n in range(1001, 1011)])
@@ -679,3 +680,30 @@ def test_a_discovered_projects_start_is_saved_before_another_projects_catch_up(t
     assert output_of(tmp_path, small, first) == ["small 0", "small 1"]
     assert output_of(tmp_path, small, second) == ["small 2"]
     assert output_of(tmp_path, big, busy) == emu.published(big, busy)
+
+
+def test_more_deployments_than_open_files_allowed_all_get_their_lines(tmp_path, emu):
+    """300 deployments under ``ulimit -n 256``: a descriptor for each would run out, and
+    every file past the limit would wait forever. Idle files are closed and reopened."""
+    projects = range(1000, 1300)
+    for project_id in projects:
+        emu.add_project(project_id, f"algo-{project_id}")
+        emu.deploy(project_id)
+        emu.write(project_id, [f"{project_id} first", f"{project_id} second"])
+    emu.publish()
+    path = config(tmp_path, emu, start="deployment")
+    command = ["sh", "-c", 'ulimit -n 256 && exec "$@"', "sh", *qc_tail("--config", str(path))]
+    result = subprocess.run(
+        [*command, "run", "--once"],
+        env=cli_env(emu),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert secrets_in(result.stderr) == []
+    assert result.returncode == 0, result.stderr[-3000:]
+    for project_id in projects:
+        deploy_id = emu.deploy_ids(project_id)[-1]
+        expected = [f"{project_id} first", f"{project_id} second"]
+        assert output_of(tmp_path, project_id, deploy_id) == expected, project_id

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tailer.shutdown import Interrupted, Shutdown
+from tailer.shutdown import Interrupted, Shutdown, Stopping
 
 
 def test_a_wait_feeds_the_heartbeat_while_it_lasts():
@@ -77,3 +77,32 @@ def test_a_signal_landing_inside_the_events_own_wait_does_not_deadlock(critical)
     assert not lander.is_alive(), "the handler deadlocked on the event's lock"
     assert outcome == (["handled", "interrupted"] if critical else ["interrupted"])
     assert shutdown.requested and shutdown.event.is_set() == critical
+
+
+def test_a_worker_thread_begins_no_critical_section_after_a_stop_and_settle_waits_for_one():
+    """Signals reach the main thread only: a worker's write in hand is waited for by
+    ``settle``; once stopping, a worker does not begin another (``Stopping``)."""
+    shutdown = Shutdown()
+    inside, release = threading.Event(), threading.Event()
+    outcome: list[str] = []
+
+    def work() -> None:
+        with shutdown.worker():
+            with shutdown.critical():
+                inside.set()
+                release.wait(timeout=10)
+                outcome.append("the write in hand")
+            try:
+                with shutdown.critical():
+                    outcome.append("another write")
+            except Stopping:
+                outcome.append("stopping")
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    assert inside.wait(timeout=10)
+    threading.Timer(0.2, release.set).start()
+    shutdown.settle()
+    assert outcome[:1] == ["the write in hand"]  # done before settle returned
+    worker.join(timeout=10)
+    assert outcome == ["the write in hand", "stopping"]

@@ -407,3 +407,16 @@ def test_a_save_into_a_state_directory_that_cannot_take_it_keeps_the_old_cursor(
     with pytest.raises(CursorSaveError, match="cannot save a cursor"):
         store.save(Cursor(778, "L-b", position=2))
     assert store.load_all() == {(777, "L-a"): Cursor(777, "L-a", position=1)}
+
+
+def test_load_project_reads_only_that_projects_cursors(tmp_path):
+    store = CursorStore(tmp_path)
+    store.save(Cursor(1, "L-a", position=3))
+    store.save(Cursor(1, "L-b", position=4))
+    store.save(Cursor(2, "L-c", position=5))
+    assert store.load_project(1) == {
+        (1, "L-a"): Cursor(1, "L-a", position=3),
+        (1, "L-b"): Cursor(1, "L-b", position=4),
+    }
+    assert store.load_project(3) == {}
+    assert CursorStore(tmp_path / "none").load_project(1) == {}

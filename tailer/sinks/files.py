@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from itertools import count, groupby
@@ -14,6 +15,7 @@ from pathlib import Path
 import structlog
 
 from tailer.cursor import Cursor
+from tailer.directories import open_files_limit, too_many_open_files
 from tailer.errors import OutputError
 from tailer.records import escaped_lines, texts_of
 from tailer.sinks import Record
@@ -32,6 +34,9 @@ Write = Callable[[int, memoryview], int]
 
 FILE_MODE = 0o640
 DIR_MODE = 0o750
+MAX_OPEN = 256
+"""Output files kept open at most (fewer under a low open-files limit): a daemon follows
+thousands of deployments, most of them quiet for hours."""
 
 
 @dataclass(slots=True)
@@ -52,15 +57,24 @@ class FileSink:
     the same lines are written again later, once. After a crash, ``recover`` cuts a file back
     to the length saved with its cursor, once its content proves it is that file. ``reopen``
     (SIGHUP) takes effect at the next write, for logrotate's ``create`` + ``postrotate``.
+
+    At most ``max_open`` files stay open (by default ``MAX_OPEN``, or a quarter of the
+    process's open-files limit if that is less): beyond, the least recently written one
+    not written since the last flush is closed, and reopened at its next write. A file
+    found replaced then (another inode) is taken as a SIGHUP would take it: a new file.
     """
 
-    def __init__(self, directory: Path, *, write: Write = os.write) -> None:
+    def __init__(
+        self, directory: Path, *, write: Write = os.write, max_open: int | None = None
+    ) -> None:
         self.directory = directory
         self._write = write
-        self._open: dict[tuple[int, str], _Open] = {}
+        self.max_open = max_open or max(1, min(MAX_OPEN, open_files_limit() // 4))
+        self._open: OrderedDict[tuple[int, str], _Open] = OrderedDict()  # least recent first
         self._touched: set[tuple[int, str]] = set()
         self._closed: dict[tuple[int, str], _Position] = {}
         self._reopen = False
+        self._short_of_files = False  # said so; until a file opens again
 
     def path(self, project_id: int, deploy_id: str) -> Path:
         return self.directory / str(project_id) / f"{safe_name(deploy_id)}.log"
@@ -150,7 +164,7 @@ class FileSink:
                 handle.pending = last_line_print(data)
             except OSError as exc:
                 self._roll_back()
-                raise _output_error(self.path(*key), exc) from None
+                raise self._error(self.path(*key), exc) from None
 
     def flush(self) -> None:
         for key in sorted(self._touched):
@@ -210,14 +224,45 @@ class FileSink:
     def _handle(self, key: tuple[int, str]) -> _Open:
         handle = self._open.get(key)
         if handle is not None:
+            self._open.move_to_end(key)
             return handle
-        fd = self._open_fd(key, create=True)
-        stat = os.fstat(fd)
-        if stat.st_mode & 0o777 != FILE_MODE and stat.st_size == 0:
-            os.fchmod(fd, FILE_MODE)
+        self._make_room(self.max_open - 1)
+        try:
+            fd = self._open_fd(key, create=True)
+        except OSError as exc:  # the process's limit, reached with sockets and all
+            if too_many_open_files(exc) is None or not self._make_room(0):
+                raise
+            fd = self._open_fd(key, create=True)
+        self._short_of_files = False
+        try:
+            stat = os.fstat(fd)
+            if stat.st_mode & 0o777 != FILE_MODE and stat.st_size == 0:
+                os.fchmod(fd, FILE_MODE)
+        except OSError:
+            os.close(fd)
+            raise
         handle = _Open(fd, stat.st_size, stat.st_ino)
+        known = self._closed.pop(key, None)  # closed by this process: is it as it was left?
+        if known is not None and known[:2] == (stat.st_size, stat.st_ino):
+            handle.last = known[2]
         self._open[key] = handle
         return handle
+
+    def _make_room(self, keep: int) -> bool:
+        """Close files not written since the last flush, least recently written first,
+        until at most ``keep`` are open; whether any was closed."""
+        idle = [key for key in self._open if key not in self._touched]
+        closing = idle[: max(0, len(self._open) - keep)]
+        for key in closing:
+            self._close(key)
+        return bool(closing)
+
+    def _close(self, key: tuple[int, str]) -> None:
+        """Close a file, keeping what its cursor says of it."""
+        handle = self._open.pop(key)
+        self._closed[key] = (handle.committed, handle.inode, handle.last)
+        with contextlib.suppress(OSError):
+            os.close(handle.fd)
 
     def _open_fd(self, key: tuple[int, str], *, create: bool, read: bool = False) -> int:
         """Open a deployment's file for appending (and reading), refusing symlinks."""
@@ -250,12 +295,24 @@ class FileSink:
             handle.pending = None
         self._touched.clear()
 
+    def _error(self, path: Path, exc: OSError) -> OutputError:
+        """``_output_error``, and for a lack of descriptors an error event (once until a
+        file opens again) that says which limit to raise."""
+        limit = too_many_open_files(exc)
+        if limit is not None and not self._short_of_files:
+            self._short_of_files = True
+            log.error(
+                "too_many_open_files",
+                path=str(path),
+                files_open=len(self._open),
+                limit=open_files_limit(),
+                hint=limit,
+            )
+        return _output_error(path, exc)
+
     def _close_all(self) -> None:
-        for key, handle in self._open.items():
-            self._closed[key] = (handle.committed, handle.inode, handle.last)
-            with contextlib.suppress(OSError):
-                os.close(handle.fd)
-        self._open.clear()
+        for key in list(self._open):
+            self._close(key)
         self._touched.clear()
 
 
@@ -274,5 +331,8 @@ def _exists(name: str, dir_fd: int) -> bool:
 
 
 def _output_error(path: Path, exc: OSError) -> OutputError:
+    limit = too_many_open_files(exc)
+    if limit is not None:
+        return OutputError(limit, output=str(path))
     hint = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "I/O error"
     return OutputError(f"{hint} ({exc.strerror or exc})", output=str(path))
