@@ -28,6 +28,7 @@ from requests.adapters import HTTPAdapter
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import ConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from tailer.deadline import Deadlines
 
@@ -46,7 +47,10 @@ Clock = Callable[[], float]
 
 
 class HttpError(Exception):
-    """No whole, acceptable answer came back: worth another try."""
+    """No whole, acceptable answer came back: worth another try. ``sent``: the request may
+    have reached the server (it failed after connecting), so it may have been acted upon."""
+
+    sent = True
 
 
 class TlsError(HttpError):
@@ -103,6 +107,20 @@ class HttpClient:
         timeout: float,
         auth: Any = None,
     ) -> Response:
+        """One POST within ``timeout`` seconds (see ``request``)."""
+        return self.request("POST", url, headers, data=body, timeout=timeout, auth=auth)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        timeout: float,
+        data: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        auth: Any = None,
+    ) -> Response:
         """One exchange within ``timeout`` seconds; HttpError when no whole answer came back.
 
         The error is raised outside any ``except`` and keeps no buffer: a traceback held
@@ -112,7 +130,12 @@ class HttpClient:
         with self.deadlines.exchange(self._clock() + timeout) as exchange:
             try:
                 request = requests.Request(
-                    "POST", url, headers={**self._headers, **headers}, data=body, auth=auth
+                    method,
+                    url,
+                    headers={**self._headers, **headers},
+                    data=data,
+                    params=params,
+                    auth=auth,
                 ).prepare()
                 answer = self.adapter.send(
                     request,
@@ -121,7 +144,7 @@ class HttpClient:
                     verify=self._verify,
                 )
                 with answer:
-                    data = self._body(answer)
+                    body = self._body(answer)
             except HttpError as exc:
                 error = exc
             except requests.RequestException as exc:
@@ -130,7 +153,7 @@ class HttpClient:
             raise HttpError(f"no whole answer within the {timeout:g} s timeout")
         if error is not None:
             raise error
-        return Response(answer.status_code, answer.headers, data)
+        return Response(answer.status_code, answer.headers, body)
 
     def _body(self, answer: requests.Response) -> bytearray:
         """The decoded body, refused as soon as it passes ``max_body``."""
@@ -155,14 +178,29 @@ class HttpClient:
 
 
 def _failure(exc: requests.RequestException) -> HttpError:
-    """The innermost cause, short, as an HttpError (a TlsError for an unverified certificate)."""
+    """The innermost cause, short, as an HttpError (a TlsError for an unverified certificate),
+    noting whether the request may have been sent before it failed."""
     inner: BaseException = exc
+    error: HttpError | None = None
     while (deeper := inner.__cause__ or inner.__context__) is not None and deeper is not inner:
         inner = deeper
         if isinstance(inner, ssl.SSLCertVerificationError):
-            return TlsError(inner.verify_message or str(inner))
-    text = str(inner).strip() or type(inner).__name__
-    return HttpError(f"{type(inner).__name__}: {text}"[:300])
+            error = TlsError(inner.verify_message or str(inner))
+            break
+    if error is None:
+        text = str(inner).strip() or type(inner).__name__
+        error = HttpError(f"{type(inner).__name__}: {text}"[:300])
+    error.sent = _may_have_been_sent(exc)
+    return error
+
+
+def _may_have_been_sent(exc: requests.RequestException) -> bool:
+    """Whether the request may have reached the server before it failed (else it never left:
+    no connection was made)."""
+    if isinstance(exc, requests.ConnectTimeout | requests.exceptions.SSLError):
+        return False
+    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+    return not isinstance(reason, NewConnectionError | ConnectTimeoutError)
 
 
 # -- the pool ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -27,7 +28,7 @@ from tailer.records import Line
 from tailer.retry import RetryPolicy
 from tailer.sinks.loki import LokiSink
 
-from .conftest import TOKEN, USER_ID, cli_env, kill_when, qc_tail, run, secrets_in
+from .conftest import TOKEN, USER_ID, cli_env, kill_when, qc_tail, run, secrets_in, trickling
 from .loki_recorder import LokiRecorder
 
 NS = 1_000_000_000
@@ -619,3 +620,32 @@ def test_sigterm_while_a_push_hangs_exits_0_at_once(tmp_path, fleet):
         result = run(fleet, "--config", str(path), "run", "--once")
         assert result.returncode == 0, result.stderr
         assert loki.lines(deploy_id=deploy_id) == [stamped(n) for n in range(10)]
+
+
+@pytest.mark.parametrize(
+    ("head", "drip"),
+    [
+        (b"", b"HTTP/1.1 204 No Content\r\n\r\n" * 20),  # the status line, a byte at a time
+        (b"HTTP/1.1 204 No Content\r\nX-Slow: ", b"y" * 400),  # a header that never ends
+    ],
+)
+def test_a_trickling_loki_cannot_hold_a_push_past_its_timeout(head, drip):
+    """Each read gets a byte in time, so only a deadline for the whole push ends it (the
+    Loki worker would otherwise stop the watchdog's pings, and systemd restart qc-tail)."""
+    raised: list[BaseException] = []
+    with trickling(head, drip) as url:  # not a /push URL: no query is asked first
+        out = LokiSink(LokiConfig(url=url), policy=QUICK, sleep=lambda s: None, timeout=1.0)
+
+        def push() -> None:
+            try:
+                out.write([line(0, "2026-11-20 09:30:00 a")])
+                out.flush()
+            except BaseException as exc:
+                raised.append(exc)
+
+        worker = threading.Thread(target=push, daemon=True)
+        worker.start()
+        worker.join(timeout=60)  # a hang guard, not a measurement
+        assert not worker.is_alive(), "the push outlived its timeout"
+    assert len(raised) == 1 and isinstance(raised[0], OutputError), raised
+    assert "timeout" in str(raised[0])

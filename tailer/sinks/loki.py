@@ -9,17 +9,17 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import requests
 import structlog
 
 from tailer.config import LokiConfig
 from tailer.cursor import Cursor
 from tailer.errors import OutputError, TransientError
+from tailer.http import HttpClient
 from tailer.records import Line, expand, line_time
 from tailer.redaction import credentials_in
 from tailer.retry import RetryPolicy, Sleep
 from tailer.sinks import Record
-from tailer.sinks.loki_push import LokiPush, Stream, basic_auth, headers
+from tailer.sinks.loki_push import PUSH_TIMEOUT, LokiPush, Stream, basic_auth, headers
 from tailer.sinks.loki_query import LokiQuery
 from tailer.sinks.loki_refusal import Refused
 
@@ -57,16 +57,16 @@ class LokiSink:
         self,
         config: LokiConfig,
         *,
-        session: requests.Session | None = None,
+        http: HttpClient | None = None,
         policy: RetryPolicy | None = None,
         sleep: Sleep = time.sleep,
         clock: Any = time.time,
+        timeout: float = PUSH_TIMEOUT,
     ) -> None:
         self.config = config
         self.labels = {"job": "qc-tail", **dict(config.labels)}
         self.zone = ZoneInfo(config.timezone)
-        self.session = session or requests.Session()
-        self.session.trust_env = False
+        self.http = http or HttpClient(pool_size=1)
         # Brief: a longer outage is the scheduler's to wait out, so other outputs keep flowing.
         self.policy = policy or RetryPolicy(max_attempts=3, base=0.2, cap=1.0, retry_after_cap=1.0)
         self._sleep = sleep
@@ -79,11 +79,12 @@ class LokiSink:
         self._query_refused: Refused | None = None
         self.pusher = LokiPush(
             config.url,
-            self.session,
+            self.http,
             headers=headers(config.tenant_id, config.bearer_token),
             auth=basic_auth(config.username, config.password),
             policy=self.policy,
             sleep=sleep,
+            timeout=timeout,
             secrets=credentials_in(
                 config.url, config.username, config.password, config.bearer_token
             )
@@ -96,11 +97,12 @@ class LokiSink:
         )
         self.query = LokiQuery(
             config.query_url or "",
-            self.session,
+            self.http,
             headers=headers(config.tenant_id, config.query_bearer_token),
             auth=basic_auth(config.query_username, config.query_password),
             policy=self.policy,
             sleep=sleep,
+            timeout=timeout,
         )
         self.truncated = 0
         if not config.query_url:
@@ -162,7 +164,7 @@ class LokiSink:
         self._pending.clear()
 
     def close(self) -> None:
-        self.session.close()
+        self.http.close()
 
     # -- timestamps -------------------------------------------------------------------------
 

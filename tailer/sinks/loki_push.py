@@ -7,18 +7,18 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-import requests
 import structlog
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from tailer.errors import OutputError, TransientError
+from tailer.http import HttpClient, HttpError
 from tailer.redaction import redact, redact_url
 from tailer.retry import RetryPolicy, Sleep, parse_retry_after, transient_retrying
 from tailer.sinks.loki_refusal import HINTS, Refusal, problem, refusals
 
 log = structlog.get_logger(__name__)
 
-PUSH_TIMEOUT = (5.0, 10.0)
+PUSH_TIMEOUT = 15.0
+"""Seconds for a whole push, connecting to the last byte of the answer."""
 Value = tuple[int, str]  # (timestamp in ns, line)
 Stream = tuple[dict[str, str], list[Value]]
 
@@ -41,18 +41,20 @@ class LokiPush:
     def __init__(
         self,
         url: str,
-        session: requests.Session,
+        http: HttpClient,
         *,
         headers: Mapping[str, str],
         auth: tuple[str, str] | None,
         policy: RetryPolicy,
         sleep: Sleep,
         secrets: Sequence[str] = (),
+        timeout: float = PUSH_TIMEOUT,
     ) -> None:
+        self.timeout = timeout
         self.url = url
         self.shown = f"Loki at {redact_url(url)}"  # as messages name it: no credentials
         self._secrets = list(secrets)  # never in a message, in any form Loki could echo
-        self.session = session
+        self.http = http
         self.headers = dict(headers)
         self.auth = auth
         self.policy = policy
@@ -91,33 +93,27 @@ class LokiPush:
             data = gzip.compress(data, compresslevel=5)
             headers["Content-Encoding"] = "gzip"
         try:
-            response = self.session.post(
-                self.url,
-                data=data,
-                headers=headers,
-                auth=self.auth,
-                timeout=PUSH_TIMEOUT,
-                allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            if _may_have_arrived(exc):
+            response = self.http.post(self.url, data, headers, timeout=self.timeout, auth=self.auth)
+        except HttpError as exc:
+            if exc.sent:
                 raise Unsure(
-                    f"{type(exc).__name__} after the push was sent; Loki is asked what it "
-                    "has before the rest is pushed",
+                    f"{exc} after the push was sent; Loki is asked what it has before the "
+                    "rest is pushed",
                     output=self.shown,
                 ) from None
-            raise TransientError(f"{type(exc).__name__}") from None
+            raise TransientError(str(exc)) from None
         self.pushes += 1
-        status = response.status_code
+        status = response.status
+        text = bytes(response.body).decode("utf-8", "replace")
         if status == 429 or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            retry_after = parse_retry_after(response.header("Retry-After"))
             raise TransientError(f"HTTP {status}", status=status, retry_after=retry_after)
         if not (200 <= status < 300 or status in (400, 413)):
-            raise self.refusing(problem(status, redact_url(self.url), response), response.text)
+            raise self.refusing(problem(status, redact_url(self.url), response), text)
         if self._refusing is not None:
             log.info("loki_accepting", after=self._refusing)
             self._refusing = None
-        return status, response.text
+        return status, text
 
     def refusing(self, what: str, text: str) -> TransientError:
         """A refusal that time may lift (a token being rotated, a proxy being set up)."""
@@ -163,14 +159,6 @@ def headers(tenant_id: str, bearer_token: str | None) -> dict[str, str]:
 
 def basic_auth(username: str | None, password: str | None) -> tuple[str, str] | None:
     return None if username is None or password is None else (username, password)
-
-
-def _may_have_arrived(exc: requests.RequestException) -> bool:
-    """Whether the request may have reached Loki before it failed (else it never left)."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return False
-    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
-    return not isinstance(reason, NewConnectionError | ConnectTimeoutError)
 
 
 def _stream(labels: dict[str, str], values: list[Value]) -> dict[str, Any]:

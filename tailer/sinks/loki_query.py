@@ -6,16 +6,16 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import requests
-
 from tailer.errors import TransientError
+from tailer.http import HttpClient, HttpError, Response
 from tailer.redaction import redact_url
 from tailer.retry import RetryPolicy, Sleep, parse_retry_after, transient_retrying
 from tailer.sinks.loki_refusal import Refused, problem
 
 NS = 1_000_000_000
 MAX_SPAN = 30 * 86400 * NS  # Loki refuses longer queries by default (max_query_length: 721h)
-TIMEOUT = (5.0, 10.0)
+TIMEOUT = 15.0
+"""Seconds for a whole query, connecting to the last byte of the answer."""
 
 
 def selector(labels: Mapping[str, str]) -> str:
@@ -35,15 +35,17 @@ class LokiQuery:
     def __init__(
         self,
         url: str,
-        session: requests.Session,
+        http: HttpClient,
         *,
         headers: Mapping[str, str],
         auth: tuple[str, str] | None,
         policy: RetryPolicy,
         sleep: Sleep,
+        timeout: float = TIMEOUT,
     ) -> None:
+        self.timeout = timeout
         self.url = url
-        self.session = session
+        self.http = http
         self.headers = dict(headers)
         self.auth = auth
         self.policy = policy
@@ -74,34 +76,34 @@ class LokiQuery:
             "end": str(end),
         }
         try:
-            response = self.session.get(
-                self.url,
-                params=params,
-                headers=self.headers,
-                auth=self.auth,
-                timeout=TIMEOUT,
-                allow_redirects=False,
+            response = self.http.request(
+                "GET", self.url, self.headers, params=params, auth=self.auth, timeout=self.timeout
             )
-        except requests.RequestException as exc:
-            raise TransientError(f"query: {type(exc).__name__}") from None
-        status = response.status_code
+        except HttpError as exc:
+            raise TransientError(f"query: {exc}") from None
+        status = response.status
         if status == 429 or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            retry_after = parse_retry_after(response.header("Retry-After"))
             raise TransientError(f"query: HTTP {status}", status=status, retry_after=retry_after)
         if not 200 <= status < 300:
-            raise Refused(status, problem(status, redact_url(self.url), response), response.text)
+            text = _text(response)
+            raise Refused(status, problem(status, redact_url(self.url), response), text)
         return _newest(response)
 
 
-def _newest(response: requests.Response) -> int | None:
+def _text(response: Response) -> str:
+    return bytes(response.body[:65536]).decode("utf-8", "replace")
+
+
+def _newest(response: Response) -> int | None:
     """The largest timestamp in a ``query_range`` answer of streams."""
     try:
-        answer: Any = response.json()
+        answer: Any = json.loads(response.body)
         data = answer["data"]
         if answer["status"] != "success" or data["resultType"] != "streams":
             raise ValueError(answer["status"])
         stamps = [int(value[0]) for stream in data["result"] for value in stream["values"]]
     except (ValueError, KeyError, TypeError, IndexError):
         reason = "the answer is not a Loki query result"
-        raise Refused(response.status_code, reason, response.text) from None
+        raise Refused(response.status, reason, _text(response)) from None
     return max(stamps, default=None)

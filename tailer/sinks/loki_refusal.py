@@ -8,8 +8,6 @@ from typing import NamedTuple, Protocol
 
 
 class _Answer(Protocol):
-    status_code: int
-
     @property
     def headers(self) -> Mapping[str, str]: ...
 
