@@ -71,9 +71,11 @@ def emu() -> Iterator[Emulator]:
 
 
 def clock_env() -> dict[str, str]:
-    """A moved clock (libfaketime) that the suite runs under, passed on to the CLI it starts:
-    a child on the real clock would sign its requests a year away from the emulator's."""
-    return {k: v for k, v in os.environ.items() if k.startswith("FAKETIME") or k == "LD_PRELOAD"}
+    """A moved clock (tests/clock_ahead) that the suite runs under, passed on to the CLI it
+    starts: a child on the real clock would sign its requests a year away from the emulator's."""
+    if not os.environ.get("QC_TAIL_CLOCK_AHEAD"):
+        return {}
+    return {name: os.environ.get(name, "") for name in ("QC_TAIL_CLOCK_AHEAD", "PYTHONPATH")}
 
 
 def cli_env(emu: Emulator, **extra: str) -> dict[str, str]:
