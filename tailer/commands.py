@@ -210,6 +210,8 @@ def emulator(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
         fault_kinds=args.fault,
         auth_failure=args.auth_failure,
         skew=args.skew,
+        lag_rate=args.lag_rate,
+        lag_lines=args.lag_lines,
         stop=shutdown.event,
         out=sys.stdout,
     )

@@ -12,11 +12,12 @@ from types import FrameType, TracebackType
 from typing import Self, TextIO
 
 from tailer.emulator.faults import Fault, Faults
+from tailer.emulator.lag import Lags
 from tailer.emulator.model import Model
 from tailer.emulator.scenery import Scenery
 from tailer.emulator.server import Api, ApiServer, Stats
 
-__all__ = ["Emulator", "Fault", "Scenery", "Stats", "serve"]
+__all__ = ["Emulator", "Fault", "Lags", "Scenery", "Stats", "serve"]
 
 
 class Emulator:
@@ -127,6 +128,16 @@ class Emulator:
         else:
             self.api.answering.set()
 
+    def lag(self, project_id: int, lines: int = 20, answers: int = 1) -> None:
+        """The project's next ``answers`` log reads are stale: they answer as the log was
+        ``lines`` rows earlier (``length`` lower, the newest rows missing), like a lagging
+        replica. See ``lags`` for stale answers at random."""
+        self.api.lags.script(project_id, lines, answers)
+
+    @property
+    def lags(self) -> Lags:
+        return self.api.lags
+
     def add_project(self, project_id: int, name: str) -> None:
         self.model.add_project(project_id, name)
 
@@ -200,6 +211,8 @@ def serve(
     fault_kinds: Sequence[str] = (),
     auth_failure: str = "401",
     skew: float = 0.0,
+    lag_rate: float = 0.0,
+    lag_lines: int = 20,
 ) -> None:
     """Serve until ``stop`` is set, after printing how to point qc-tail at the emulator.
 
@@ -207,7 +220,8 @@ def serve(
     ``bench``) are each deployed with ``preload`` published lines. ``latency`` is slept before
     every answer. ``fault_rate`` of the requests get one of ``fault_kinds`` (all the transient
     ones if empty); refused credentials take the ``auth_failure`` shape; the server's clock is
-    ``skew`` seconds off. SIGUSR1 prints ``stats requests=N logs_read=M`` (main thread only).
+    ``skew`` seconds off; ``lag_rate`` of the log reads are stale, up to ``lag_lines`` rows
+    behind. SIGUSR1 prints ``stats requests=N logs_read=M`` (main thread only).
     """
     emulator = Emulator(
         user_id,
@@ -223,6 +237,8 @@ def serve(
             emulator.faults.random(fault_rate, fault_kinds, seed=secrets.randbelow(2**31))
         else:
             emulator.faults.random(fault_rate, seed=secrets.randbelow(2**31))
+    if lag_rate:
+        emulator.lags.random(lag_rate, lag_lines, seed=secrets.randbelow(2**31))
     if preload is not None or projects is not None:
         lines = [bench_line(i) for i in range(preload or 0)]
         for project_id in range(1, (projects or 1) + 1):
