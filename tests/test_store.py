@@ -34,6 +34,8 @@ FULL = Cursor(
     file_size=1234,
     file_inode=5678,
     done=True,
+    run=3,
+    anchor="d" * 16,
 )
 
 HOSTILE_IDS = [
@@ -189,6 +191,9 @@ CORRUPT = {
     "done-int": with_fields(done=1),
     "trimmed-beyond-position": with_fields(trimmed=43, position=42),
     "negative-position": with_fields(position=-1, trimmed=0),
+    "run-string": with_fields(run="3"),
+    "run-negative": with_fields(run=-1),
+    "anchor-number": with_fields(anchor=7),
 }
 
 
@@ -211,6 +216,16 @@ def test_the_good_document_used_above_does_load(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_bytes(with_fields())
     assert store.load_all()[(777, FULL.deploy_id)].position == 42
+
+
+def test_a_cursor_saved_before_runs_were_kept_loads_without_one(tmp_path):
+    """Older cursor files have no ``run`` nor ``anchor``: the run is then not known."""
+    store = CursorStore(tmp_path)
+    path = store.path(777, FULL.deploy_id)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(with_fields())
+    cursor = store.load_all()[(777, FULL.deploy_id)]
+    assert (cursor.run, cursor.anchor) == (0, None)
 
 
 # -- a full disk -----------------------------------------------------------------------------
