@@ -132,19 +132,26 @@ class QcApi:
         """Close the kept-alive connections (a later call opens new ones)."""
         self.transport.close()
 
+    def pause(self, seconds: float) -> None:
+        """Wait with the client's own sleep (which a stop request cuts short)."""
+        self._sleep(seconds)
+
     # -- endpoints -----------------------------------------------------------------------
 
     def authenticate(self) -> None:
         self.call("/authenticate", {})
 
-    def read_logs(self, project_id: int, deploy_id: str, start: int, end: int) -> LogWindow:
+    def read_logs(
+        self, project_id: int, deploy_id: str, start: int, end: int, *, fresh: bool = False
+    ) -> LogWindow:
         """Rows [start, end) of the project's log, as seen with ``deploy_id``'s offset.
 
         With ``cache_ttl`` set, an identical read within that many seconds is answered from
         memory: pipelines that follow the same deployment then cost one request, not two.
+        ``fresh`` asks the API again all the same (to confirm an answer by a second one).
         """
         key = (project_id, deploy_id, start, end)
-        if self.cache_ttl:
+        if self.cache_ttl and not fresh:
             with self._cache_lock:
                 hit = self._cache.get(key)
             if hit is not None and time.monotonic() - hit[0] < self.cache_ttl:
