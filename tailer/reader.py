@@ -458,10 +458,13 @@ class DeploymentReader:
     def _beyond(self, plan: _Plan, expected: int, end: int | None, answer: LogWindow) -> bool:
         """Whether the lines delivered last are still served past ``end``, which is below
         them: then that end (the next deployment's offset, from another answer) is stale."""
-        if end is None or end > expected or len(plan.prints) < 2:  # one line may be the next's
+        if end is None or end > expected:
             return False
         found, whole = self._find(plan, expected, None, answer)
-        return found is not None and whole and found >= end
+        if found is None or found < end:
+            return False
+        matched = len(plan.pair or plan.prints) if whole else found - answer.deployment_offset + 1
+        return matched >= 2 and (whole or plan.pair is None)  # one line may be the next's
 
     def _gap(self, end: int | None) -> Batch:
         """The last line delivered is gone: what follows it, up to the first line left, is lost."""

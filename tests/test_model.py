@@ -818,3 +818,18 @@ def test_lines_trimmed_past_a_successors_stale_offset_are_realigned_not_repeated
     burst = [("burst", {"size": 249})]
     steps = BEGIN + burst + POLL + REDEPLOY + crash + lag + trim(5) + POLL
     replay(emulator, root, steps)
+
+
+def test_a_successors_stale_offset_after_retention_does_not_repeat_the_lines_left(
+    emulator: Emulator, root: Path
+) -> None:
+    """After a restart, retention leaves the old deployment its last two lines, and two
+    stale answers give its successor an offset of 1. Bounded there, the search misses the
+    last line read; the rest of the tail, at the deployment's first line, was not taken for
+    proof that the end is stale: a gap, and the line left was written again."""
+    crash = [("crash", {"garbage": "none", "which": 0})]
+    lag = [("lag", {"lines": 1, "answers": 2})]
+    trims = [("trim", {"n": 1, "share": 0.9})] * 2
+    burst = [("burst", {"size": 249})]
+    steps = BEGIN + burst + POLL + REDEPLOY + crash + lag + trims + POLL
+    replay(emulator, root, steps)
