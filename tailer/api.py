@@ -136,21 +136,33 @@ class QcApi:
         """Close the kept-alive connections (a later call opens new ones)."""
         self.http.close()
 
+    def pause(self, seconds: float) -> None:
+        """Wait with the client's own sleep (which a stop request cuts short)."""
+        self._sleep(seconds)
+
     # -- endpoints -----------------------------------------------------------------------
 
     def authenticate(self) -> None:
         self.call("/authenticate", {})
 
-    def read_logs(self, project_id: int, deploy_id: str, start: int, end: int) -> LogWindow:
+    def read_logs(
+        self, project_id: int, deploy_id: str, start: int, end: int, *, fresh: bool = False
+    ) -> LogWindow:
         """Rows [start, end) of the project's log, as seen with ``deploy_id``'s offset.
 
         With ``cache_ttl`` set, an identical read within that many seconds is answered from
         memory: pipelines that follow the same deployment then cost one request, not two.
         One asked while the same read is in flight (another pipeline's worker) waits for it.
+        ``fresh`` asks the API again all the same (to confirm an answer by a second one).
         """
         if not self.cache_ttl:
             return self._read_logs(project_id, deploy_id, start, end)
         key = (project_id, deploy_id, start, end)
+        if fresh:
+            window = self._read_logs(project_id, deploy_id, start, end)
+            with self._cache_lock:
+                self._cache[key] = (time.monotonic(), window)
+            return window
         while True:
             with self._cache_lock:
                 hit = self._cache.get(key)

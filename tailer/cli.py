@@ -222,6 +222,20 @@ def build_parser() -> argparse.ArgumentParser:
         "one): 500 empty500 502 503 429 reset truncated slow auth html",
     )
     emulator.add_argument(
+        "--lag-rate",
+        type=_fraction,
+        default=0.0,
+        metavar="R",
+        help="the share of log reads (0 to 1) answered stale, as a lagging replica (default 0)",
+    )
+    emulator.add_argument(
+        "--lag-lines",
+        type=_positive_int,
+        default=20,
+        metavar="N",
+        help="with --lag-rate, how many rows behind a stale answer is, at most (default 20)",
+    )
+    emulator.add_argument(
         "--auth-failure",
         default="401",
         metavar="SHAPE",

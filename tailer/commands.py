@@ -218,6 +218,8 @@ def emulator(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
         skew=args.skew,
         list_ignores_project=args.list_ignores_project,
         stale_read_rate=args.stale_read_rate,
+        lag_rate=args.lag_rate,
+        lag_lines=args.lag_lines,
         stop=shutdown.event,
         out=sys.stdout,
     )

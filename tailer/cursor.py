@@ -19,6 +19,12 @@ class Cursor:
     ``trimmed`` counts its first lines the API no longer serves, so the next line's project-wide
     number is ``deploymentOffset + position - trimmed``. ``tail`` holds fingerprints of the last
     lines delivered, oldest first; ``total`` is the deployment's final size once it is known.
+
+    When ``tail`` repeats within itself (identical lines, or a few lines over and over), it
+    reads the same a period lower, so it cannot show a shift by a multiple of that period.
+    ``run`` then counts the last lines delivered that repeat that period (``tail`` among
+    them), and ``anchor`` is the fingerprint of the line before them (None if they reach back
+    to the first line known): together, a fingerprint of the whole run (``signature``).
     """
 
     project_id: int
@@ -33,6 +39,8 @@ class Cursor:
     done: bool = False  # drained and dropped: a restart need not read it again
     launched: float | None = None  # the deployment's launch (epoch seconds), when known
     last_ns: int | None = None  # the last Loki timestamp given to a line of it
+    run: int = 0  # the last lines delivered that repeat the tail's period (0: it has none)
+    anchor: str | None = None  # the fingerprint of the line before them, if known
 
     def line_number(self, offset: int) -> int:
         """The project-wide number of the next line, given the deployment's current offset."""
@@ -40,5 +48,59 @@ class Cursor:
 
     def advance(self, texts: Sequence[str]) -> Cursor:
         """The cursor once ``texts`` have been delivered."""
-        tail = (*self.tail, *(fingerprint(text) for text in texts[-TAIL_LINES:]))
-        return replace(self, position=self.position + len(texts), tail=tail[-TAIL_LINES:])
+        if not texts:
+            return self
+        tail = (*self.tail, *(fingerprint(text) for text in texts[-TAIL_LINES:]))[-TAIL_LINES:]
+        q = period(tail)
+        run, anchor = self._run(texts, q) if q is not None else (0, None)
+        return replace(self, position=self.position + len(texts), tail=tail, run=run, anchor=anchor)
+
+    def _run(self, texts: Sequence[str], q: int) -> tuple[int, str | None]:
+        """The run of period ``q`` that ``texts`` end, and its anchor."""
+        n = len(texts)
+        j = n - 1 - q
+        while j >= 0 and texts[j] == texts[j + q]:
+            j -= 1
+        if j >= 0:
+            return n - 1 - j, fingerprint(texts[j])
+        # Every new line repeats the period: the run goes on into the lines delivered before.
+        known = [*self.tail, *(fingerprint(text) for text in texts[:q])]
+        k = len(self.tail) - 1
+        while k >= 0 and (k + q >= len(known) or known[k] == known[k + q]):
+            k -= 1
+        if k >= 0:
+            return n + len(self.tail) - 1 - k, known[k]
+        # The whole old tail repeats it too: it had the same period (a shorter one would be
+        # the new tail's too), so the old run, if it was counted, simply grows.
+        if self.run >= len(self.tail) and period(self.tail) == q:
+            return self.run + n, self.anchor
+        return len(self.tail) + n, None
+
+    def signature(self, limit: int) -> tuple[tuple[str, ...], bool]:
+        """The fingerprints of the last lines delivered to look for (oldest first, at most
+        ``limit``), and whether they can be found in one place only: ``tail``, or for a
+        repeating tail the whole run and its anchor. A run that reaches back further than
+        ``limit`` or to the first line known can match a period lower, and lower still."""
+        q = period(self.tail)
+        if q is None:
+            return self.tail, True
+        if self.anchor is None or self.run < len(self.tail) or self.run >= limit:
+            return self.tail, False
+        run = (self.tail[-1 - d % q] for d in range(self.run - 1, -1, -1))
+        return (self.anchor, *run), True
+
+    def run_start(self) -> tuple[str, str] | None:
+        """For a run too long to compare whole: the fingerprints of its anchor and its first
+        line, ``run`` lines before the next one (None if the run has no anchor)."""
+        q = period(self.tail)
+        if q is None or self.anchor is None or self.run < len(self.tail):
+            return None
+        return self.anchor, self.tail[-1 - (self.run - 1) % q]
+
+
+def period(tail: Sequence[str]) -> int | None:
+    """The shortest period with which ``tail`` repeats within itself, if it does."""
+    for q in range(1, len(tail)):
+        if all(tail[i] == tail[i + q] for i in range(len(tail) - q)):
+            return q
+    return None

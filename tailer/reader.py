@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 import structlog
 
+from tailer import realign
 from tailer.api import LogWindow, QcApi
 from tailer.cursor import TAIL_LINES, Cursor
 from tailer.errors import AnswerTooLargeError, ProtocolError, WindowTooLargeError
@@ -19,7 +20,13 @@ log = structlog.get_logger(__name__)
 MAX_WINDOW = 249
 """``endLine - startLine`` must stay below 250; never send more."""
 
-_OFFSET_RETRIES = 3
+_ATTEMPTS = 6
+"""Reads in a row that find the log moved (offset, trim) before one gives up until later."""
+_CONFIRM_AFTER = 2.0
+"""Seconds to wait before reading again what answers said gone: a lagging replica catches up."""
+_AGAIN = object()  # read again now
+_WAIT = object()  # lines said gone by answers that a later one must confirm: read again later
+_LATER = object()  # nothing to read until the caller knows more (at its next poll)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +53,45 @@ class Batch:
         return self.run if self.run is not None else self.gap
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One read: the rows it asks for, and the last lines delivered it compares first."""
+
+    cursor: Cursor
+    prints: tuple[str, ...]  # fingerprints of the last lines delivered (see Cursor.signature)
+    unique: bool  # whether they can match in one place only
+    first: int  # the project-wide number of the next line, if nothing moved
+    checked: int  # how many of them the read compares
+    start: int
+    stop: int
+    run: int = 0  # with ``pair``: how many lines before ``first`` the run begins
+    pair: tuple[str, str] | None = None  # a long run's anchor and first line, compared apart
+
+
 class DeploymentReader:
     """Reads a deployment's next lines from its committed cursor, one window per call.
 
     Every read starts a few lines early, at the last lines delivered, and checks them against
     the cursor's fingerprints: if the API trimmed old lines since, the numbers have shifted and
     the reader searches back for those lines by content (``realign``); if they are gone, the
-    lines in between are reported as a gap, never skipped in silence nor read twice. (A shift
-    is invisible only when the lines around the cursor repeat with a period that divides it:
-    content is all the API offers to tell them apart.)
+    lines in between are reported as a gap, never skipped in silence nor read twice.
+
+    One answer is no evidence: a lagging replica or an older prefetched window shows the log
+    as it was. An answer that surprises (the lines delivered last are not where they were, the
+    offset moved, or the length fell by more than the rows of older deployments) is read again
+    until two in a row agree, and every window of a search must show the same log, before
+    anything is realigned; lines said gone by an answer that does not even reach the last line
+    delivered wait for a later answer to say so too.
+
+    Where the lines around the cursor repeat (identical lines, or a few over and over), the
+    last four read the same a period lower. The cursor then keeps the run's length and the
+    line before it (its anchor), compared with the run (a long run: the anchor and the run's
+    first line, apart); the numbers say how far the lines moved at least (the length's fall
+    beyond the older deployments' share); and where neither can place the cursor, the reader
+    resumes at the highest place it can be and reports a gap of unknown size, never guessing.
+    Still invisible, as content and numbers are all the API offers: a shift inside a run that
+    reaches back to the deployment's first line (or to a gap), or by a multiple of a pattern
+    of more than three lines, while as many new lines were published.
     """
 
     def __init__(
@@ -77,7 +114,10 @@ class DeploymentReader:
         self.prefetcher = prefetcher
         self._ahead: dict[tuple[int, int], Future[LogWindow]] = {}
         self._narrowed: tuple[int, int] | None = None  # (line to pass, window to restore)
+        self._basis: dict[tuple[int, int], tuple[int, int]] = {}  # offset, length when asked
         self.caught_up = False  # the last read found nothing new up to the deployment's end
+        self._known = False  # offset and length come from an answer
+        self._waited = False  # lines said gone await a later answer's confirmation
 
     @property
     def deploy_id(self) -> str:
@@ -90,7 +130,7 @@ class DeploymentReader:
     def probe(self) -> LogWindow:
         """Learn the deployment's offset and the project's length (one small request)."""
         window = self._fetch(self.length, self.length + 1)
-        self.offset, self.length = window.deployment_offset, window.length
+        self._accept(window)
         return window
 
     def visible(self, end: int | None = None) -> int:
@@ -114,50 +154,131 @@ class DeploymentReader:
         saying the deployment ends there (rows past it may belong to a newer deployment).
         """
         bound = min((b for b in (end, limit) if b is not None), default=None)
-        for _ in range(_OFFSET_RETRIES):
-            cursor = self.ahead
-            first = cursor.line_number(self.offset)
-            checked = min(len(cursor.tail), cursor.position - cursor.trimmed, self.window - 1)
-            start = first - max(0, checked)
-            stop = start + self.window
-            if bound is not None:
-                if first >= bound and checked <= 0:
-                    self.caught_up = limit is None  # a limit is not the deployment's end
-                    return None
-                stop = min(stop, max(bound, start + 1))
-            window = self._fetch_unless_too_large(start, stop)
+        for _ in range(_ATTEMPTS):
+            plan = self._plan(bound)
+            if plan is None:
+                self.caught_up = limit is None  # a limit is not the deployment's end
+                return None
+            basis = self._basis.pop((plan.start, plan.stop), (self.offset, self.length))
+            window = self._fetch_unless_too_large(plan.start, plan.stop)
             if window is None:  # over the size cap
-                return self._after_too_large(start, stop, end, limit)
-            self.length = window.length
-            if window.deployment_offset != self.offset:
-                log.info(
-                    "offset_moved",
-                    deploy=self.deploy_id,
-                    was=self.offset,
-                    now=window.deployment_offset,
-                )
-                self.offset = window.deployment_offset
-                self._forget_prefetched()
-                continue
-            if len(window.logs) == stop - start and window.length > stop:
-                self._prefetch(stop, window.length, bound)
-            rows = list(window.logs)
-            if checked > 0:
-                promised = min(stop, window.length) - start
-                if len(rows) < checked and len(rows) < promised:
-                    raise ProtocolError(
-                        f"{self.deploy_id}: the answer lacks rows its own length promises"
-                    )
-                if [fingerprint(row) for row in rows[:checked]] != list(cursor.tail[-checked:]):
-                    return self._realign(end, limit)
-                rows = rows[checked:]
-            if bound is not None:
-                rows = rows[: max(0, bound - first)]
-            if end is not None:  # aligned, and the successor marks the end: the size is known
-                self.ahead = replace(cursor, total=cursor.trimmed + end - self.offset)
-            self.caught_up = not rows and limit is None
-            return self._batch(rows, first) if rows else None
-        raise ProtocolError(f"{self.deploy_id}: deploymentOffset keeps moving; retrying later")
+                return self._after_too_large(plan.start, plan.stop, end, limit)
+            outcome = self._check(plan, window, end, basis)
+            if isinstance(outcome, LogWindow):
+                return self._deliver(plan, outcome, end, bound, limit)
+            if isinstance(outcome, Batch):
+                return outcome
+            if outcome is _LATER:
+                self.caught_up = False
+                return None
+        raise ProtocolError(f"{self.deploy_id}: the log keeps moving; retrying later")
+
+    def _plan(self, bound: int | None) -> _Plan | None:
+        """Where the next read starts (at the last lines delivered) and ends; None if there is
+        nothing to read below ``bound``."""
+        cursor = self.ahead
+        prints, unique = cursor.signature(self.window // 2)
+        first = cursor.line_number(self.offset)
+        checked = max(0, min(len(prints), cursor.position - cursor.trimmed, self.window - 1))
+        unique = unique and (checked == len(prints) or len(prints) <= TAIL_LINES)
+        start = first - checked
+        stop = start + self.window
+        if bound is not None:
+            if first >= bound and checked <= 0:
+                return None
+            stop = min(stop, max(bound, start + 1))
+        pair = None if unique else cursor.run_start()
+        if pair is None or cursor.position - cursor.trimmed <= cursor.run:  # anchor not served
+            return _Plan(cursor, prints, unique, first, checked, start, stop)
+        return _Plan(cursor, prints, True, first, checked, start, stop, cursor.run, pair)
+
+    def _check(
+        self, plan: _Plan, window: LogWindow, end: int | None, basis: tuple[int, int]
+    ) -> LogWindow | object:
+        """The answer to deliver from, once the last lines delivered are where it shows them;
+        else what became of them (a Batch with a gap), or whether to read again (``_AGAIN``)
+        or at the next poll (``_LATER``). ``basis`` is the offset and length known when the
+        window was asked for (a prefetched one's answer may be older than the latest)."""
+        if not self._known:  # the first answer says where the deployment is
+            moved = window.deployment_offset != self.offset
+            self._accept(window)
+            if moved:
+                return _AGAIN
+        if self._aligned(window, plan) and not self._surprised(window, basis, plan):
+            return window
+        window = realign.settle(
+            self._fresh, plan.start, plan.stop, window, plan.checked, self.deploy_id
+        )
+        least = realign.least_shift(self.offset, self.length, window)
+        if window.deployment_offset != self.offset:
+            log.info(
+                "offset_moved", deploy=self.deploy_id, was=self.offset, now=window.deployment_offset
+            )
+            self._forget_prefetched()
+            if least == 0 or plan.checked == 0:  # the offset's fall is the whole shift
+                self._accept(window)
+                return _AGAIN
+        if plan.checked == 0 or ((plan.unique or least == 0) and self._aligned(window, plan)):
+            return window  # one answer's surprise: a lagging replica's, or an old prefetch
+        outcome = self._realign(end, window, least, plan)
+        if outcome is _WAIT:
+            self._forget_prefetched()
+            self.api.pause(_CONFIRM_AFTER)
+            return _AGAIN
+        return _AGAIN if outcome is None else outcome
+
+    def _deliver(
+        self, plan: _Plan, window: LogWindow, end: int | None, bound: int | None, limit: int | None
+    ) -> Batch | None:
+        """The new rows of an answer whose first rows are the last lines delivered."""
+        self._accept(window)
+        self._waited = False
+        if len(window.logs) == plan.stop - plan.start and window.length > plan.stop:
+            self._prefetch(plan.stop, window.length, bound)
+        rows = list(window.logs)[plan.checked :]
+        if bound is not None:
+            rows = rows[: max(0, bound - plan.first)]
+        if end is not None:  # aligned, and the successor marks the end: the size is known
+            self.ahead = replace(plan.cursor, total=plan.cursor.trimmed + end - self.offset)
+        self.caught_up = not rows and limit is None
+        return self._batch(rows, plan.first) if rows else None
+
+    def _accept(self, window: LogWindow) -> None:
+        """Take the answer's numbers as the log's: what later answers are compared with."""
+        self.offset, self.length = window.deployment_offset, window.length
+        self._known = True
+
+    def _aligned(self, window: LogWindow, plan: _Plan) -> bool:
+        """Whether the answer's first rows are the last lines delivered (and, for a long run
+        where the lines could have moved, its anchor is where it was)."""
+        checked = plan.checked
+        if checked <= 0:
+            return True
+        rows = window.logs
+        promised = min(plan.stop, window.length) - plan.start
+        if len(rows) < checked and len(rows) < promised:
+            raise ProtocolError(f"{self.deploy_id}: the answer lacks rows its own length promises")
+        if [fingerprint(row) for row in rows[:checked]] != list(plan.prints[-checked:]):
+            return False
+        if plan.pair is None or window.deployment_offset > 0:  # older rows go first
+            return True
+        at = plan.first - plan.run  # the run's first line, if nothing moved
+        pair = self._fresh(at - 1, at + 1)
+        same = pair.deployment_offset == window.deployment_offset
+        return (
+            same
+            and pair.length >= window.length
+            and tuple(fingerprint(row) for row in pair.logs) == plan.pair
+        )
+
+    def _surprised(self, window: LogWindow, basis: tuple[int, int], plan: _Plan) -> bool:
+        """Whether the answer's numbers say the lines moved since ``basis`` was known, where
+        content alone could not tell."""
+        moved = window.deployment_offset != self.offset
+        return moved or (not plan.unique and realign.least_shift(*basis, window) > 0)
+
+    def _fresh(self, start: int, stop: int) -> LogWindow:
+        return self._fetch(start, stop, fresh=True)
 
     def commit(self, batch: Batch) -> None:
         """The outputs have the batch durably."""
@@ -177,20 +298,21 @@ class DeploymentReader:
         self.ahead = cursor.advance(rows)
         return Batch(run, None, self.ahead, cursor)
 
-    def _fetch(self, start: int, stop: int) -> LogWindow:
-        """One window (prefetched, if it was foreseen), halving it if the server asks.
+    def _fetch(self, start: int, stop: int, *, fresh: bool = False) -> LogWindow:
+        """One window (prefetched, if it was foreseen and ``fresh`` not asked for), halving
+        it if the server asks.
 
         An answer over our own size cap raises AnswerTooLargeError once the window is halved
         (the caller asks again, with the overlap it checks), down to a single line.
         """
         if self._narrowed is not None and start >= self._narrowed[0] + TAIL_LINES:
             self.window, self._narrowed = self._narrowed[1], None  # the large lines are behind
-        future = self._ahead.pop((start, stop), None)
+        future = None if fresh else self._ahead.pop((start, stop), None)
         while True:
             try:
                 if future is not None:
                     return future.result()
-                return self.api.read_logs(self.project_id, self.deploy_id, start, stop)
+                return self.api.read_logs(self.project_id, self.deploy_id, start, stop, fresh=fresh)
             except AnswerTooLargeError:
                 self._forget_prefetched()
                 if stop - start > 1:
@@ -245,7 +367,9 @@ class DeploymentReader:
             position=cursor.position,
             hint="this one line is larger than the answer size cap; it is skipped as a gap",
         )
-        after = self.ahead = replace(cursor, position=cursor.position + 1, tail=())
+        after = self.ahead = replace(
+            cursor, position=cursor.position + 1, tail=(), run=0, anchor=None
+        )
         gap = Gap(self.project_id, self.deploy_id, self.name, 1, after.position)
         return Batch(None, gap, after, cursor)
 
@@ -276,51 +400,129 @@ class DeploymentReader:
                     self.api.read_logs, self.project_id, self.deploy_id, start, nxt
                 )
                 self._ahead[(start, nxt)] = self.prefetcher.submit(read)
+                self._basis[(start, nxt)] = (self.offset, self.length)
             stop = nxt
 
     def _forget_prefetched(self) -> None:
         for future in self._ahead.values():
             future.cancel()
         self._ahead.clear()
+        self._basis.clear()
 
-    def _realign(self, end: int | None, limit: int | None) -> Batch | None:
-        """The line before the cursor is not where it was: find it by content, or give a gap."""
-        cursor = self.ahead
-        expected = cursor.line_number(self.offset) - 1
-        found = self._search(cursor.tail, expected, end)
-        if found == expected:  # found where it should be, yet the read disagreed: not a trim
-            raise ProtocolError(f"{self.deploy_id}: answers disagree with each other")
-        if found is not None:
-            shift = expected - found
-            log.warning("realigned", deploy=self.deploy_id, shift=shift, position=cursor.position)
-            self.ahead = replace(cursor, trimmed=cursor.trimmed + shift)
-            return self.read(end, limit=limit)
-        return self._gap(end)
+    def _realign(
+        self, end: int | None, window: LogWindow, least: int, plan: _Plan
+    ) -> Batch | object | None:
+        """The lines delivered last are not where ``window`` (a settled answer) should show
+        them: find them by content (then None: read again), give a gap, or wait (``_WAIT``,
+        ``_LATER``). ``least`` is how far they moved at least, by the numbers."""
+        expected = plan.cursor.line_number(window.deployment_offset) - 1
+        try:
+            located = self._locate(end, window, least, plan, expected)
+        except realign.Changed:
+            return _WAIT
+        if not isinstance(located, tuple):
+            return located
+        found, sure = located
+        self._waited = False
+        self._accept(window)
+        self._forget_prefetched()  # asked for before the lines moved
+        if found is None:
+            return self._gap(end)
+        return self._shift(plan.cursor, expected - found, sure)
 
-    def _search(self, tail: tuple[str, ...], expected: int, end: int | None) -> int | None:
-        """The project-wide index where ``tail`` now ends, searching back from ``expected``.
+    def _locate(
+        self, end: int | None, window: LogWindow, least: int, plan: _Plan, expected: int
+    ) -> tuple[int | None, bool] | object:
+        """Where the lines delivered last end now, and whether content alone is sure of it.
 
-        Trimming only moves lines to lower numbers, so the search runs downwards, window by
-        window (overlapping by the tail's length), until the deployment's first line.
+        Unique fingerprints, found, are believed. Where the answer (or the successor's offset,
+        ``end``) does not even reach the last line delivered and content cannot place it, or
+        repeating ones match higher than the numbers allow (anywhere in their run), the answer
+        may be a lagging replica's: it is acted upon only once a later one says the same
+        (``_WAIT``). Then the numbers place the lines, and content is not sure.
         """
-        hi = min(expected, self.length - 1, self.length if end is None else end - 1)
-        overlap = len(tail) - 1
-        while hi >= self.offset:
-            lo = max(self.offset, hi - self.window + 1)
-            window = self._fetch(lo, hi + 1)
-            if len(window.logs) < hi + 1 - lo and window.length > hi:
-                raise ProtocolError(f"{self.deploy_id}: the answer lacks rows it says exist")
-            if window.deployment_offset != self.offset:
-                self.offset = window.deployment_offset
-                return None if self.offset > hi else self._search(tail, expected, end)
-            prints = [fingerprint(row) for row in window.logs]
-            for i in range(len(prints) - 1, -1, -1):
-                if prints[i] == tail[-1] and _ends_with(prints[: i + 1], tail, lo == self.offset):
-                    return lo + i
-            if lo == self.offset:
-                return None
-            hi = min(hi - 1, lo + overlap - 1) if overlap else lo - 1
-        return None
+        found, whole = self._find(plan, expected, end, window)
+        sure = plan.unique and (whole or len(plan.prints) <= TAIL_LINES)  # a run needs its anchor
+        short = min(window.length, window.length if end is None else end) <= expected
+        if found == expected and (least == 0 or sure):  # where it was, yet the read disagreed
+            if short and self._wait(window, expected):
+                return _WAIT
+            raise ProtocolError(f"{self.deploy_id}: answers disagree with each other")
+        placed = found is not None and sure
+        if not placed and plan.unique and self._beyond(plan, expected, end, window):
+            log.info(
+                "end_behind",
+                deploy=self.deploy_id,
+                end=end,
+                delivered=expected + 1,
+                hint="the next deployment's offset is below lines read from this one: "
+                "read again at the next poll",
+            )
+            return _LATER
+        contradicted = not sure and found is not None and found > expected - least
+        if (contradicted or (short and not placed)) and self._wait(window, expected):
+            return _WAIT
+        if contradicted:
+            found, _ = self._find(plan, expected - least, end, window)
+            sure = False
+        return found, sure
+
+    def _wait(self, window: LogWindow, expected: int) -> bool:
+        """Whether to wait for a later answer before acting on this one (once in a row)."""
+        if self._waited:
+            return False
+        self._waited = True
+        log.info(
+            "answer_behind",
+            deploy=self.deploy_id,
+            length=window.length,
+            delivered=expected + 1,
+            hint="lines said gone; waiting for a later answer to confirm",
+        )
+        return True
+
+    def _shift(self, cursor: Cursor, shift: int, sure: bool) -> Batch | None:
+        """The lines delivered last are ``shift`` rows lower: None (read on from there), or,
+        if content could not be sure, a gap of unknown size before reading on."""
+        log.warning("realigned", deploy=self.deploy_id, shift=shift, position=cursor.position)
+        after = self.ahead = replace(cursor, trimmed=cursor.trimmed + shift)
+        if sure:
+            return None
+        gap = Gap(self.project_id, self.deploy_id, self.name, None, cursor.position)
+        log.warning(
+            "gap",
+            deploy=self.deploy_id,
+            name=self.name,
+            lost="unknown",
+            hint="the API removed lines (retention) where they repeat: how many were unread "
+            "cannot be told",
+        )
+        return Batch(None, gap, after, cursor)
+
+    def _find(
+        self, plan: _Plan, expected: int, end: int | None, answer: LogWindow
+    ) -> tuple[int | None, bool]:
+        """Where the last line delivered is now, at ``expected`` or below, and whether all of
+        the fingerprints matched: a long run is found by its anchor and first line."""
+        if plan.pair is None:
+            return realign.search(self._fresh, plan.prints, expected, end, answer, self.window)
+        back = plan.run - 1  # from the run's first line to the last line delivered
+        bound = None if end is None else end - back
+        found, whole = realign.search(
+            self._fresh, plan.pair, expected - back, bound, answer, self.window
+        )
+        return (None if found is None else found + back), whole
+
+    def _beyond(self, plan: _Plan, expected: int, end: int | None, answer: LogWindow) -> bool:
+        """Whether the lines delivered last are still served past ``end``, which is below
+        them: then that end (the next deployment's offset, from another answer) is stale."""
+        if end is None or end > expected:
+            return False
+        found, whole = self._find(plan, expected, None, answer)
+        if found is None or found < end:
+            return False
+        matched = len(plan.pair or plan.prints) if whole else found - answer.deployment_offset + 1
+        return matched >= 2 and (whole or plan.pair is None)  # one line may be the next's
 
     def _gap(self, end: int | None) -> Batch:
         """The last line delivered is gone: what follows it, up to the first line left, is lost."""
@@ -331,7 +533,9 @@ class DeploymentReader:
             lost = counted if counted > 0 else None
         position = cursor.position + (lost or 0)
         gap = Gap(self.project_id, self.deploy_id, self.name, lost, position)
-        after = self.ahead = replace(cursor, position=position, trimmed=position, tail=())
+        after = self.ahead = replace(
+            cursor, position=position, trimmed=position, tail=(), run=0, anchor=None
+        )
         log.warning(
             "gap",
             deploy=self.deploy_id,
@@ -340,11 +544,3 @@ class DeploymentReader:
             hint="the API removed lines (retention) before they could be read",
         )
         return Batch(None, gap, after, cursor)
-
-
-def _ends_with(prints: list[str], tail: tuple[str, ...], at_start: bool) -> bool:
-    """Whether ``prints`` ends with ``tail``; a shorter run suffices at the deployment's start."""
-    n = min(len(prints), len(tail))
-    if n < len(tail) and not at_start:
-        return False
-    return tuple(prints[-n:]) == tail[-n:]

@@ -35,6 +35,8 @@ _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "launched": (float, int, type(None)),
     "last_ns": (int, type(None)),
     "file_last": (str, type(None)),
+    "run": (int, type(None)),
+    "anchor": (str, type(None)),
 }
 
 
@@ -134,6 +136,8 @@ class CursorStore:
             raise StateError("field 'tail' holds something other than strings", path=str(path))
         if raw["position"] < 0 or raw["trimmed"] < 0 or raw["trimmed"] > raw["position"]:
             raise StateError("position/trimmed out of range", path=str(path))
+        if (raw.get("run") or 0) < 0:
+            raise StateError("field 'run' is negative", path=str(path))
         return Cursor(
             project_id=raw["project_id"],
             deploy_id=raw["deploy_id"],
@@ -146,6 +150,8 @@ class CursorStore:
             done=raw["done"],
             launched=raw.get("launched"),
             last_ns=raw.get("last_ns"),
+            run=raw.get("run") or 0,  # older cursors: the run is not known
+            anchor=raw.get("anchor"),
             file_last=raw.get("file_last"),
         )
 

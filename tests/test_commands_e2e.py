@@ -282,6 +282,24 @@ def test_the_emulators_list_option_takes_effect():
         assert emulator.stop(signal.SIGTERM)[0] == 0
 
 
+def test_the_emulators_lag_options_make_stale_log_answers():
+    """`--lag-rate 1 --lag-lines 5`: every log read answers as the log was 1 to 5 rows
+    earlier (a lagging replica); other endpoints are as ever."""
+    lagging = Background(
+        qc_tail("emulator", "--quiet", "--preload", "100", "--lag-rate", "1", "--lag-lines", "5"),
+        plain_env(),
+    )
+    try:
+        env, projects = exported(lagging.wait_for(1, timeout=60)[0])
+        api = QcApi(env["QC_BASE_URL"], QcAuth(int(env["QC_USER_ID"]), env["QC_API_TOKEN"]))
+        deploy_id = api.read_live(projects[0]).deploy_id
+        lengths = {api.read_logs(projects[0], deploy_id, 0, 200).length for _ in range(20)}
+        api.close()
+    finally:
+        assert lagging.stop(signal.SIGTERM)[0] == 0
+    assert lengths <= {95, 96, 97, 98, 99} and len(lengths) > 1
+
+
 def test_the_emulator_refuses_an_unknown_fault_kind_as_a_usage_error():
     result = subprocess.run(
         qc_tail("emulator", "--fault", "bogus"), capture_output=True, text=True, timeout=60

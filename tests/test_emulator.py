@@ -496,3 +496,56 @@ def test_serve_prints_credentials_and_stops_on_request() -> None:
         stop.set()
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_a_lagging_answer_is_the_log_as_it_was_rows_earlier(client: Client, emu: Emulator) -> None:
+    """``lag``: the project's next answers come from a replica that has not seen the newest
+    rows: ``length`` that much lower, the rows past it missing, the rest in place; then fresh
+    answers again. Another project's answers are not affected."""
+    _, second, other = _three_deployments(emu)  # project 1: a0..a4, b0..b2
+    emu.lag(1, lines=2, answers=2)
+    emu.lag(2, lines=1)
+    stale = client.logs(1, second, 3, 10)
+    assert (stale["logs"], stale["length"], stale["deploymentOffset"]) == (["a3", "a4", "b0"], 6, 5)
+    deep = client.logs(1, second, 0, 10)  # the second stale answer
+    assert (deep["logs"], deep["length"]) == (emu.visible(1)[:6], 6)
+    fresh = client.logs(1, second, 3, 10)
+    assert (fresh["logs"], fresh["length"]) == (["a3", "a4", "b0", "b1", "b2"], 8)
+    assert client.logs(2, other, 0, 10)["length"] == 3  # project 2's own stale answer
+    assert client.logs(2, other, 0, 10)["length"] == 4
+    assert emu.lags.pending == 0
+
+
+def test_a_lag_past_a_deployments_start_clamps_its_offset(client: Client, emu: Emulator) -> None:
+    _, second, _ = _three_deployments(emu)
+    emu.lag(1, lines=5)
+    answer = client.logs(1, second, 0, 10)
+    assert (answer["logs"], answer["length"], answer["deploymentOffset"]) == (
+        ["a0", "a1", "a2"],
+        3,
+        3,
+    )
+
+
+def test_random_lags_are_reproducible_with_a_seed(make: Callable[..., Emulator]) -> None:
+    def lengths(seed: int) -> list[int]:
+        emu = make()
+        emu.add_project(1, "p")
+        deploy = emu.deploy(1)
+        emu.write(1, [str(i) for i in range(100)])
+        emu.lags.random(0.5, lines=10, seed=seed)
+        client = Client(emu)
+        return [client.logs(1, deploy, 0, 5)["length"] for _ in range(40)]
+
+    drawn = lengths(3)
+    assert drawn == lengths(3)
+    assert 0 < sum(length < 100 for length in drawn) < 40
+    assert all(90 <= length <= 100 for length in drawn)
+
+
+def test_cleared_lags_answer_fresh_again(client: Client, emu: Emulator) -> None:
+    _, second, _ = _three_deployments(emu)
+    emu.lag(1, lines=3, answers=5)
+    emu.lags.random(1.0, lines=3)
+    emu.lags.clear()
+    assert (client.logs(1, second, 0, 10)["length"], emu.lags.pending) == (8, 0)

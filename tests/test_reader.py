@@ -10,6 +10,7 @@ from tailer.auth import QcAuth
 from tailer.budget import RequestBudget
 from tailer.cursor import Cursor
 from tailer.emulator import Emulator
+from tailer.errors import TransientError
 from tailer.http import HttpClient
 from tailer.prefetch import Prefetcher
 from tailer.reader import Batch, DeploymentReader
@@ -19,8 +20,15 @@ from .conftest import PROJECT, TOKEN, USER_ID, stamp
 
 
 @pytest.fixture
-def api(emu: Emulator) -> QcApi:
-    return QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=RetryPolicy(max_attempts=3))
+def pauses() -> list[float]:
+    """What the client slept (to wait for a lagging replica, say), instead of sleeping."""
+    return []
+
+
+@pytest.fixture
+def api(emu: Emulator, pauses: list[float]) -> QcApi:
+    policy = RetryPolicy(max_attempts=3)
+    return QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=policy, sleep=pauses.append)
 
 
 def drain(reader: DeploymentReader, end: int | None = None) -> list[Batch]:
@@ -30,6 +38,23 @@ def drain(reader: DeploymentReader, end: int | None = None) -> list[Batch]:
         reader.commit(batch)
         batches.append(batch)
     return batches
+
+
+def drain_patiently(reader: DeploymentReader) -> list[Batch]:
+    """As ``drain``, retrying reads that fail for now, as the scheduler would at its next
+    poll (a hang guard bounds them)."""
+    batches: list[Batch] = []
+    for _ in range(1000):
+        try:
+            batch = reader.read()
+        except TransientError:
+            reader.rewind()
+            continue
+        if batch is None:
+            return batches
+        reader.commit(batch)
+        batches.append(batch)
+    raise AssertionError("the reader never caught up")
 
 
 def texts(batches: list[Batch]) -> list[str]:
@@ -234,3 +259,191 @@ def test_a_line_over_the_answer_cap_alone_is_reported_and_skipped_as_a_gap(emu):
     (skipped,) = [event for event in events if event["event"] == "line_too_large"]
     assert (skipped["line"], skipped["position"]) == (10, 10)
     assert reader.cursor.position == 21
+
+
+# -- answers that lag behind: waited out, never taken for a trim ------------------------------
+
+SAME = "2026-03-01 10:00:00 same"
+
+
+def test_one_stale_answer_neither_gaps_nor_repeats(emu, api):
+    """One answer comes from a replica 20 rows behind: the lines the reader delivered last are
+    missing from it. Taken for a trim, it reports a gap and reads the deployment again from
+    its first line; it is only waited out."""
+    emu.deploy(PROJECT)
+    write(emu, 0, 10)
+    deploy_id = emu.deploy(PROJECT)
+    read = write(emu, 100, 1001)
+    reader = new_reader(api, deploy_id)
+    assert texts(drain(reader)) == read
+    emu.lag(PROJECT, lines=20)
+    with capture_logs() as events:
+        batches = drain(reader)
+    assert (texts(batches), gaps(batches)) == ([], [])
+    assert [e["event"] for e in events if e["event"] in ("gap", "realigned")] == []
+    later = write(emu, 2000, 10)
+    assert texts(drain(reader)) == later
+    assert reader.cursor.trimmed == 0
+
+
+def test_a_stale_answer_inside_repeated_lines_is_not_taken_for_a_trim(emu, api):
+    """Inside a run of identical lines a stale answer looks exactly like a trim: the last
+    lines delivered read the same 20 rows lower. Realigned there, those 20 rows come again."""
+    deploy_id = emu.deploy(PROJECT)
+    emu.write(PROJECT, [stamp(i) for i in range(50)] + [SAME] * 300)
+    emu.publish()
+    reader = new_reader(api, deploy_id)
+    drain(reader)
+    emu.lag(PROJECT, lines=20)
+    emu.write(PROJECT, [SAME] * 5)
+    emu.publish()
+    batches = drain(reader)
+    assert (texts(batches), gaps(batches)) == ([SAME] * 5, [])
+    assert reader.cursor.trimmed == 0
+
+
+@pytest.mark.parametrize("repeated", [False, True])
+def test_a_lagging_replica_that_answers_three_times_in_a_row_is_waited_out(
+    emu, api, pauses, repeated
+):
+    """Three stale answers in a row: the answer and the read that confirms it agree, and so
+    does the search's. Lines said gone by an answer that does not even reach the last line
+    delivered are acted upon only if a later answer says so too; it does not."""
+    deploy_id = emu.deploy(PROJECT)
+    lines = [SAME] * 300 if repeated else [stamp(i) for i in range(300)]
+    emu.write(PROJECT, [stamp(i) for i in range(1000, 1050)] + lines)
+    emu.publish()
+    reader = new_reader(api, deploy_id)
+    drain(reader)
+    emu.lag(PROJECT, lines=20, answers=3)
+    new = [SAME] * 5 if repeated else [stamp(i) for i in range(2000, 2005)]
+    emu.write(PROJECT, new)
+    emu.publish()
+    with capture_logs() as events:
+        batches = drain(reader)
+    assert (texts(batches), gaps(batches)) == (new, [])
+    assert pauses == [2.0]  # lines said gone, by three answers: a later one says otherwise
+    assert [e["event"] for e in events if e["log_level"] == "warning"] == []
+    assert reader.cursor.trimmed == 0
+
+
+def test_stale_prefetched_windows_are_waited_out(emu):
+    """A catch-up with windows read ahead, several of them answered by a lagging replica:
+    every line once, no gap."""
+    deploy_id = emu.deploy(PROJECT)
+    expected = write(emu, 0, 249 * 12)
+    api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), budget=RequestBudget(max_in_flight=2))
+    reader = DeploymentReader(api, Cursor(PROJECT, deploy_id), "p", prefetcher=Prefetcher(2))
+    reader.probe()
+    emu.lags.random(0.3, lines=300, seed=5)
+    batches = drain_patiently(reader)
+    emu.lags.clear()
+    expected += write(emu, 5000, 10)
+    batches += drain(reader)
+    assert (texts(batches), gaps(batches)) == (expected, [])
+
+
+# -- trims inside runs of identical lines -----------------------------------------------------
+
+
+def test_a_trim_inside_a_run_of_identical_lines_is_found_by_the_runs_start(emu, api):
+    """The cursor sits inside a run of identical lines when retention removes 111 lines and
+    as many are published: the last lines delivered read the same at the unshifted place, so
+    the four compared lines alone skip 111 lines in silence. The run's length and the line
+    before it place the cursor exactly."""
+    deploy_id = emu.deploy(PROJECT)
+    emu.write(PROJECT, [stamp(i) for i in range(200)] + [SAME] * 60)
+    emu.publish()
+    reader = new_reader(api, deploy_id)
+    drain(reader)
+    emu.write(PROJECT, [SAME] * 111)
+    emu.publish()
+    emu.trim(PROJECT, 111)  # the length is as it was: the numbers tell nothing
+    emu.write(PROJECT, [stamp(1000)])
+    emu.publish()
+    batches = drain(reader)
+    assert (texts(batches), gaps(batches)) == ([SAME] * 111 + [stamp(1000)], [])
+    assert reader.cursor.trimmed == 111
+
+
+def test_a_trim_inside_a_run_too_long_to_compare_whole_is_found_by_its_anchor(emu, api):
+    """As above with a run of 300 lines: too many to compare at every read, so the reader
+    compares the line before the run and its first one, 300 lines back, and finds them 111
+    rows lower."""
+    deploy_id = emu.deploy(PROJECT)
+    emu.write(PROJECT, [stamp(i) for i in range(200)] + [SAME] * 300)
+    emu.publish()
+    reader = new_reader(api, deploy_id)
+    drain(reader)
+    emu.write(PROJECT, [SAME] * 111)
+    emu.publish()
+    emu.trim(PROJECT, 111)
+    emu.write(PROJECT, [stamp(1000)])
+    emu.publish()
+    batches = drain(reader)
+    assert (texts(batches), gaps(batches)) == ([SAME] * 111 + [stamp(1000)], [])
+    assert reader.cursor.trimmed == 111
+
+
+def test_a_run_whose_start_was_trimmed_away_ends_in_a_gap_of_unknown_size(emu, api):
+    """As above, but retention also took the line before the run and the run's first lines:
+    what is left of the run matches anywhere in it. The reader resumes at the highest place
+    the cursor can be (no line twice) and says that lines may be lost."""
+    deploy_id = emu.deploy(PROJECT)
+    emu.write(PROJECT, [stamp(i) for i in range(100)] + [SAME] * 60)
+    emu.publish()
+    reader = new_reader(api, deploy_id)
+    drain(reader)
+    emu.write(PROJECT, [SAME] * 111)
+    emu.publish()
+    emu.trim(PROJECT, 111)  # the 100 distinct lines and 11 of the run
+    emu.write(PROJECT, [stamp(1000)])
+    emu.publish()
+    batches = drain(reader)
+    assert gaps(batches) == [None]
+    assert texts(batches) == [SAME] * 100 + [stamp(1000)]  # 11 of the 111 new ones unknowable
+
+
+def read_to(reader: DeploymentReader, limit: int) -> list[Batch]:
+    """Read and commit up to the project-wide line ``limit``."""
+    batches = []
+    while (batch := reader.read(limit=limit)) is not None:
+        reader.commit(batch)
+        batches.append(batch)
+    return batches
+
+
+def test_a_trim_inside_a_long_run_is_predicted_from_the_length(emu, api, pauses):
+    """A run longer than the reader looks back, from the deployment's first line: content
+    cannot place the cursor, but the length dropped by 111 with the offset at 0: at least 111
+    of its rows went. The reader resumes 111 rows lower and, unable to be sure no more went,
+    reports a gap of unknown size rather than skip in silence; no line comes twice."""
+    deploy_id = emu.deploy(PROJECT)
+    emu.write(PROJECT, [SAME] * 1800)
+    emu.publish()
+    reader = new_reader(api, deploy_id)
+    assert texts(read_to(reader, 1500)) == [SAME] * 1500
+    emu.trim(PROJECT, 111)
+    batches = drain(reader)
+    assert pauses == [2.0]  # the numbers alone, as a lagging replica's: confirmed later
+    assert gaps(batches) == [None]
+    assert texts(batches) == [SAME] * 300
+    assert reader.cursor.trimmed == 111
+
+
+def test_a_run_from_the_deployments_first_line_cannot_be_placed_so_a_gap_says_so(emu, api):
+    """Four identical lines, the deployment's first, were read; one more and a different one
+    come, and retention takes two lines. What is served reads ``same same same other``: the
+    cursor's lines may end at the second row (one line of the run trimmed) or at the first
+    (two trimmed, the third row new). The highest place loses no line twice, but whether one
+    was skipped cannot be told: a gap of unknown size, not silence."""
+    deploy_id = emu.deploy(PROJECT)
+    emu.write(PROJECT, [SAME] * 4)
+    emu.publish()
+    reader = new_reader(api, deploy_id)
+    drain(reader)
+    emu.write(PROJECT, [SAME, stamp(1)])
+    emu.publish()
+    emu.trim(PROJECT, 2)
+    batches = drain(reader)
+    assert (gaps(batches), texts(batches)) == ([None], [stamp(1)])

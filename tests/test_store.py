@@ -420,3 +420,13 @@ def test_load_project_reads_only_that_projects_cursors(tmp_path):
     }
     assert store.load_project(3) == {}
     assert CursorStore(tmp_path / "none").load_project(1) == {}
+
+
+def test_a_cursor_saved_before_runs_were_kept_loads_without_one(tmp_path):
+    """Older cursor files have no ``run`` nor ``anchor``: the run is then not known."""
+    store = CursorStore(tmp_path)
+    path = store.path(777, FULL.deploy_id)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(with_fields())
+    cursor = store.load_all()[(777, FULL.deploy_id)]
+    assert (cursor.run, cursor.anchor) == (0, None)

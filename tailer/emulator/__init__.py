@@ -13,12 +13,13 @@ from types import FrameType, TracebackType
 from typing import Self, TextIO
 
 from tailer.emulator.faults import Fault, Faults
+from tailer.emulator.lag import Lags
 from tailer.emulator.model import Model
 from tailer.emulator.scenery import Scenery
 from tailer.emulator.server import Api, ApiServer, Stats
 from tailer.errors import CannotListenError
 
-__all__ = ["Emulator", "Fault", "Scenery", "Stats", "serve"]
+__all__ = ["Emulator", "Fault", "Lags", "Scenery", "Stats", "serve"]
 
 
 class Emulator:
@@ -140,6 +141,16 @@ class Emulator:
         else:
             self.api.answering.set()
 
+    def lag(self, project_id: int, lines: int = 20, answers: int = 1) -> None:
+        """The project's next ``answers`` log reads are stale: they answer as the log was
+        ``lines`` rows earlier (``length`` lower, the newest rows missing), like a lagging
+        replica. See ``lags`` for stale answers at random."""
+        self.api.lags.script(project_id, lines, answers)
+
+    @property
+    def lags(self) -> Lags:
+        return self.api.lags
+
     def add_project(self, project_id: int, name: str) -> None:
         self.model.add_project(project_id, name)
 
@@ -230,6 +241,8 @@ def serve(
     skew: float = 0.0,
     list_ignores_project: bool = False,
     stale_read_rate: float = 0.0,
+    lag_rate: float = 0.0,
+    lag_lines: int = 20,
 ) -> None:
     """Serve until ``stop`` is set, after printing how to point qc-tail at the emulator.
 
@@ -238,7 +251,8 @@ def serve(
     every answer. ``fault_rate`` of the requests get one of ``fault_kinds`` (all the transient
     ones if empty); refused credentials take the ``auth_failure`` shape; the server's clock is
     ``skew`` seconds off; ``list_ignores_project`` and ``stale_read_rate`` are as in
-    ``Emulator``. SIGUSR1 prints ``stats requests=N logs_read=M`` (main thread only).
+    ``Emulator``; ``lag_rate`` of the log reads are stale, up to ``lag_lines`` rows behind.
+    SIGUSR1 prints ``stats requests=N logs_read=M`` (main thread only).
     """
     emulator = Emulator(
         user_id,
@@ -256,6 +270,8 @@ def serve(
             emulator.faults.random(fault_rate, fault_kinds, seed=secrets.randbelow(2**31))
         else:
             emulator.faults.random(fault_rate, seed=secrets.randbelow(2**31))
+    if lag_rate:
+        emulator.lags.random(lag_rate, lag_lines, seed=secrets.randbelow(2**31))
     if preload is not None or projects is not None:
         lines = [bench_line(i) for i in range(preload or 0)]
         for project_id in range(1, (projects or 1) + 1):

@@ -196,13 +196,16 @@ class Model:
             return project.offset(self._deployment(project, deploy_id))
 
     def read_logs(
-        self, project_id: int, deploy_id: str, start: int, end: int
+        self, project_id: int, deploy_id: str, start: int, end: int, *, behind: int = 0
     ) -> tuple[list[str], int, int]:
-        """Rows ``[start, end)`` of the project, its length, and the deployment's offset."""
+        """Rows ``[start, end)`` of the project, its length, and the deployment's offset;
+        ``behind`` answers as the project was that many rows earlier (its newest rows not yet
+        there, nothing trimmed since), as a lagging replica would."""
         with self._lock:
             project = self._project(project_id)
             offset = project.offset(self._deployment(project, deploy_id))
-            return project.rows(start, end), project.length(), offset
+            length = max(0, project.length() - behind)
+            return project.rows(start, min(end, length)), length, min(offset, length)
 
     def latest(self, project_id: int, *, stale: bool = False) -> dict[str, object]:
         """The project's latest deployment, as ``/live/read`` describes it; ``stale``: the one

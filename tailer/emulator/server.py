@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tailer.emulator.faults import Faults, Reply, auth_reply, fault_reply, json_reply, refusal
+from tailer.emulator.lag import Lags
 from tailer.emulator.model import LIST_STATUSES, Model, NotFound
 
 BASE_PATH = "/api/v2"
@@ -88,6 +89,7 @@ class Api:
         if auth_failure not in AUTH_SHAPES:
             raise ValueError(f"auth_failure must be one of {AUTH_SHAPES}, not {auth_failure!r}")
         self.model, self.faults = model, faults
+        self.lags = Lags()
         self.user_id, self._token = user_id, api_token
         self.max_window, self.auth_failure = max_window, auth_failure
         self.skew, self.latency, self._clock = skew, latency, clock
@@ -167,7 +169,8 @@ class Api:
             return refusal("startLine and endLine must be non-negative, endLine >= startLine")
         if end - start >= self.max_window:
             return refusal(f"Log lines can be read in pages up to {self.max_window} lines")
-        logs, length, offset = self.model.read_logs(project, deploy, start, end)
+        behind = self.lags.take(project)
+        logs, length, offset = self.model.read_logs(project, deploy, start, end, behind=behind)
         payload = {"logs": logs, "length": length, "deploymentOffset": offset}
         return json_reply({**payload, "success": True, "errors": []})
 

@@ -1,0 +1,100 @@
+"""Where a deployment's last lines delivered are now: answers confirmed, then searched."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from tailer.api import LogWindow
+from tailer.errors import ProtocolError
+from tailer.records import fingerprint
+
+log = structlog.get_logger(__name__)
+
+Fetch = Callable[[int, int], LogWindow]
+"""A fresh read of rows ``[start, stop)``: never a prefetched or cached answer."""
+
+SETTLE_READS = 3
+
+
+class Changed(Exception):
+    """The log a search went through changed under it: a trim meanwhile, or a lagging answer."""
+
+
+def settle(
+    fetch: Fetch, start: int, stop: int, answer: LogWindow, checked: int, who: str
+) -> LogWindow:
+    """The answer for ``[start, stop)`` once a later one confirms it: one answer alone, maybe
+    from a lagging replica or a window prefetched before the latest, proves nothing.
+
+    A later answer confirms an earlier one if it shows the same offset and the same first
+    ``checked`` rows (those compared with the lines delivered), and no fewer rows in all (new
+    ones may have been published meanwhile); it is the one returned.
+    """
+    for _ in range(SETTLE_READS):
+        again = fetch(start, stop)
+        same = again.deployment_offset == answer.deployment_offset
+        if same and again.length >= answer.length and again.logs[:checked] == answer.logs[:checked]:
+            return again
+        answer = again
+    raise ProtocolError(f"{who}: answers keep disagreeing; retrying later")
+
+
+def least_shift(offset: int, length: int, answer: LogWindow) -> int:
+    """How many of a deployment's rows the API removed at least, by the numbers, since it
+    answered ``offset`` and ``length``.
+
+    Retention removes the oldest rows first, older deployments' before this one's: while some
+    of theirs remain (an offset above 0), none of ours went, and the offset's fall is the whole
+    shift. Once the offset is 0, the length's fall beyond the older deployments' rows is ours
+    (more, if rows were published meanwhile: a lower bound).
+    """
+    if answer.deployment_offset > 0:
+        return 0
+    return max(0, length - answer.length - offset)
+
+
+def search(
+    fetch: Fetch,
+    prints: Sequence[str],
+    expected: int,
+    end: int | None,
+    answer: LogWindow,
+    window: int,
+) -> tuple[int | None, bool]:
+    """The project-wide index where ``prints`` now ends, searching back from ``expected``, and
+    whether all of them matched (at the deployment's first line, fewer suffice).
+
+    Trimming only moves lines to lower numbers, so the search runs downwards, window by window
+    (overlapping by the fingerprints' length), until the deployment's first line. Every window
+    must show the log as ``answer`` did, or with rows added at its end (else ``Changed``): a
+    trim meanwhile, or a lagging replica, is no ground to act on.
+    """
+    offset, length = answer.deployment_offset, answer.length
+    hi = min(expected, length - 1, length if end is None else end - 1)
+    overlap = len(prints) - 1
+    while hi >= offset:
+        lo = max(offset, hi - window + 1)
+        rows = fetch(lo, hi + 1)
+        if len(rows.logs) < hi + 1 - lo and rows.length > hi:
+            raise ProtocolError("/live/logs/read: the answer lacks rows it says exist")
+        if rows.deployment_offset != offset or rows.length < length:  # new rows move nothing
+            log.info("log_changed", hint="searched again")
+            raise Changed
+        found = [fingerprint(row) for row in rows.logs]
+        for i in range(len(found) - 1, -1, -1):
+            if found[i] == prints[-1] and ends_with(found[: i + 1], prints, lo == offset):
+                return lo + i, i + 1 >= len(prints)
+        if lo == offset:
+            return None, False
+        hi = min(hi - 1, lo + overlap - 1) if overlap else lo - 1
+    return None, False
+
+
+def ends_with(found: Sequence[str], prints: Sequence[str], at_start: bool) -> bool:
+    """Whether ``found`` ends with ``prints``; a shorter run suffices at the deployment's start."""
+    n = min(len(found), len(prints))
+    if n < len(prints) and not at_start:
+        return False
+    return tuple(found[-n:]) == tuple(prints[-n:])
