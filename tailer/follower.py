@@ -93,7 +93,7 @@ class ProjectFollower:
         for index, reader in enumerate(list(self.chain)[:-1]):
             successor = self.chain[index + 1]
             successor.probe()
-            yield from self._drain_reader(reader, successor.offset)
+            yield from self._drain_reader(reader, successor)
         yield from self._follow_last()
 
     def commit(self, batch: Batch) -> None:
@@ -108,7 +108,7 @@ class ProjectFollower:
         reader = self.chain[-1]
         if self._successor is not None:
             self._successor.probe()
-            yield from self._drain_reader(reader, self._successor.offset)
+            yield from self._drain_reader(reader, self._successor)
             return
         before = reader.ahead
         batch = reader.read()
@@ -123,8 +123,12 @@ class ProjectFollower:
             yield batch
             batch = reader.read(limit=safe_end)
 
-    def _drain_reader(self, reader: DeploymentReader, end: int) -> Iterator[Batch]:
-        while (batch := reader.read(end)) is not None:
+    def _drain_reader(
+        self, reader: DeploymentReader, successor: DeploymentReader
+    ) -> Iterator[Batch]:
+        """A superseded deployment's lines, up to its successor's offset (which the reader may
+        ask again: one answer, maybe a lagging replica's, proves nothing)."""
+        while (batch := reader.read(successor.offset, recheck=successor.reprobe)) is not None:
             yield batch
 
     def _newer_deployment(self, reader: DeploymentReader) -> bool:
