@@ -103,7 +103,7 @@ class ProjectFollower:
         for index, reader in enumerate(list(self.chain)[:-1]):
             successor = self.chain[index + 1]
             successor.probe()
-            yield from self._drain_reader(reader, successor.offset)
+            yield from self._drain_reader(reader, successor)
         yield from self._follow_last()
 
     def commit(self, batch: Batch) -> None:
@@ -118,7 +118,7 @@ class ProjectFollower:
         reader = self.chain[-1]
         if self._successor is not None:
             self._successor.probe()
-            yield from self._drain_reader(reader, self._successor.offset)
+            yield from self._drain_reader(reader, self._successor)
             return
         before = reader.ahead
         batch = reader.read(limit=self._until)
@@ -137,8 +137,14 @@ class ProjectFollower:
             yield batch
             batch = reader.read(limit=safe_end)
 
-    def _drain_reader(self, reader: DeploymentReader, end: int) -> Iterator[Batch]:
-        while (batch := reader.read(end, limit=self._until)) is not None:
+    def _drain_reader(
+        self, reader: DeploymentReader, successor: DeploymentReader
+    ) -> Iterator[Batch]:
+        """A superseded deployment's lines, up to its successor's offset (which the reader may
+        ask again: one answer, maybe a lagging replica's, proves nothing)."""
+        while (
+            batch := reader.read(successor.offset, limit=self._until, recheck=successor.reprobe)
+        ) is not None:
             yield batch
 
     def _newer_deployment(self, reader: DeploymentReader) -> str:

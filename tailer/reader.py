@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
@@ -27,6 +28,7 @@ _CONFIRM_AFTER = 2.0
 _AGAIN = object()  # read again now
 _WAIT = object()  # lines said gone by answers that a later one must confirm: read again later
 _LATER = object()  # nothing to read until the caller knows more (at its next poll)
+_RECHECK = object()  # the successor's offset is below lines read: ask it again, a little later
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,7 @@ class DeploymentReader:
         self.caught_up = False  # the last read found nothing new up to the deployment's end
         self._known = False  # offset and length come from an answer
         self._waited = False  # lines said gone await a later answer's confirmation
+        self._rechecked = True  # the successor's offset was asked again during this read
 
     @property
     def deploy_id(self) -> str:
@@ -133,6 +136,11 @@ class DeploymentReader:
         self._accept(window)
         return window
 
+    def reprobe(self) -> int:
+        """The deployment's offset, asked afresh (no cached or prefetched answer)."""
+        self._accept(self._fresh(self.length, self.length + 1))
+        return self.offset
+
     def visible(self, end: int | None = None) -> int:
         """How many of the deployment's lines the API serves now (after a probe or read)."""
         return max(0, (self.length if end is None else end) - self.offset)
@@ -146,15 +154,23 @@ class DeploymentReader:
         self.ahead = self.cursor
         self._forget_prefetched()
 
-    def read(self, end: int | None = None, *, limit: int | None = None) -> Batch | None:
+    def read(
+        self,
+        end: int | None = None,
+        *,
+        limit: int | None = None,
+        recheck: Callable[[], int] | None = None,
+    ) -> Batch | None:
         """The next window of new lines, a gap, or None when caught up.
 
         ``end`` is the project-wide line where this deployment stops (its successor's offset),
-        or None while it is the project's latest deployment. ``limit`` bounds the read without
-        saying the deployment ends there (rows past it may belong to a newer deployment).
+        or None while it is the project's latest deployment; ``recheck`` asks it again, should
+        it fall below lines already read. ``limit`` bounds the read without saying the
+        deployment ends there (rows past it may belong to a newer deployment).
         """
-        bound = min((b for b in (end, limit) if b is not None), default=None)
+        self._rechecked = recheck is None
         for _ in range(_ATTEMPTS):
+            bound = min((b for b in (end, limit) if b is not None), default=None)
             plan = self._plan(bound)
             if plan is None:
                 self.caught_up = limit is None  # a limit is not the deployment's end
@@ -171,6 +187,8 @@ class DeploymentReader:
             if outcome is _LATER:
                 self.caught_up = False
                 return None
+            if outcome is _RECHECK and recheck is not None:
+                end = recheck()
         raise ProtocolError(f"{self.deploy_id}: the log keeps moving; retrying later")
 
     def _plan(self, bound: int | None) -> _Plan | None:
@@ -180,7 +198,7 @@ class DeploymentReader:
         prints, unique = cursor.signature(self.window // 2)
         first = cursor.line_number(self.offset)
         checked = max(0, min(len(prints), cursor.position - cursor.trimmed, self.window - 1))
-        unique = unique and (checked == len(prints) or len(prints) <= TAIL_LINES)
+        unique = unique and realign.sure(prints, checked)
         start = first - checked
         stop = start + self.window
         if bound is not None:
@@ -196,9 +214,10 @@ class DeploymentReader:
         self, plan: _Plan, window: LogWindow, end: int | None, basis: tuple[int, int]
     ) -> LogWindow | object:
         """The answer to deliver from, once the last lines delivered are where it shows them;
-        else what became of them (a Batch with a gap), or whether to read again (``_AGAIN``)
-        or at the next poll (``_LATER``). ``basis`` is the offset and length known when the
-        window was asked for (a prefetched one's answer may be older than the latest)."""
+        else what became of them (a Batch with a gap), or whether to read again (``_AGAIN``,
+        or ``_RECHECK`` with the successor's offset asked again) or at the next poll
+        (``_LATER``). ``basis`` is the offset and length known when the window was asked for
+        (a prefetched one's answer may be older than the latest)."""
         if not self._known:  # the first answer says where the deployment is
             moved = window.deployment_offset != self.offset
             self._accept(window)
@@ -221,10 +240,10 @@ class DeploymentReader:
         if plan.checked == 0 or ((plan.unique or least == 0) and self._aligned(window, plan)):
             return window  # one answer's surprise: a lagging replica's, or an old prefetch
         outcome = self._realign(end, window, least, plan)
-        if outcome is _WAIT:
+        if outcome is _WAIT or outcome is _RECHECK:
             self._forget_prefetched()
             self.api.pause(_CONFIRM_AFTER)
-            return _AGAIN
+            return outcome if outcome is _RECHECK else _AGAIN
         return _AGAIN if outcome is None else outcome
 
     def _deliver(
@@ -441,8 +460,8 @@ class DeploymentReader:
         may be a lagging replica's: it is acted upon only once a later one says the same
         (``_WAIT``). Then the numbers place the lines, and content is not sure.
         """
-        found, whole = self._find(plan, expected, end, window)
-        sure = plan.unique and (whole or len(plan.prints) <= TAIL_LINES)  # a run needs its anchor
+        found, matched = self._find(plan, expected, end, window)
+        sure = plan.unique and realign.sure(plan.pair or plan.prints, matched)
         short = min(window.length, window.length if end is None else end) <= expected
         if found == expected and (least == 0 or sure):  # where it was, yet the read disagreed
             if short and self._wait(window, expected):
@@ -459,6 +478,10 @@ class DeploymentReader:
                 "read again at the next poll",
             )
             return _LATER
+        if end is not None and end <= expected and not placed and not self._rechecked:
+            self._rechecked = True
+            log.info("end_behind", deploy=self.deploy_id, end=end, hint="asking it again")
+            return _RECHECK
         contradicted = not sure and found is not None and found > expected - least
         if (contradicted or (short and not placed)) and self._wait(window, expected):
             return _WAIT
@@ -501,28 +524,27 @@ class DeploymentReader:
 
     def _find(
         self, plan: _Plan, expected: int, end: int | None, answer: LogWindow
-    ) -> tuple[int | None, bool]:
-        """Where the last line delivered is now, at ``expected`` or below, and whether all of
-        the fingerprints matched: a long run is found by its anchor and first line."""
+    ) -> tuple[int | None, int]:
+        """Where the last line delivered is now, at ``expected`` or below, and how many of the
+        fingerprints matched: a long run is found by its anchor and first line."""
         if plan.pair is None:
             return realign.search(self._fresh, plan.prints, expected, end, answer, self.window)
         back = plan.run - 1  # from the run's first line to the last line delivered
         bound = None if end is None else end - back
-        found, whole = realign.search(
+        found, matched = realign.search(
             self._fresh, plan.pair, expected - back, bound, answer, self.window
         )
-        return (None if found is None else found + back), whole
+        return (None if found is None else found + back), matched
 
     def _beyond(self, plan: _Plan, expected: int, end: int | None, answer: LogWindow) -> bool:
         """Whether the lines delivered last are still served past ``end``, which is below
         them: then that end (the next deployment's offset, from another answer) is stale."""
         if end is None or end > expected:
             return False
-        found, whole = self._find(plan, expected, None, answer)
-        if found is None or found < end:
-            return False
-        matched = len(plan.pair or plan.prints) if whole else found - answer.deployment_offset + 1
-        return matched >= 2 and (whole or plan.pair is None)  # one line may be the next's
+        found, matched = self._find(plan, expected, None, answer)
+        return (
+            found is not None and found >= end and realign.sure(plan.pair or plan.prints, matched)
+        )
 
     def _gap(self, end: int | None) -> Batch:
         """The last line delivered is gone: what follows it, up to the first line left, is lost."""

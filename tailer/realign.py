@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from tailer.api import LogWindow
+from tailer.cursor import TAIL_LINES, period
 from tailer.errors import ProtocolError
 from tailer.records import fingerprint
 
@@ -62,9 +63,9 @@ def search(
     end: int | None,
     answer: LogWindow,
     window: int,
-) -> tuple[int | None, bool]:
+) -> tuple[int | None, int]:
     """The project-wide index where ``prints`` now ends, searching back from ``expected``, and
-    whether all of them matched (at the deployment's first line, fewer suffice).
+    how many of them matched (all, but at the deployment's first line fewer suffice).
 
     Trimming only moves lines to lower numbers, so the search runs downwards, window by window
     (overlapping by the fingerprints' length), until the deployment's first line. Every window
@@ -85,11 +86,23 @@ def search(
         found = [fingerprint(row) for row in rows.logs]
         for i in range(len(found) - 1, -1, -1):
             if found[i] == prints[-1] and ends_with(found[: i + 1], prints, lo == offset):
-                return lo + i, i + 1 >= len(prints)
+                return lo + i, min(i + 1, len(prints))
         if lo == offset:
-            return None, False
+            return None, 0
         hi = min(hi - 1, lo + overlap - 1) if overlap else lo - 1
-    return None, False
+    return None, 0
+
+
+def sure(prints: Sequence[str], matched: int) -> bool:
+    """Whether a match of ``matched`` of ``prints`` (from Cursor.signature: lines that do not
+    repeat within themselves, or a run with its anchor) places them: at least two lines, all
+    of them, or, cut short at the deployment's first line, lines that do not repeat each other
+    (one line alone may be one repeated anywhere)."""
+    if matched < 2:
+        return False
+    return matched >= len(prints) or (
+        len(prints) <= TAIL_LINES and period(prints[-matched:]) is None
+    )
 
 
 def ends_with(found: Sequence[str], prints: Sequence[str], at_start: bool) -> bool:

@@ -51,7 +51,7 @@ from tailer.config import (
     PollConfig,
     StateConfig,
 )
-from tailer.cursor import TAIL_LINES, Cursor
+from tailer.cursor import TAIL_LINES, Cursor, period
 from tailer.discovery import Discovery
 from tailer.emulator import Emulator, Fault
 from tailer.pipeline import Pipeline
@@ -410,8 +410,9 @@ class TailerModel(RuleBasedStateMachine):
         only where a gap says how many (or that the count is unknown), except where the API
         gives the reader no way to notice: (a) it had no delivered line left to compare, at a
         deployment's start or just after a gap, and resumed at the first line still served;
-        (b) the lines it compared read the same at the shifted place (repeated identical
-        lines: the reader's documented limit).
+        (b) the lines it compared read the same at the shifted place, and they are not a run
+        of repeated lines with the line before it known (which places them): the reader's
+        documented limit.
         """
         skipped = index - o.last - 1
         if skipped < 0:
@@ -443,7 +444,8 @@ class TailerModel(RuleBasedStateMachine):
         assert cursor is not None
         j = min(compared, index - where.trimmed)
         seen = [fingerprint(text) for text in where.published[index - j : index]]
-        if not gaps and j >= 1 and seen == list(cursor.tail[-j:]):
+        beyond = period(cursor.tail) is None or cursor.anchor is None  # a run without anchor
+        if not gaps and j >= 1 and seen == list(cursor.tail[-j:]) and beyond:
             o.excused += 1
             note("excused: the compared lines read the same at the shifted place")
             return None
@@ -958,3 +960,17 @@ def test_a_successors_stale_offset_after_retention_does_not_repeat_the_lines_lef
     burst = [("burst", {"size": 249})]
     steps = BEGIN + burst + POLL + REDEPLOY + crash + lag + trims + POLL
     replay(emulator, root, steps)
+
+
+def test_a_successors_stale_offset_below_repeated_lines_read_is_asked_again(
+    emulator: Emulator, root: Path
+) -> None:
+    """The old deployment's first two lines, identical, were read up to a stale end (its
+    successor's offset, 6 rows behind); at the next poll another stale answer puts that end
+    below them. Content cannot tell where identical lines went: taken as a trim, the reader
+    realigned one row lower, and read the second one again once the end was fresh. The
+    successor's offset is asked again first."""
+    lagged = [("lag", {"lines": 6, "answers": 3})]
+    lines = append("tick", "tick", "new", "new", "new", "new", "new", "new", late=1)
+    again = [("lag", {"lines": 7, "answers": 1})]
+    replay(emulator, root, BEGIN + REDEPLOY + lagged + lines + PUBLISH + POLL + again + POLL + POLL)
