@@ -1,6 +1,11 @@
-"""The wall clock moved ahead, for a whole test run: ``QC_TAIL_CLOCK_AHEAD=365
-PYTHONPATH=tests/clock_ahead pytest`` runs the suite, and every qc-tail the suite starts (the
-conftest passes both variables on), a year from now.
+"""The wall clock moved ahead, for a whole test run::
+
+    QC_TAIL_CLOCK_AHEAD=365 PYTHONPATH=$PWD/tests/clock_ahead .venv/bin/pytest \
+        -p no:time_machine -W ignore::pytest.PytestAssertRewriteWarning
+
+runs the suite, and every qc-tail the suite starts (the conftest passes both variables on), a
+year from now. (time-machine is imported here, before pytest: its own plugin is not needed,
+and pytest warns that it cannot rewrite it.)
 
 It proves no test depends on today's date. Only the wall clock moves (``time.time``,
 ``datetime.now``, what the emulator signs and dates with); the monotonic clock that timeouts
