@@ -56,7 +56,7 @@ _HEADERS = {
 
 class _BareServerError(TransientError):
     """HTTP 500 with an empty body: a passing fault, or QuantConnect's old way of refusing
-    credentials (SPEC §1). Retried as transient; the final message mentions both readings."""
+    credentials. Retried as transient; the final message mentions both readings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +320,7 @@ class QcApi:
             where = _redact(response.header("Location") or "?")[:200]
             raise ApiError(f"{path}: HTTP {status} redirect to {where} not followed", status=status)
         if status == 500 and not response.body.strip():
-            if path == "/authenticate":  # the call that only checks credentials (SPEC §1)
+            if path == "/authenticate":  # the call that only checks credentials
                 raise AuthRejected(f"{path}: HTTP 500 with an empty body")
             raise _BareServerError(f"{path}: HTTP 500 with an empty body", status=status)
         if status >= 500 or status == 408:

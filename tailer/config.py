@@ -1,6 +1,6 @@
 """TOML -> frozen dataclasses; every check and default lives here.
 
-``load_config(path, env)`` reads the file of SPEC §6, applies the environment (``QC_BASE_URL``,
+``load_config(path, env)`` reads the TOML file, applies the environment (``QC_BASE_URL``,
 ``QC_USER_ID``, the API token sources) and returns a frozen ``Config``, or raises ``ConfigError``
 naming the file and the dotted key (``poll.interval``, ``follow[0].start``: array entries count
 from 0). Relative paths count from the config file's directory. Secrets are read here, only
