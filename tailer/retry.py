@@ -19,7 +19,6 @@ from tenacity import (
     stop_after_attempt,
     stop_after_delay,
     stop_never,
-    wait_random_exponential,
 )
 from tenacity.stop import stop_base
 
@@ -69,22 +68,14 @@ class _WaitRetryAfterOrJitter:
 
     def __init__(self, policy: RetryPolicy, rng: random.Random) -> None:
         self._policy = policy
-        self._jitter = wait_random_exponential(multiplier=policy.base, max=policy.cap)
-        self._rng = rng
+        self._ceiling = tenacity.wait_exponential(multiplier=policy.base, max=policy.cap)
+        self._rng = rng  # injected, so a seeded test sees the very draws the daemon makes
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, TransientError) and exc.retry_after is not None:
             return min(exc.retry_after, self._policy.retry_after_cap) + self._rng.uniform(0, 1)
-        return float(self._jitter(state))
-
-
-class _StopWhenEventSet(stop_base):
-    def __init__(self, event: threading.Event) -> None:
-        self._event = event
-
-    def __call__(self, state: RetryCallState) -> bool:
-        return self._event.is_set()
+        return self._rng.uniform(0.0, self._ceiling(state))
 
 
 def _log_retry(state: RetryCallState) -> None:
@@ -107,7 +98,7 @@ def transient_retrying(
     if policy.max_time is not None:
         stop = stop | stop_after_delay(policy.max_time)
     if stop_event is not None:
-        stop = stop | _StopWhenEventSet(stop_event)
+        stop = stop | tenacity.stop_when_event_set(stop_event)
     return Retrying(
         retry=retry_if_exception_type(TransientError),
         wait=_WaitRetryAfterOrJitter(policy, rng or random.Random()),
@@ -124,7 +115,7 @@ def auth_retrying(
     """Re-sign and retry a refused request a few times: a blip, a skew just corrected."""
     stop: stop_base = stop_after_attempt(policy.auth_attempts)
     if stop_event is not None:
-        stop = stop | _StopWhenEventSet(stop_event)
+        stop = stop | tenacity.stop_when_event_set(stop_event)
     return Retrying(
         retry=retry_if_exception_type(AuthRejected),
         wait=tenacity.wait_exponential(multiplier=policy.auth_base, max=policy.cap),

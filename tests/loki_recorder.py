@@ -337,6 +337,7 @@ class LokiRecorder:
         self._duplicates = self._copies = self._same_ts = self._faults_injected = 0
         self._requests: list[tuple[int, int]] = []
         self._bodies: list[bytes] = []
+        self._wire: list[tuple[str, int]] = []  # (Content-Encoding, bytes on the wire) per push
         self._tenants: list[str | None] = []
         self._authorizations: list[str | None] = []
         self._rejections: list[tuple[str, str]] = []
@@ -453,6 +454,12 @@ class LokiRecorder:
             return list(self._bodies)
 
     @property
+    def wire(self) -> list[tuple[str, int]]:
+        """Each push's ``Content-Encoding`` ("" if none) and size as sent."""
+        with self._lock:
+            return list(self._wire)
+
+    @property
     def tenants(self) -> list[str | None]:
         """``X-Scope-OrgID`` of each push (None when absent)."""
         with self._lock:
@@ -527,6 +534,7 @@ class LokiRecorder:
             self._tenants.append(headers.get("X-Scope-OrgID"))
             self._authorizations.append(headers.get("Authorization"))
             self._bodies.append(decoded := _maybe_gunzip(raw, headers))
+            self._wire.append(((headers.get("Content-Encoding") or "").lower(), len(raw)))
         fault = self._fault(raw, decoded)
         if isinstance(fault, _Reply) or (fault is not None and fault.kind == "reset"):
             return fault

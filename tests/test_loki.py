@@ -219,6 +219,11 @@ def test_big_batches_are_split_and_gzipped(loki):
     out.flush()
     assert loki.pushes >= 5
     assert len(loki.lines()) == 200
+    bodies = loki.bodies
+    for (encoding, sent), body in zip(loki.wire, bodies, strict=True):
+        assert encoding == "gzip"
+        assert sent < len(body) / 5  # lines of repeated text shrink
+    assert max(len(body) for body in bodies) <= 20_000 * 1.1
 
 
 def test_tenant_and_bearer_token_are_sent(tmp_path):

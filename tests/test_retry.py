@@ -40,12 +40,23 @@ def test_transient_errors_are_retried_until_success():
 
 
 def test_backoff_is_full_jitter_and_capped():
-    slept = []
-    fn = failing([TransientError("x")] * 12)
+    """Each wait is drawn from zero to a ceiling that doubles up to the cap: full jitter."""
     policy = RetryPolicy(base=1.0, cap=8.0)
-    transient_retrying(policy, sleep=slept.append, rng=random.Random(1))(fn)
-    assert all(0 <= s <= 8.0 for s in slept)
-    assert max(slept) > 1.0  # grows past the first ceiling
+
+    def waits(seed):
+        slept = []
+        fn = failing([TransientError("x")] * 200)
+        transient_retrying(policy, sleep=slept.append, rng=random.Random(seed))(fn)
+        return slept
+
+    slept = waits(1)
+    ceilings = [min(8.0, 2.0**n) for n in range(len(slept))]
+    assert all(0 <= s <= c for s, c in zip(slept, ceilings, strict=True))
+    capped = slept[3:]  # the ceiling has reached the cap
+    assert min(capped) < 2.0 and max(capped) > 6.0  # spread over the whole range, not near it
+    assert 3.0 < sum(capped) / len(capped) < 5.0  # centred on half the cap
+    assert len(set(capped)) == len(capped)
+    assert waits(1) == slept and waits(2) != slept  # the injected generator makes the draws
 
 
 def test_retry_after_is_honoured():
