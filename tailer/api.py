@@ -43,7 +43,6 @@ log = structlog.get_logger(__name__)
 TERMINAL_STATUSES = frozenset(
     {"Stopped", "Liquidated", "Deleted", "Completed", "RuntimeError", "DeployError", "Invalid"}
 )
-LIST_STATUSES = ("Running", "Stopped", "RuntimeError", "Liquidated")
 _AUTH_ERRORS = ("Hash doesn't match", "UserID not valid")
 _CACHE_SIZE = 64
 _USER_AGENT = "qc-tail/0.1 (+https://pypi.org/project/qc-tailer/)"
@@ -119,7 +118,6 @@ class QcApi:
         self.policy = policy or RetryPolicy()
         self.budget = budget or RequestBudget()
         self._sleep = sleep
-        self._stop_event = stop_event
         try:
             self.http = http or HttpClient(pool_size=self.budget.max_in_flight, ca_bundle=ca_bundle)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError

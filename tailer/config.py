@@ -606,8 +606,3 @@ def load_config(path: Path | None, env: Mapping[str, str]) -> Config:
     )
     root.done()
     return config
-
-
-def default_config(env: Mapping[str, str]) -> Config:
-    """The configuration without a file: defaults plus the environment."""
-    return load_config(None, env)

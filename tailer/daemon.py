@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import socket
@@ -15,7 +14,7 @@ from typing import TextIO
 import structlog
 
 from tailer.directories import unwritable
-from tailer.errors import LockedError
+from tailer.lockfile import LockFile
 
 log = structlog.get_logger(__name__)
 
@@ -88,36 +87,15 @@ class Notifier:
         self.send("STOPPING=1")
 
 
-class PidFile:
-    """A pidfile that is also a lock: held (flock) while we live, removed when we end."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise unwritable(self.path, "--pidfile", exc) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise LockedError(f"{self.path}: held by a running qc-tail (pid {holder})") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        os.fsync(fd)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        with contextlib.suppress(OSError):
-            self.path.unlink()
-        os.close(self._fd)
-        self._fd = None
+def pid_file(path: Path) -> LockFile:
+    """A pidfile that is also a lock: held while we live, removed when we end."""
+    return LockFile(
+        path,
+        mode=0o644,
+        key="--pidfile",
+        refusal=lambda holder: f"{path}: held by a running qc-tail (pid {holder})",
+        remove=True,
+    )
 
 
 @contextlib.contextmanager
@@ -147,7 +125,7 @@ def detached(
         stderr=stream,
     )
     with context:
-        pid = PidFile(pidfile)
+        pid = pid_file(pidfile)
         pid.acquire()
         try:
             yield

@@ -47,7 +47,6 @@ class Shutdown:
         self._busy = 0  # worker threads inside a critical section
         self._settled = threading.Condition()
         self._on_hangup: list[Callable[[], None]] = []
-        self.hangups = 0
         self._previous: dict[int, Any] = {}
         self.heartbeat: Callable[[], None] | None = None
         self.heartbeat_every: float | None = None
@@ -163,7 +162,6 @@ class Shutdown:
             raise Interrupted(signum)
 
     def _hangup(self, signum: int, frame: FrameType | None) -> None:
-        self.hangups += 1
         for callback in self._on_hangup:
             callback()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -15,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from tailer.cursor import Cursor
-from tailer.directories import prepare, too_many_open_files, unwritable
-from tailer.errors import CursorSaveError, LockedError, StateError
+from tailer.directories import prepare, too_many_open_files
+from tailer.errors import CursorSaveError, StateError
+from tailer.lockfile import LockFile
 
 VERSION = 1
 _SAFE = re.compile(r"[A-Za-z0-9_-]{1,80}")  # fullmatch: "$" would let a trailing newline in
@@ -175,44 +175,20 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-class StateLock:
+class StateLock(LockFile):
     """One qc-tail per state directory: an flock held for the life of the process."""
 
     def __init__(self, directory: Path) -> None:
-        self.path = directory / "lock"
-        self._fd: int | None = None
+        super().__init__(
+            directory / "lock",
+            mode=0o600,
+            key="",
+            refusal=lambda holder: (
+                f"{directory}: another qc-tail (pid {holder}) is using this state "
+                "directory; stop it first, or give this one its own state.dir"
+            ),
+        )
 
     def acquire(self) -> None:
         prepare(self.path.parent, 0o750, "state.dir")
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            raise unwritable(self.path, "", exc) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise LockedError(
-                f"{self.path.parent}: another qc-tail (pid {holder}) is using this state "
-                "directory; stop it first, or give this one its own state.dir"
-            ) from None
-        self._fd = fd
-        self.stamp()
-
-    def stamp(self) -> None:
-        """Write our pid into the lock file (again after detaching: the pid changed); only
-        for the message a second instance shows, so a full disk is no reason to stop."""
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-                os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
-
-    def fds(self) -> list[int]:
-        return [self._fd] if self._fd is not None else []
-
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
+        super().acquire()

@@ -20,7 +20,6 @@ from tailer.config import (
     LokiConfig,
     OutputConfig,
     PollConfig,
-    default_config,
     load_config,
 )
 from tailer.errors import ConfigError
@@ -46,7 +45,7 @@ def refusal(path: Path | None, env: dict[str, str] | None = None) -> ConfigError
 
 
 def test_no_file_gives_the_defaults() -> None:
-    config = default_config({})
+    config = load_config(None, {})
 
     assert config == Config()
     assert config.source is None
@@ -331,7 +330,7 @@ def test_environment_overrides_base_url_and_user_id(tmp_path: Path) -> None:
 def test_empty_environment_variables_count_as_unset() -> None:
     env = {"QC_BASE_URL": "", "QC_USER_ID": "", "QC_API_TOKEN": "", "CREDENTIALS_DIRECTORY": ""}
 
-    assert default_config(env) == Config()
+    assert load_config(None, env) == Config()
 
 
 @pytest.mark.parametrize(
