@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from tailer import __version__, commands, logs
+from tailer.config import LIST_STATUSES
 from tailer.errors import QcTailError
 from tailer.follower import Start
 from tailer.shutdown import Interrupted, Shutdown
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--log-file", metavar="PATH", help="with --detach: default state.dir")
 
     listing = command("list", "list live deployments", commands.list_deployments)
-    listing.add_argument("--status", choices=("Running", "Stopped", "RuntimeError", "Liquidated"))
+    listing.add_argument("--status", choices=LIST_STATUSES)
     listing.add_argument("--format", choices=("table", "json"), default="table")
 
     command(

@@ -69,13 +69,20 @@ class ApiConfig:
     ca_bundle: Path | None = None
 
 
+DRAIN = 600.0
+"""Seconds a deployment that stopped is still read, for the lines it publishes late."""
+
+LIST_STATUSES = ("Running", "Stopped", "RuntimeError", "Liquidated")
+"""The statuses /live/list filters by."""
+
+
 @dataclass(frozen=True, slots=True)
 class PollConfig:
     """[poll]: seconds between reads of a deployment, idle back-off, and after it stops."""
 
     interval: float = 30.0
     max_interval: float = 300.0
-    drain: float = 600.0
+    drain: float = DRAIN
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import structlog
 
 from tailer.api import Deployment, QcApi
+from tailer.config import DRAIN
 from tailer.cursor import Cursor
 from tailer.errors import NotFoundError
 from tailer.prefetch import Prefetcher
@@ -48,7 +49,7 @@ class ProjectFollower:
         start: Start = Start(),
         saved: Mapping[str, Cursor] | None = None,
         others: frozenset[str] = frozenset(),
-        drain: float = 600.0,
+        drain: float = DRAIN,
         clock: Callable[[], float] = time.monotonic,
         wait_for_deployment: bool = True,
         prefetcher: Prefetcher | None = None,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 import structlog
 
+from tailer.config import DRAIN
 from tailer.discovery import Discovery
 from tailer.errors import (
     ApiError,
@@ -67,7 +68,7 @@ class Scheduler:
         *,
         interval: float,
         max_interval: float,
-        drain: float = 600.0,
+        drain: float = DRAIN,
         discovery: Discovery | None = None,
         clock: Callable[[], float] = time.monotonic,
         auth_grace: float = 3600.0,

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-LIST_STATUSES = ("Running", "Stopped", "RuntimeError", "Liquidated")
 """The statuses ``/live/list`` accepts as a filter."""
 
 

@@ -23,9 +23,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from tailer.config import LIST_STATUSES
 from tailer.emulator.faults import Faults, Reply, auth_reply, fault_reply, json_reply, refusal
 from tailer.emulator.lag import Lags
-from tailer.emulator.model import LIST_STATUSES, Model, NotFound
+from tailer.emulator.model import Model, NotFound
 
 BASE_PATH = "/api/v2"
 AUTH_SHAPES = ("401", "hash", "userid", "empty500")
