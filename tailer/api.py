@@ -245,8 +245,8 @@ class QcApi:
     def call(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST ``body`` to ``path``: transient failures retried, refusals re-signed.
 
-        The first attempt runs bare: tenacity's bookkeeping costs about 45 us a call, a
-        quarter of a catch-up request's CPU. Only when it fails do the retry loops start,
+        The first attempt runs bare: tenacity's bookkeeping is a noticeable share of a
+        catch-up request's CPU (bench/catchup.py). Only when it fails do the retry loops start,
         taking that failure as their first attempt (so the counts are unchanged).
         """
         try:

@@ -135,7 +135,7 @@ def list_deployments(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> 
 def check(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
     """The config, the directories, Loki, the credentials and what would be followed: each
     said as found; the exit code is the first problem's (a refused token ends it at once)."""
-    from tailer.preflight import check_outputs  # imported on use: requests costs 60 ms
+    from tailer.preflight import check_outputs  # imported on use: requests is slow to import
 
     config = load(args, env)
     print(f"config: {config.source or '(none: defaults and environment)'}: ok")

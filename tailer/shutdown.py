@@ -154,7 +154,7 @@ class Shutdown:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         """A stop signal. It runs in the main thread between two bytecodes of whatever that
         thread was doing, perhaps inside ``event.wait()`` holding the event's lock: setting
-        the event here deadlocked (seen as a ``demo`` that never exited). So the handler only
+        the event here can deadlock (the process would never exit). So the handler only
         notes the signal; the event is set where the stop is acted upon (a critical
         section's end), or not at all when Interrupted ends the process at once."""
         self.signum = signum
