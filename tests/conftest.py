@@ -92,6 +92,36 @@ def cli_env(emu: Emulator, **extra: str) -> dict[str, str]:
     return env
 
 
+def daemon_config(
+    tmp_path: Path,
+    emu: Emulator,
+    *,
+    timeout: float = 5,
+    poll: str = "interval = 0.05\nmax_interval = 0.2\ndrain = 1",
+    discovery: str = 'enabled = true\ninterval = 0.5\nstart = "project"',
+    more: str = "",
+) -> Path:
+    """A ``run`` config in ``tmp_path`` against ``emu``: state in ./state, files in ./out,
+    the sections' bodies as given, and ``more`` (tables) after them."""
+    path = tmp_path / "qc-tail.toml"
+    path.write_text(
+        f"""[api]
+base_url = "{emu.base_url}"
+user_id = {USER_ID}
+timeout = {timeout}
+[poll]
+{poll}
+[state]
+dir = "{tmp_path / "state"}"
+[discovery]
+{discovery}
+[output]
+directory = "{tmp_path / "out"}"
+{more}"""
+    )
+    return path
+
+
 def qc_tail(*args: str) -> list[str]:
     """The command line of the real CLI, run by this interpreter, logging at DEBUG."""
     return [sys.executable, "-m", "tailer", "--log-level", "debug", *args]

@@ -17,6 +17,7 @@ from tailer.daemon import Notifier
 from tailer.emulator import Emulator
 
 from .conftest import PROJECT, TOKEN, USER_ID, cli_env, qc_tail, secrets_in
+from .conftest import daemon_config as conftest_daemon_config
 
 
 class NotifySocket:
@@ -84,27 +85,14 @@ def test_notifier_sends_to_path_and_abstract_sockets(notify_socket):
 
 
 def daemon_config(tmp_path: Path, emu: Emulator) -> Path:
-    path = tmp_path / "qc-tail.toml"
-    path.write_text(
-        f"""
-[api]
-base_url = "{emu.base_url}"
-user_id = {USER_ID}
-timeout = 2
-[poll]
-interval = 0.05
-max_interval = 0.1
-[state]
-dir = "{tmp_path / "state"}"
-[discovery]
-enabled = false
-[[follow]]
-project_id = {PROJECT}
-[output]
-directory = "{tmp_path / "out"}"
-"""
+    return conftest_daemon_config(
+        tmp_path,
+        emu,
+        timeout=2,
+        poll="interval = 0.05\nmax_interval = 0.1",
+        discovery="enabled = false",
+        more=f"[[follow]]\nproject_id = {PROJECT}\n",
     )
-    return path
 
 
 def test_ready_status_and_a_watchdog_that_stops_when_the_loop_cannot_progress(

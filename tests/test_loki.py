@@ -29,6 +29,7 @@ from tailer.retry import RetryPolicy
 from tailer.sinks.loki import LokiSink
 
 from .conftest import TOKEN, USER_ID, cli_env, kill_when, qc_tail, run, secrets_in, trickling
+from .conftest import daemon_config as conftest_daemon_config
 from .loki_recorder import LokiRecorder
 
 NS = 1_000_000_000
@@ -388,30 +389,7 @@ PROJECTS = (11, 22)
 
 
 def daemon_config(tmp_path: Path, emu: Emulator, loki_url: str) -> Path:
-    path = tmp_path / "qc-tail.toml"
-    path.write_text(
-        f"""
-[api]
-base_url = "{emu.base_url}"
-user_id = {USER_ID}
-timeout = 5
-[poll]
-interval = 0.05
-max_interval = 0.2
-drain = 1
-[state]
-dir = "{tmp_path / "state"}"
-[discovery]
-enabled = true
-interval = 0.5
-start = "project"
-[output]
-directory = "{tmp_path / "out"}"
-[output.loki]
-url = "{loki_url}"
-"""
-    )
-    return path
+    return conftest_daemon_config(tmp_path, emu, more=f'[output.loki]\nurl = "{loki_url}"\n')
 
 
 @pytest.fixture

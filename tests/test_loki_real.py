@@ -22,6 +22,7 @@ from tailer.records import Line
 from tailer.sinks.loki import LokiSink
 
 from .conftest import TOKEN, USER_ID, cli_env, qc_tail, run
+from .conftest import daemon_config as conftest_daemon_config
 from .real_loki import DelayingProxy, RealLoki, needs_loki, selector
 
 pytestmark = needs_loki
@@ -113,31 +114,8 @@ def stamped(n: int) -> str:
 
 
 def daemon_config(tmp_path: Path, emu: Emulator, url: str, job: str) -> Path:
-    path = tmp_path / "qc-tail.toml"
-    path.write_text(
-        f"""
-[api]
-base_url = "{emu.base_url}"
-user_id = {USER_ID}
-timeout = 5
-[poll]
-interval = 0.05
-max_interval = 0.2
-drain = 1
-[state]
-dir = "{tmp_path / "state"}"
-[discovery]
-enabled = true
-interval = 0.5
-start = "project"
-[output]
-directory = "{tmp_path / "out"}"
-[output.loki]
-url = "{url}"
-labels = {{ job = "{job}" }}
-"""
-    )
-    return path
+    loki = f'[output.loki]\nurl = "{url}"\nlabels = {{ job = "{job}" }}\n'
+    return conftest_daemon_config(tmp_path, emu, more=loki)
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from tailer.sinks.stdout import StdoutSink
 from tailer.store import CursorStore
 from tailer.workers import Workers
 
-from .conftest import TOKEN, USER_ID, cli_env, qc_tail, secrets_in
+from .conftest import TOKEN, USER_ID, cli_env, daemon_config, qc_tail, secrets_in
 
 PROJECT = 515
 LINES = [f"line {n}" for n in range(5)]
@@ -205,29 +205,13 @@ def test_workers_list_the_fleet_once_per_interval(emu):
 
 
 def files_and_loki(tmp_path: Path, emu: Emulator, loki_url: str) -> Path:
-    path = tmp_path / "qc-tail.toml"
-    path.write_text(
-        f"""
-[api]
-base_url = "{emu.base_url}"
-user_id = {USER_ID}
-timeout = 5
-[poll]
-interval = 0.2
-max_interval = 1
-[state]
-dir = "{tmp_path / "state"}"
-[discovery]
-enabled = true
-interval = 0.5
-start = "deployment"
-[output]
-directory = "{tmp_path / "out"}"
-[output.loki]
-url = "{loki_url}"
-"""
+    return daemon_config(
+        tmp_path,
+        emu,
+        poll="interval = 0.2\nmax_interval = 1",
+        discovery='enabled = true\ninterval = 0.5\nstart = "deployment"',
+        more=f'[output.loki]\nurl = "{loki_url}"\n',
     )
-    return path
 
 
 def lines_in(path: Path) -> int:
