@@ -113,31 +113,9 @@ class CursorStore:
             ) from None
 
     def _load(self, path: Path) -> Cursor:
-        try:
-            raw: Any = json.loads(path.read_bytes())
-        except (OSError, ValueError) as exc:
-            raise StateError(f"cannot read this cursor ({exc})", path=str(path)) from None
-        version = raw.get("version") if isinstance(raw, dict) else None
-        if not isinstance(raw, dict) or type(version) is not int or version != VERSION:
-            raise StateError(
-                f"unknown cursor format (version {version!r}, expected {VERSION}); "
-                "move it away to start this deployment afresh",
-                path=str(path),
-            )
-        for key, kind in _FIELDS.items():
-            value = raw.get(key)
-            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-                raise StateError(f"field {key!r} is missing or of the wrong type", path=str(path))
-        for key, kind in _OPTIONAL.items():
-            value = raw.get(key)
-            if not isinstance(value, kind) or isinstance(value, bool):
-                raise StateError(f"field {key!r} is of the wrong type", path=str(path))
-        if not all(isinstance(item, str) for item in raw["tail"]):
-            raise StateError("field 'tail' holds something other than strings", path=str(path))
-        if raw["position"] < 0 or raw["trimmed"] < 0 or raw["trimmed"] > raw["position"]:
-            raise StateError("position/trimmed out of range", path=str(path))
-        if (raw.get("run") or 0) < 0:
-            raise StateError("field 'run' is negative", path=str(path))
+        raw = _read(path)
+        if problem := _invalid(raw):
+            raise StateError(problem, path=str(path))
         return Cursor(
             project_id=raw["project_id"],
             deploy_id=raw["deploy_id"],
@@ -154,6 +132,41 @@ class CursorStore:
             anchor=raw.get("anchor"),
             file_last=raw.get("file_last"),
         )
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """A cursor file's object, of the version this code writes."""
+    try:
+        raw: Any = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise StateError(f"cannot read this cursor ({exc})", path=str(path)) from None
+    version = raw.get("version") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict) or type(version) is not int or version != VERSION:
+        raise StateError(
+            f"unknown cursor format (version {version!r}, expected {VERSION}); "
+            "move it away to start this deployment afresh",
+            path=str(path),
+        )
+    return raw
+
+
+def _invalid(raw: dict[str, Any]) -> str | None:
+    """What is wrong with a cursor's fields, if anything."""
+    for key, kind in _FIELDS.items():
+        value = raw.get(key)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            return f"field {key!r} is missing or of the wrong type"
+    for key, kind in _OPTIONAL.items():
+        value = raw.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"field {key!r} is of the wrong type"
+    if not all(isinstance(item, str) for item in raw["tail"]):
+        return "field 'tail' holds something other than strings"
+    if raw["position"] < 0 or raw["trimmed"] < 0 or raw["trimmed"] > raw["position"]:
+        return "position/trimmed out of range"
+    if (raw.get("run") or 0) < 0:
+        return "field 'run' is negative"
+    return None
 
 
 def _write_new(path: Path, data: bytes) -> None:
