@@ -19,6 +19,7 @@ from tailer.records import Line, expand, line_time
 from tailer.redaction import credentials_in
 from tailer.retry import RetryPolicy, Sleep
 from tailer.sinks import Record
+from tailer.sinks.loki_endpoint import Endpoint
 from tailer.sinks.loki_push import PUSH_TIMEOUT, LokiPush, Stream, basic_auth, headers
 from tailer.sinks.loki_query import LokiQuery
 from tailer.sinks.loki_refusal import Refused
@@ -78,13 +79,15 @@ class LokiSink:
         self._queries: bool | None = None  # None: not known yet whether Loki answers them
         self._query_refused: Refused | None = None
         self.pusher = LokiPush(
-            config.url,
-            self.http,
-            headers=headers(config.tenant_id, config.bearer_token),
-            auth=basic_auth(config.username, config.password),
-            policy=self.policy,
-            sleep=sleep,
-            timeout=timeout,
+            Endpoint(
+                config.url,
+                self.http,
+                self.policy,
+                sleep,
+                timeout,
+                headers(config.tenant_id, config.bearer_token),
+                basic_auth(config.username, config.password),
+            ),
             secrets=credentials_in(
                 config.url, config.username, config.password, config.bearer_token
             )
@@ -96,13 +99,15 @@ class LokiSink:
             ),
         )
         self.query = LokiQuery(
-            config.query_url or "",
-            self.http,
-            headers=headers(config.tenant_id, config.query_bearer_token),
-            auth=basic_auth(config.query_username, config.query_password),
-            policy=self.policy,
-            sleep=sleep,
-            timeout=timeout,
+            Endpoint(
+                config.query_url or "",
+                self.http,
+                self.policy,
+                sleep,
+                timeout,
+                headers(config.tenant_id, config.query_bearer_token),
+                basic_auth(config.query_username, config.query_password),
+            )
         )
         self.truncated = 0
         if not config.query_url:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import structlog
 
 from tailer.errors import OutputError, TransientError
-from tailer.http import HttpClient, HttpError
+from tailer.http import HttpError
 from tailer.redaction import redact, redact_url
-from tailer.retry import RetryPolicy, Sleep, parse_retry_after, transient_retrying
+from tailer.retry import parse_retry_after
+from tailer.sinks.loki_endpoint import Endpoint
 from tailer.sinks.loki_refusal import HINTS, Refusal, problem, refusals
 
 log = structlog.get_logger(__name__)
@@ -38,27 +39,10 @@ class LokiPush:
     ``dropped`` and reported, each reason once at warning level.
     """
 
-    def __init__(
-        self,
-        url: str,
-        http: HttpClient,
-        *,
-        headers: Mapping[str, str],
-        auth: tuple[str, str] | None,
-        policy: RetryPolicy,
-        sleep: Sleep,
-        secrets: Sequence[str] = (),
-        timeout: float = PUSH_TIMEOUT,
-    ) -> None:
-        self.timeout = timeout
-        self.url = url
-        self.shown = f"Loki at {redact_url(url)}"  # as messages name it: no credentials
+    def __init__(self, endpoint: Endpoint, *, secrets: Sequence[str] = ()) -> None:
+        self.endpoint = endpoint
+        self.shown = endpoint.shown
         self._secrets = list(secrets)  # never in a message, in any form Loki could echo
-        self.http = http
-        self.headers = dict(headers)
-        self.auth = auth
-        self.policy = policy
-        self._sleep = sleep
         self._refusing: str | None = None
         self._reported: set[str] = set()
         self.dropped = 0
@@ -69,7 +53,7 @@ class LokiPush:
             self._push(chunk)
 
     def _push(self, chunk: list[Stream]) -> None:
-        retrying = transient_retrying(self.policy, sleep=self._sleep)
+        retrying = self.endpoint.retrying()
         try:
             status, text = retrying(self._post, chunk)
         except TransientError as exc:
@@ -88,12 +72,12 @@ class LokiPush:
     def _post(self, chunk: list[Stream]) -> tuple[int, str]:
         body = json.dumps({"streams": [_stream(labels, values) for labels, values in chunk]})
         data = body.encode()
-        headers = {"Content-Type": "application/json", **self.headers}
+        headers = {"Content-Type": "application/json"}
         if len(data) > 1024:
             data = gzip.compress(data, compresslevel=5)
             headers["Content-Encoding"] = "gzip"
         try:
-            response = self.http.post(self.url, data, headers, timeout=self.timeout, auth=self.auth)
+            response = self.endpoint.request("POST", data=data, headers=headers)
         except HttpError as exc:
             if exc.sent:
                 raise Unsure(
@@ -109,7 +93,7 @@ class LokiPush:
             retry_after = parse_retry_after(response.header("Retry-After"))
             raise TransientError(f"HTTP {status}", status=status, retry_after=retry_after)
         if not (200 <= status < 300 or status in (400, 413)):
-            raise self.refusing(problem(status, redact_url(self.url), response), text)
+            raise self.refusing(problem(status, redact_url(self.endpoint.url), response), text)
         if self._refusing is not None:
             log.info("loki_accepting", after=self._refusing)
             self._refusing = None

@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from tailer.errors import TransientError
-from tailer.http import HttpClient, HttpError, Response
+from tailer.http import HttpError, Response
 from tailer.redaction import redact_url
-from tailer.retry import RetryPolicy, Sleep, parse_retry_after, transient_retrying
+from tailer.retry import parse_retry_after
+from tailer.sinks.loki_endpoint import Endpoint
 from tailer.sinks.loki_refusal import Refused, problem
 
 NS = 1_000_000_000
@@ -32,24 +33,8 @@ class LokiQuery:
     gateway's page) raises ``Refused`` too.
     """
 
-    def __init__(
-        self,
-        url: str,
-        http: HttpClient,
-        *,
-        headers: Mapping[str, str],
-        auth: tuple[str, str] | None,
-        policy: RetryPolicy,
-        sleep: Sleep,
-        timeout: float = TIMEOUT,
-    ) -> None:
-        self.timeout = timeout
-        self.url = url
-        self.http = http
-        self.headers = dict(headers)
-        self.auth = auth
-        self.policy = policy
-        self._sleep = sleep
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
 
     def newest(self, labels: Mapping[str, str], start: int, end: int) -> int | None:
         """The timestamp of the stream's newest entry in ``[start, end]`` (ns), or None.
@@ -60,7 +45,7 @@ class LokiQuery:
         high = end + 1  # Loki's end is exclusive
         while high > start:
             low = max(start, high - MAX_SPAN)
-            retrying = transient_retrying(self.policy, sleep=self._sleep)
+            retrying = self.endpoint.retrying()
             found: int | None = retrying(self._ask, query, low, high)
             if found is not None:
                 return found
@@ -76,9 +61,7 @@ class LokiQuery:
             "end": str(end),
         }
         try:
-            response = self.http.request(
-                "GET", self.url, self.headers, params=params, auth=self.auth, timeout=self.timeout
-            )
+            response = self.endpoint.request("GET", params=params)
         except HttpError as exc:
             raise TransientError(f"query: {exc}") from None
         status = response.status
@@ -87,7 +70,7 @@ class LokiQuery:
             raise TransientError(f"query: HTTP {status}", status=status, retry_after=retry_after)
         if not 200 <= status < 300:
             text = _text(response)
-            raise Refused(status, problem(status, redact_url(self.url), response), text)
+            raise Refused(status, problem(status, redact_url(self.endpoint.url), response), text)
         return _newest(response)
 
 
