@@ -78,37 +78,31 @@ class LokiSink:
         self._known: set[Key] = set()  # streams whose last push in this process went through
         self._queries: bool | None = None  # None: not known yet whether Loki answers them
         self._query_refused: Refused | None = None
+        push = (config.url, config.username, config.password, config.bearer_token)
+        query = (
+            config.query_url or "",
+            config.query_username,
+            config.query_password,
+            config.query_bearer_token,
+        )
+
+        def endpoint(
+            url: str, user: str | None, password: str | None, token: str | None
+        ) -> Endpoint:
+            return Endpoint(
+                url,
+                self.http,
+                self.policy,
+                sleep,
+                timeout,
+                headers(config.tenant_id, token),
+                basic_auth(user, password),
+            )
+
         self.pusher = LokiPush(
-            Endpoint(
-                config.url,
-                self.http,
-                self.policy,
-                sleep,
-                timeout,
-                headers(config.tenant_id, config.bearer_token),
-                basic_auth(config.username, config.password),
-            ),
-            secrets=credentials_in(
-                config.url, config.username, config.password, config.bearer_token
-            )
-            + credentials_in(
-                config.query_url or "",
-                config.query_username,
-                config.query_password,
-                config.query_bearer_token,
-            ),
+            endpoint(*push), secrets=credentials_in(*push) + credentials_in(*query)
         )
-        self.query = LokiQuery(
-            Endpoint(
-                config.query_url or "",
-                self.http,
-                self.policy,
-                sleep,
-                timeout,
-                headers(config.tenant_id, config.query_bearer_token),
-                basic_auth(config.query_username, config.query_password),
-            )
-        )
+        self.query = LokiQuery(endpoint(*query))
         self.truncated = 0
         if not config.query_url:
             self._queries = False
