@@ -22,7 +22,7 @@ EX_INTERRUPTED = 130
 EXIT_CODES = {
     0: "ok; also after SIGTERM (a service stop) and `tail ... | head`",
     1: "the API said no (no such project); `run --once`: an output failed",
-    2: "usage: a wrong option or argument",
+    2: "usage: a wrong option or argument; a project name matching none, or several",
     69: "API (or Loki, for check) unreachable; the emulator's port in use",
     70: "internal error: a bug in qc-tail, please report it",
     73: "a state or output directory or file cannot be created or written",
@@ -47,13 +47,13 @@ _COMMAND_CODES = {
 
 
 EXAMPLES = {
-    "tail": """examples (the ids and names of `qc-tail emulator`'s demo projects):
-  qc-tail tail 22926687                     the last 10 lines of the current deployment
+    "tail": """examples (ids and names of `qc-tail emulator`'s projects):
+  qc-tail tail 24112040                     the last 10 lines of the current deployment
   qc-tail tail mean-reversion pairs-fx -f   two projects by name, interleaved, [name] each
   qc-tail tail --all -f                     every Running deployment, and new ones as they come
-  qc-tail tail 22926687 --since 2h --grep order    orders of the last two hours
-  qc-tail tail 22926687 --deploy L-... -f   one deployment; exits 0 once it stopped and drained
-  qc-tail tail 22926687 -f --format json | jq .text""",
+  qc-tail tail 24112040 --since 2h --grep order    orders of the last two hours
+  qc-tail tail 24112040 --deploy L-... -f   one deployment; exits 0 once it stopped and drained
+  qc-tail tail 24112040 -f --format json | jq .text""",
     "run": """examples:
   qc-tail run --config /etc/qc-tail/config.toml          follow to files, stdout and Loki
   qc-tail run --config config.toml --once                catch up on everything, then exit
@@ -354,16 +354,20 @@ def _completion(args: argparse.Namespace, shutdown: Shutdown, env: Mapping[str, 
     return 0
 
 
+def _check_targets(args: argparse.Namespace) -> None:
+    if not args.targets and not args.all:
+        args.parser.error("name a TARGET (a project id or name), or --all")
+    if args.all and args.targets:
+        args.parser.error("--all follows every Running deployment: name no TARGET with it")
+    if args.deploy and (args.all or len(args.targets) != 1):
+        args.parser.error("--deploy needs exactly one TARGET (the project it belongs to)")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The parsed command line; a usage error exits 2 with the command's usage."""
     args = build_parser().parse_args(argv)
     if args.run is commands.tail:
-        if not args.targets and not args.all:
-            args.parser.error("name a TARGET (a project id or name), or --all")
-        if args.all and args.targets:
-            args.parser.error("--all follows every Running deployment: name no TARGET with it")
-        if args.deploy and (args.all or len(args.targets) != 1):
-            args.parser.error("--deploy needs exactly one TARGET (the project it belongs to)")
+        _check_targets(args)
     if getattr(args, "detach", False) and args.pidfile is None:
         args.parser.error("--detach needs --pidfile PATH (where the daemon's pid is kept)")
     if args.run is commands.emulator:  # checked here: the emulator is imported only if used

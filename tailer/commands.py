@@ -15,6 +15,7 @@ from typing import TextIO
 from tailer import colour, service, terminal
 from tailer.api import QcApi
 from tailer.assembly import FOLLOWING, ONE_SHOT, build_api
+from tailer.colour import Painter
 from tailer.config import Config, load_config
 from tailer.daemon import Notifier
 from tailer.errors import ConfigError, NotFoundError
@@ -175,6 +176,8 @@ def demo(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
         names = [algorithm.name for algorithm in scenery.algorithms]
         sys.stderr.write(banner(emu.base_url, 1234, token, names, scenery.project_ids[0]))
         sys.stderr.flush()
+        timer = threading.Timer(args.seconds or 0, shutdown.event.set)
+        timer.daemon = True  # Ctrl-C before it fires must not wait for it
         try:
             config = load_config(None, {})
             config = dataclasses.replace(
@@ -188,13 +191,15 @@ def demo(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
                 ProjectFollower(api, project_id, start=Start("last", 3))
                 for project_id in scenery.project_ids
             ]
-            sink = StdoutSink(sys.stdout, prefix=True)
+            paint = Painter() if colour.wanted("auto", sys.stdout, env) else None
+            sink = StdoutSink(sys.stdout, prefix=True, paint=paint)
             pipeline = Pipeline([sink], followers)
             scheduler = Scheduler([pipeline], shutdown, interval=0.5, max_interval=1.0)
             if args.seconds:
-                threading.Timer(args.seconds, shutdown.event.set).start()
+                timer.start()
             scheduler.run()
         finally:
+            timer.cancel()
             scenery.stop()
     return 0
 
