@@ -48,8 +48,8 @@ class StatusWatch:
     through ``note``, a status object for a JSON stream.
 
     ``done`` is true once every followed deployment is pinned (``--deploy``), has stopped,
-    has been read to its end, and ``drain`` seconds have passed since it stopped (its last
-    lines can appear that late). A project followed across redeploys is never done.
+    ``drain`` seconds have passed since (its last lines can appear that late), and a read
+    made after that found nothing more. A project followed across redeploys is never done.
     """
 
     def __init__(
@@ -77,6 +77,7 @@ class StatusWatch:
         self._due = 0.0
         self._failing = False
         self.stops: dict[str, tuple[Stop, float]] = {}  # deploy id -> stop, and when it ended
+        self._rechecked: set[str] = set()  # drained deployments whose readers must read again
 
     def check(self) -> None:
         """Ask, if due; announce what stopped since the last answer."""
@@ -121,10 +122,14 @@ class StatusWatch:
         followers = list(self._followers())
         if not followers or any(f.pinned is None for f in followers):
             return False
+        finished = True
         for follower in followers:
             stopped = self.stops.get(follower.pinned or "")
             if stopped is None or self._wall() - stopped[1] < self.drain:
                 return False
-            if not all(reader.caught_up for reader in follower.readers):
-                return False
-        return True
+            if follower.pinned not in self._rechecked:  # only a read after the drain counts:
+                self._rechecked.add(follower.pinned or "")  # forget what earlier ones found
+                for reader in follower.readers:
+                    reader.caught_up = False
+            finished = finished and all(reader.caught_up for reader in follower.readers)
+        return finished
