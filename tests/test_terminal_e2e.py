@@ -398,7 +398,8 @@ def test_the_demo_banner_says_what_it_is_and_its_commands_work():
                 qc_tail(*words), env=env, capture_output=True, text=True, timeout=60, check=False
             )
             assert done.returncode == 0, (command, done.stderr)
-        assert demo.wait_for(1)  # and it shows lines
+        assert demo.wait_for(1)  # and it shows lines, on stdout without the banner
+        assert not any("export" in line or "qc-tail" in line for line in demo.lines)
     finally:
         demo.stop(signal.SIGINT)
 
