@@ -231,6 +231,16 @@ class QcApi:
                 found.append(_deployment(item, item["projectId"]))
         return found
 
+    def projects(self) -> dict[int, str]:
+        """Every project of the account, by id, with its name."""
+        found: dict[int, str] = {}
+        projects = self.call("/projects/read", {}).get("projects")
+        for project in projects if isinstance(projects, list) else []:
+            if isinstance(project, dict) and _is_count(project.get("projectId")):
+                name = project.get("name")
+                found[project["projectId"]] = name if isinstance(name, str) else ""
+        return found
+
     def project_name(self, project_id: int) -> str | None:
         projects = self.call("/projects/read", {"projectId": project_id}).get("projects")
         if isinstance(projects, list):

@@ -6,7 +6,7 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
@@ -15,6 +15,7 @@ from tailer.config import LIST_STATUSES
 from tailer.errors import QcTailError
 from tailer.follower import Start
 from tailer.shutdown import Interrupted, Shutdown
+from tailer.since import Since, parse_since
 
 EX_SOFTWARE = 70
 EX_INTERRUPTED = 130
@@ -22,7 +23,7 @@ EX_INTERRUPTED = 130
 EXIT_CODES = {
     0: "ok; also after SIGTERM (a service stop) and `tail ... | head`",
     1: "the API said no (no such project); `run --once`: an output failed",
-    2: "usage: a wrong option or argument",
+    2: "usage: a wrong option or argument; a project name matching none, or several",
     69: "API (or Loki, for check) unreachable; the emulator's port in use",
     70: "internal error: a bug in qc-tail, please report it",
     73: "a state or output directory or file cannot be created or written",
@@ -42,7 +43,38 @@ _COMMAND_CODES = {
     "check": (0, 1, 2, 69, 70, 73, 74, 77, 78, 129, 130),
     "demo": (0, 2, 69, 70, 129, 130),
     "emulator": (0, 2, 69, 70, 129, 130),
+    "completion": (0, 2, 70),
 }
+
+
+EXAMPLES = {
+    "tail": """examples (ids and names of `qc-tail emulator`'s projects):
+  qc-tail tail 24112040                     the last 10 lines of the current deployment
+  qc-tail tail mean-reversion pairs-fx -f   two projects by name, interleaved, [name] each
+  qc-tail tail --all -f                     every Running deployment, and new ones as they come
+  qc-tail tail 24112040 --since 2h --grep order    orders of the last two hours
+  qc-tail tail 24112040 --deploy L-... -f   one deployment; exits 0 once it stopped and drained
+  qc-tail tail 24112040 -f --format json | jq .text""",
+    "run": """examples:
+  qc-tail run --config /etc/qc-tail/config.toml          follow to files, stdout and Loki
+  qc-tail run --config config.toml --once                catch up on everything, then exit
+  qc-tail run --config config.toml --detach --pidfile /run/qc-tail.pid""",
+    "list": """examples:
+  qc-tail list                           every live deployment of the account
+  qc-tail list --status Running --format json""",
+    "check": """examples:
+  qc-tail check --config /etc/qc-tail/config.toml""",
+    "demo": """examples:
+  qc-tail demo                           then try the commands it prints, in another terminal
+  qc-tail demo --seconds 30""",
+    "emulator": """examples:
+  qc-tail emulator --port 8642 --api-token demo-token    a stable address and token
+  qc-tail emulator --fault-rate 0.2                      a fifth of the answers faulty""",
+    "completion": """examples:
+  qc-tail completion bash > ~/.local/share/bash-completion/completions/qc-tail
+  qc-tail completion zsh > ~/.zfunc/_qc-tail     (with fpath+=~/.zfunc in ~/.zshrc)""",
+}
+"""Each command's examples, shown at the end of its ``--help`` before its exit codes."""
 
 
 def exit_codes(codes: Sequence[int] = tuple(EXIT_CODES)) -> str:
@@ -51,6 +83,15 @@ def exit_codes(codes: Sequence[int] = tuple(EXIT_CODES)) -> str:
 
 
 log = structlog.get_logger(__name__)
+
+
+def _since(text: str) -> Since:
+    try:
+        return parse_since(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a span before now (2h, 90m, 1d) or a time (2026-11-30T14:00), got {text}"
+        ) from None
 
 
 def _positive_float(text: str) -> float:
@@ -128,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=help,
             description=help,
-            epilog=exit_codes(_COMMAND_CODES[name]),
+            epilog=EXAMPLES[name] + "\n\n" + exit_codes(_COMMAND_CODES[name]),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _globals(p, argparse.SUPPRESS)
@@ -136,10 +177,25 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     tail = command(
-        "tail", "print a deployment's last lines, and follow them with -f", commands.tail
+        "tail",
+        "print the last lines of projects' deployments, and follow them with -f",
+        commands.tail,
     )
-    tail.add_argument("project_id", type=int, metavar="PROJECT_ID")
-    tail.add_argument("--deploy", metavar="DEPLOY_ID", help="default: the current deployment")
+    tail.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="a project id, or a project name (exact, any case), as `qc-tail list` shows them",
+    )
+    tail.add_argument(
+        "--all", action="store_true", help="every Running deployment (with -f: new ones too)"
+    )
+    tail.add_argument(
+        "--deploy",
+        metavar="DEPLOY_ID",
+        help="one deployment of the one TARGET (default: the current one, across redeploys); "
+        "with -f, exit once it has stopped and its late lines are in",
+    )
     tail.add_argument("-f", "--follow", action="store_true", help="keep following new lines")
     where = tail.add_mutually_exclusive_group()
     where.add_argument(
@@ -151,14 +207,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="the last N lines (default 10); +K: from the deployment's K-th line on",
     )
     where.add_argument("--from-start", action="store_true", help="from the deployment's start")
+    where.add_argument(
+        "--since",
+        type=_since,
+        metavar="WHEN",
+        help="from the first line stamped at WHEN or later: 2h, 90m, 1d (before now) or "
+        "2026-11-30T14:00 (the algorithm's time zone, as its lines are stamped)",
+    )
+    tail.add_argument(
+        "--grep",
+        metavar="WORD",
+        help="only lines containing WORD, in any case (as QuantConnect's log filter)",
+    )
     tail.add_argument("--format", choices=("text", "json"), default="text")
     tail.add_argument(
         "--prefix",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="[name] before each line (default: once a second deployment's lines appear)",
+        help="[name] before each line (default: with several targets, or once a second "
+        "deployment's lines appear)",
     )
-    tail.add_argument("--interval", type=_positive_float, metavar="SECONDS")
+    tail.add_argument(
+        "--color",
+        "--colour",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour each target's [name] (default auto: on a terminal, unless NO_COLOR is set)",
+    )
+    tail.add_argument(
+        "--interval",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="seconds between polls of each deployment with -f (default: poll.interval, 30); "
+        "QuantConnect publishes new lines every few minutes",
+    )
 
     daemon = command("run", "follow the configured deployments to the outputs", commands.run)
     daemon.set_defaults(reopen_on_hangup=True)  # logrotate's SIGHUP: reopen output files
@@ -258,12 +340,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="the share of /live/read answers (0 to 1) that name the previous deployment, "
         "as a lagging replica would (default 0)",
     )
+    completion = command(
+        "completion", "print a shell completion script (bash, zsh, fish, tcsh)", _completion
+    )
+    completion.add_argument("shell", choices=("bash", "zsh", "fish", "tcsh"))
     return parser
+
+
+def _completion(args: argparse.Namespace, shutdown: Shutdown, env: Mapping[str, str]) -> int:
+    """Generated from the parser itself, so it never lags behind an option."""
+    import shtab  # imported on use: no other command needs it
+
+    sys.stdout.write(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
+def _check_targets(args: argparse.Namespace) -> None:
+    if not args.targets and not args.all:
+        args.parser.error("name a TARGET (a project id or name), or --all")
+    if args.all and args.targets:
+        args.parser.error("--all follows every Running deployment: name no TARGET with it")
+    if args.deploy and (args.all or len(args.targets) != 1):
+        args.parser.error("--deploy needs exactly one TARGET (the project it belongs to)")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The parsed command line; a usage error exits 2 with the command's usage."""
     args = build_parser().parse_args(argv)
+    if args.run is commands.tail:
+        _check_targets(args)
     if getattr(args, "detach", False) and args.pidfile is None:
         args.parser.error("--detach needs --pidfile PATH (where the daemon's pid is kept)")
     if args.run is commands.emulator:  # checked here: the emulator is imported only if used

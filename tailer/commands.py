@@ -10,16 +10,17 @@ import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TextIO
 
-from tailer import service
+from tailer import colour, service, terminal
 from tailer.api import QcApi
 from tailer.assembly import FOLLOWING, ONE_SHOT, build_api
+from tailer.colour import Painter
 from tailer.config import Config, load_config
 from tailer.daemon import Notifier
 from tailer.errors import ConfigError, NotFoundError
 from tailer.follower import ProjectFollower, Start
 from tailer.pipeline import Pipeline
-from tailer.prefetch import Prefetcher
 from tailer.scheduler import Scheduler
 from tailer.shutdown import Shutdown
 from tailer.sinks.stdout import StdoutSink
@@ -39,30 +40,28 @@ def load(args: argparse.Namespace, env: Env) -> Config:
 def tail(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
     config = load(args, env)
     api = build_api(config, shutdown, FOLLOWING if args.follow else ONE_SHOT)
-    start = Start("deployment") if args.from_start else args.lines
-    follower = ProjectFollower(
-        api,
-        args.project_id,
-        deploy_id=args.deploy,
-        start=start,
-        drain=config.poll.drain,
-        wait_for_deployment=args.follow,
-        prefetcher=Prefetcher(config.api.max_in_flight),
-        snapshot=not args.follow,
+    options = terminal.TailOptions(
+        targets=tuple(args.targets),
+        all=args.all,
+        deploy=args.deploy,
+        follow=args.follow,
+        start=Start("deployment") if args.from_start else args.lines,
+        format=args.format,
+        prefix=args.prefix,
+        interval=args.interval,
+        colour=args.format == "text" and colour.wanted(args.color, sys.stdout, env),
+        grep=args.grep,
+        since=args.since,
+        progress=_isatty(sys.stderr) and not _isatty(sys.stdout),
     )
-    sink = StdoutSink(sys.stdout, format=args.format, prefix=args.prefix)
-    interval = args.interval or config.poll.interval
-    scheduler = Scheduler(
-        [Pipeline([sink], [follower])],
-        shutdown,
-        interval=interval,
-        max_interval=args.interval or config.poll.max_interval,
-    )
-    if args.follow:
-        scheduler.run()
-    else:
-        scheduler.poll_once()
-    return 0
+    return terminal.tail(config, api, shutdown, options)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def run(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
@@ -174,6 +173,11 @@ def demo(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
     with Emulator(user_id=1234, api_token=token, publish_interval=1.0).start() as emu:
         scenery = Scenery(emu, seed=secrets.randbelow(2**31))
         scenery.start()
+        names = [algorithm.name for algorithm in scenery.algorithms]
+        sys.stderr.write(banner(emu.base_url, 1234, token, names, scenery.project_ids[0]))
+        sys.stderr.flush()
+        timer = threading.Timer(args.seconds or 0, shutdown.event.set)
+        timer.daemon = True  # Ctrl-C before it fires must not wait for it
         try:
             config = load_config(None, {})
             config = dataclasses.replace(
@@ -187,15 +191,32 @@ def demo(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
                 ProjectFollower(api, project_id, start=Start("last", 3))
                 for project_id in scenery.project_ids
             ]
-            sink = StdoutSink(sys.stdout, prefix=True)
+            paint = Painter() if colour.wanted("auto", sys.stdout, env) else None
+            sink = StdoutSink(sys.stdout, prefix=True, paint=paint)
             pipeline = Pipeline([sink], followers)
             scheduler = Scheduler([pipeline], shutdown, interval=0.5, max_interval=1.0)
             if args.seconds:
-                threading.Timer(args.seconds, shutdown.event.set).start()
+                timer.start()
             scheduler.run()
         finally:
+            timer.cancel()
             scenery.stop()
     return 0
+
+
+def banner(url: str, user_id: int, token: str, names: list[str], project_id: int) -> str:
+    """What ``demo`` tells a newcomer first (on stderr: stdout carries only log lines)."""
+    return (
+        "qc-tail demo: these are made-up algorithms in qc-tail's built-in emulator of the\n"
+        f"QuantConnect API, at {url} (no account, no network). Ctrl-C stops it.\n"
+        "To try qc-tail against it from another terminal:\n"
+        f"  export QC_BASE_URL={url}\n"
+        f"  export QC_USER_ID={user_id}\n"
+        f"  export QC_API_TOKEN={token}\n"
+        "  qc-tail list\n"
+        f"  qc-tail tail {names[0]} {names[-1]} -f\n"
+        f"  qc-tail tail {project_id} --since 10m --grep order\n\n"
+    )
 
 
 def emulator(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:

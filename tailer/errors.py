@@ -10,6 +10,7 @@
     ├── AuthError          (77)    credentials rejected even with a fresh, correctly timed hash
     ├── UnreachableError   (69)    transient failures outlasted the retry policy
     ├── CannotListenError  (69)    the emulator cannot listen on its address (port in use)
+    ├── UsageError          (2)    an argument names nothing, or more than one thing
     ├── ApiError            (1)    the API answered, but refused the request
     │   ├── NotFoundError          no such project or no live deployment
     │   └── WindowTooLargeError    the server wants smaller log windows
@@ -96,6 +97,12 @@ class CannotListenError(QcTailError):
     """The emulator (or the demo's) cannot listen on the address it was given."""
 
     exit_code = EX_UNAVAILABLE
+
+
+class UsageError(QcTailError):
+    """An argument the API must resolve (a project name) names nothing, or several things."""
+
+    exit_code = 2
 
 
 class ApiError(QcTailError):

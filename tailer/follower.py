@@ -15,6 +15,7 @@ from tailer.cursor import Cursor
 from tailer.errors import NotFoundError
 from tailer.prefetch import Prefetcher
 from tailer.reader import Batch, DeploymentReader
+from tailer.since import first_since
 
 log = structlog.get_logger(__name__)
 
@@ -22,11 +23,13 @@ log = structlog.get_logger(__name__)
 @dataclass(frozen=True, slots=True)
 class Start:
     """Where a deployment with no saved cursor starts: ``end``, ``deployment`` or ``project``,
-    ``last`` with ``count`` lines before the end (``tail -n N``), or ``line`` after its first
-    ``count`` lines (``tail -n +K``: count = K - 1; at the end if it has fewer)."""
+    ``last`` with ``count`` lines before the end (``tail -n N``), ``line`` after its first
+    ``count`` lines (``tail -n +K``: count = K - 1; at the end if it has fewer), or ``since``:
+    at its first line stamped at ``since`` or later (naive, the algorithm's time zone)."""
 
     kind: str = "deployment"
     count: int = 0
+    since: datetime | None = None
 
 
 class ProjectFollower:
@@ -319,17 +322,26 @@ class ProjectFollower:
         reader = DeploymentReader(self.api, cursor, name, prefetcher=self._prefetcher)
         reader.probe()
         start = start or self._start
-        if start.kind in ("end", "last", "line"):
-            visible = reader.visible(end)
-            skip = visible
-            if start.kind == "last":
-                skip = max(0, visible - start.count)
-            elif start.kind == "line":
-                skip = min(start.count, visible)
-            reader.place(replace(cursor, position=skip))
+        if start.kind in ("end", "last", "line", "since"):
+            reader.place(replace(cursor, position=self._skip(start, reader, end)))
         if followed:
             self.started.append(reader.cursor)
         return reader
+
+    def _skip(self, start: Start, reader: DeploymentReader, end: int | None) -> int:
+        """How many of the deployment's lines a start that is not its first line passes."""
+        visible = reader.visible(end)
+        if start.kind == "last":
+            return max(0, visible - start.count)
+        if start.kind == "line":
+            return min(start.count, visible)
+        if start.since is not None:
+            first = reader.offset
+            deploy_id = reader.deploy_id
+            return first_since(
+                self.api, self.project_id, deploy_id, first, first + visible, start.since
+            )
+        return visible
 
     def _forget_drained(self) -> None:
         """Drop superseded deployments whose drain period is over."""

@@ -204,6 +204,30 @@ def test_lines_are_numbered_project_wide(client: Client, emu: Emulator) -> None:
     assert [emu.deployment_offset(1, first), emu.deployment_offset(1, second), 8] == [0, 5, 8]
 
 
+def test_query_filters_by_keyword_in_any_case_numbering_the_matches(
+    client: Client, emu: Emulator
+) -> None:
+    emu.add_project(1, "alpha")
+    first = emu.deploy(1)
+    emu.write(1, ["ORDER filled 1", "debug", "order filled 2"])
+    second = emu.deploy(1)
+    emu.write(1, ["heartbeat", "Reorder check", "order filled 3"])
+    body = {"format": "json", "projectId": 1, "algorithmId": second, "query": "Order"}
+    answer = client.post("/live/logs/read", {**body, "startLine": 1, "endLine": 3}).json()
+    # start and end index the matching rows of the whole project; the offset counts all rows
+    assert (answer["logs"], answer["length"], answer["deploymentOffset"]) == (
+        ["order filled 2", "Reorder check"],
+        4,
+        3,
+    )
+    older = client.post(
+        "/live/logs/read", {**body, "algorithmId": first, "startLine": 0, "endLine": 9}
+    ).json()
+    assert (len(older["logs"]), older["deploymentOffset"]) == (4, 0)
+    wrong = client.post("/live/logs/read", {**body, "query": 5, "startLine": 0, "endLine": 9})
+    assert wrong.json()["success"] is False
+
+
 def test_reading_past_the_end_is_empty_success(client: Client, emu: Emulator) -> None:
     _, second, _ = _three_deployments(emu)
     answer = client.logs(1, second, 8, 20)

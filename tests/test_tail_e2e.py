@@ -351,7 +351,10 @@ def test_json_across_a_redeploy_is_unchanged(emu):
     follow = Follow(emu, "-n", "1", "--format", "json")
     assert len(follow.wait_for(1)) == 1
     second = redeploy_with_late_lines(emu, follow, first, seen=1)
-    objects = [json.loads(line) for line in follow.wait_for(5)]
+    objects = [json.loads(line) for line in follow.wait_for(6)]  # 5 lines, the first's stop
+    statuses = [o for o in objects if o["type"] == "status"]
+    assert [(o["deploy_id"], o["status"]) for o in statuses] == [(first, "Stopped")]
+    objects = [o for o in objects if o["type"] == "line"]
     assert [(o["deploy_id"], o["text"]) for o in objects] == [
         (first, lines(1)[0]),
         (first, "late 1"),

@@ -195,15 +195,28 @@ class Model:
             return project.offset(self._deployment(project, deploy_id))
 
     def read_logs(
-        self, project_id: int, deploy_id: str, start: int, end: int, *, behind: int = 0
+        self,
+        project_id: int,
+        deploy_id: str,
+        start: int,
+        end: int,
+        *,
+        behind: int = 0,
+        query: str | None = None,
     ) -> tuple[list[str], int, int]:
         """Rows ``[start, end)`` of the project, its length, and the deployment's offset;
         ``behind`` answers as the project was that many rows earlier (its newest rows not yet
-        there, nothing trimmed since), as a lagging replica would."""
+        there, nothing trimmed since), as a lagging replica would. With a ``query`` (a
+        keyword, any case), the rows and the length are those of the rows holding it, while
+        the offset still counts every row before the deployment, as documented."""
         with self._lock:
             project = self._project(project_id)
             offset = project.offset(self._deployment(project, deploy_id))
             length = max(0, project.length() - behind)
+            if query:
+                keyword = query.casefold()
+                rows = [row for row in project.rows(0, length) if keyword in row.casefold()]
+                return rows[start:end], len(rows), min(offset, length)
             return project.rows(start, min(end, length)), length, min(offset, length)
 
     def latest(self, project_id: int, *, stale: bool = False) -> dict[str, object]:

@@ -170,8 +170,13 @@ class Api:
             return refusal("startLine and endLine must be non-negative, endLine >= startLine")
         if end - start >= self.max_window:
             return refusal(f"Log lines can be read in pages up to {self.max_window} lines")
+        query = body.get("query")
+        if query is not None and not isinstance(query, str):
+            raise BadRequest("Field query must be a string")
         behind = self.lags.take(project)
-        logs, length, offset = self.model.read_logs(project, deploy, start, end, behind=behind)
+        logs, length, offset = self.model.read_logs(
+            project, deploy, start, end, behind=behind, query=query
+        )
         payload = {"logs": logs, "length": length, "deploymentOffset": offset}
         return json_reply({**payload, "success": True, "errors": []})
 

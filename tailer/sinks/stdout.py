@@ -68,8 +68,10 @@ class StdoutSink:
         format: str = "text",
         prefix: bool | None = False,
         on_closed: Callable[[], None] | None = None,
+        paint: Callable[[str, str], str] | None = None,
     ) -> None:
         self.stream = stream
+        self._paint = paint  # (key, "[label]") -> the label as shown: a colour per project
         self.format = format
         self.prefix = prefix
         self.closed = False
@@ -151,6 +153,13 @@ class StdoutSink:
     def close(self) -> None:
         self.flush()
 
+    def note(self, obj: dict[str, Any]) -> None:
+        """An object about the stream, not a line of it (a deployment's status), in the json
+        format only: text carries log lines alone."""
+        if self.format == "json":
+            self._emit(json.dumps(obj, ensure_ascii=False) + "\n")
+            self.flush()
+
     def stamp(self, cursor: Cursor) -> Cursor:
         return cursor
 
@@ -167,4 +176,7 @@ class StdoutSink:
         label = display_name(line.name)
         if line.project_id in self._several:
             label += " " + display_name(line.deploy_id)[:10]
-        return f"[{label}] {escaped(line.text)}\n"
+        shown = f"[{label}]"
+        if self._paint is not None:
+            shown = self._paint(str(line.project_id), shown)
+        return f"{shown} {escaped(line.text)}\n"
