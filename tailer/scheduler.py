@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -21,6 +22,7 @@ from tailer.errors import (
 from tailer.follower import ProjectFollower
 from tailer.health import Health
 from tailer.pipeline import Pipeline
+from tailer.polls import Polls, Result
 from tailer.reader import MAX_WINDOW, Batch
 from tailer.shutdown import Shutdown
 
@@ -58,6 +60,11 @@ class Scheduler:
     no other follower (nor discovery). With discovery, projects that start running get a
     follower in every pipeline, and those that stop are dropped once drained; so are, at
     start, projects whose deployment was left unfinished, whatever their status now.
+
+    With ``polls`` above one, ``run`` polls up to that many followers at once (``Polls``):
+    a follower whose answers trickle or never come holds back only itself. Deliveries to a
+    pipeline (and its cursor saves) still go one at a time; the schedule is kept by the
+    thread that runs the loop.
     """
 
     def __init__(
@@ -72,6 +79,7 @@ class Scheduler:
         clock: Callable[[], float] = time.monotonic,
         auth_grace: float = 3600.0,
         health: Health | None = None,
+        polls: int = 1,
     ) -> None:
         self.pipelines = list(pipelines)
         self.shutdown = shutdown
@@ -90,6 +98,8 @@ class Scheduler:
         self.health = health or Health(auth_grace)  # shared by the workers, if several
         self._on_progress: Callable[[], None] | None = None
         self._resumed = False  # projects left unfinished by the last run have followers
+        self._polls = Polls(polls, shutdown)
+        self._outputs = {pipeline: threading.RLock() for pipeline in self.pipelines}
 
     @property
     def healthy_once(self) -> bool:
@@ -147,23 +157,26 @@ class Scheduler:
         for slot in list(self.slots):
             self._begin(slot)
         while not self.shutdown.requested:
+            ended = self._polls.collect()
             if self.discovery is not None and self._clock() >= self.discovery.due:
                 self._discover()
             now = self._clock()
-            for slot in sorted((s for s in self.slots if s.due <= now), key=lambda s: s.due):
+            due = (s for s in self.slots if s.due <= now and not self._polls.busy(s.follower))
+            for slot in sorted(due, key=lambda s: s.due):
                 if self.shutdown.event.is_set():  # a stop arrived while polling
                     break
-                self._poll_guarded(slot)
-            if on_idle is not None:
-                on_idle()
-            self.shutdown.wait(self._next_wake() - self._clock())
+                self._polls.start(slot.follower, self._turn(slot), self._then(self._polled, slot))
+            if on_idle is not None and (ended or not self._polls.in_flight):
+                on_idle()  # not while every poll in hand is stuck: that is no sign of life
+            wait = self._polls.wait if self._polls.in_flight else self.shutdown.wait
+            wait(self._next_wake() - self._clock())
 
     def status(self) -> str:
         """One line for systemd's STATUS=."""
         return status([self])
 
     def _next_wake(self) -> float:
-        wakes = [slot.due for slot in self.slots]
+        wakes = [slot.due for slot in self.slots if not self._polls.busy(slot.follower)]
         if self.discovery is not None:
             wakes.append(self.discovery.due)
         return min(wakes, default=self._clock() + self.interval)
@@ -253,20 +266,32 @@ class Scheduler:
         """Fix where a follower starts, and save it before any other work: a restart then
         resumes there even if it came before the follower's first poll (which would
         otherwise begin at whatever deployment is current by then)."""
-        try:
-            slot.follower.begin()
-        except _RECOVERABLE as exc:  # as a failed poll: the next one begins
-            self._failed(slot, exc)
-            return
-        except AuthError as exc:
-            self._auth_failed(slot, exc)
-            return
-        with self.shutdown.critical():
+        begin = self._then(self._begun, slot)
+        self._polls.start(slot.follower, lambda: self._start(slot), begin)
+
+    def _start(self, slot: _Slot) -> None:
+        slot.follower.begin()
+        with self._outputs[slot.pipeline], self.shutdown.critical():
             self._save_started(slot)
 
-    def _poll_guarded(self, slot: _Slot) -> None:
+    def _begun(self, slot: _Slot, result: Result) -> None:
         try:
-            found = self._poll(slot, turn=TURN_GROUPS)
+            result()
+        except _RECOVERABLE as exc:  # as a failed poll: the next one begins
+            self._failed(slot, exc)
+        except AuthError as exc:
+            self._auth_failed(slot, exc)
+
+    def _turn(self, slot: _Slot) -> Callable[[], int]:
+        return lambda: self._poll(slot, turn=TURN_GROUPS)
+
+    @staticmethod
+    def _then(handle: Callable[[_Slot, Result], None], slot: _Slot) -> Callable[[Result], None]:
+        return lambda result: handle(slot, result)
+
+    def _polled(self, slot: _Slot, result: Result) -> None:
+        try:
+            found: int = result()
         except _RECOVERABLE as exc:
             self._failed(slot, exc)
             return
@@ -292,8 +317,9 @@ class Scheduler:
         after ``turn`` groups, stop: the next call goes on where this one stopped."""
         found = 0
         follower = slot.follower
-        with self.shutdown.critical():  # cursors a full state directory held back come first
-            slot.pipeline.save_unsaved()
+        outputs = self._outputs[slot.pipeline]
+        with outputs, self.shutdown.critical():  # cursors a full state directory held back
+            slot.pipeline.save_unsaved()  # come first
         batches = slot.batches or follower.poll()
         slot.batches = None  # kept only if the turn ends with batches to come
         group: list[Batch] = []
@@ -309,11 +335,11 @@ class Scheduler:
                     break
         if group:
             found += self._deliver(slot, group)
-        with self.shutdown.critical():
+        with outputs, self.shutdown.critical():
             self._save_started(slot)
             while follower.finished:
                 slot.pipeline.persist(follower.finished.pop(0))
-        self.delivered += found
+            self.delivered += found
         return found
 
     def _save_started(self, slot: _Slot) -> None:
@@ -323,15 +349,16 @@ class Scheduler:
             slot.pipeline.persist(slot.follower.started.pop(0))
 
     def _deliver(self, slot: _Slot, group: list[Batch]) -> int:
-        with self.shutdown.critical():
-            self._save_started(slot)
-        try:
-            slot.pipeline.deliver(group, guard=self.shutdown.critical)
-        except CursorSaveError as exc:
-            if exc.delivered:  # the outputs have the lines: only their cursors wait
-                for batch in group:
-                    slot.follower.commit(batch)
-            raise
+        with self._outputs[slot.pipeline]:  # one delivery at a time to a pipeline
+            with self.shutdown.critical():
+                self._save_started(slot)
+            try:
+                slot.pipeline.deliver(group, guard=self.shutdown.critical)
+            except CursorSaveError as exc:
+                if exc.delivered:  # the outputs have the lines: only their cursors wait
+                    for batch in group:
+                        slot.follower.commit(batch)
+                raise
         for batch in group:
             slot.follower.commit(batch)
         self._succeeded()  # lines delivered: the API and the outputs both work
@@ -347,7 +374,7 @@ class Scheduler:
         return all(reader.caught_up for reader in slot.follower.readers)
 
     def _drop(self, slot: _Slot) -> None:
-        with self.shutdown.critical():
+        with self._outputs[slot.pipeline], self.shutdown.critical():
             for reader in slot.follower.readers:
                 slot.pipeline.persist(replace(reader.cursor, done=True))
         log.info("stopped_following", project=slot.follower.project_id, name=slot.follower.name)
