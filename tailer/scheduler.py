@@ -156,20 +156,29 @@ class Scheduler:
         self._on_progress = on_progress
         for slot in list(self.slots):
             self._begin(slot)
-        while not self.shutdown.requested:
-            ended = self._polls.collect()
-            if self.discovery is not None and self._clock() >= self.discovery.due:
-                self._discover()
-            now = self._clock()
-            due = (s for s in self.slots if s.due <= now and not self._polls.busy(s.follower))
-            for slot in sorted(due, key=lambda s: s.due):
-                if self.shutdown.event.is_set():  # a stop arrived while polling
-                    break
-                self._polls.start(slot.follower, self._turn(slot), self._then(self._polled, slot))
-            if on_idle is not None and (ended or not self._polls.in_flight):
-                on_idle()  # not while every poll in hand is stuck: that is no sign of life
-            wait = self._polls.wait if self._polls.in_flight else self.shutdown.wait
-            wait(self._next_wake() - self._clock())
+        try:
+            while not self.shutdown.requested:
+                self._turn_once(on_idle)
+        finally:
+            if self._polls.size > 1:  # the writes and saves polls have in hand end first
+                self.shutdown.settle()
+
+    def _turn_once(self, on_idle: Callable[[], None] | None) -> None:
+        """Take the polls that ended, discover, start the polls due, then wait for the next
+        to fall due (or, with polls in hand, for one to end)."""
+        ended = self._polls.collect()
+        if self.discovery is not None and self._clock() >= self.discovery.due:
+            self._discover()
+        now = self._clock()
+        due = (s for s in self.slots if s.due <= now and not self._polls.busy(s.follower))
+        for slot in sorted(due, key=lambda s: s.due):
+            if self.shutdown.event.is_set():  # a stop arrived while polling
+                break
+            self._polls.start(slot.follower, self._turn(slot), self._then(self._polled, slot))
+        if on_idle is not None and (ended or not self._polls.in_flight):
+            on_idle()  # not while every poll in hand is stuck: that is no sign of life
+        wait = self._polls.wait if self._polls.in_flight else self.shutdown.wait
+        wait(self._next_wake() - self._clock())
 
     def status(self) -> str:
         """One line for systemd's STATUS=."""
