@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 
 import structlog
 
+from tailer.budget import requests_of
 from tailer.discovery import Discovery
 from tailer.errors import (
     ApiError,
@@ -279,7 +282,8 @@ class Scheduler:
         self._polls.start(slot.follower, lambda: self._start(slot), begin)
 
     def _start(self, slot: _Slot) -> None:
-        slot.follower.begin()
+        with self._requests(slot):
+            slot.follower.begin()
         with self._outputs[slot.pipeline], self.shutdown.critical():
             self._save_started(slot)
 
@@ -292,7 +296,18 @@ class Scheduler:
             self._auth_failed(slot, exc)
 
     def _turn(self, slot: _Slot) -> Callable[[], int]:
-        return lambda: self._poll(slot, turn=TURN_GROUPS)
+        def turn() -> int:
+            with self._requests(slot):
+                return self._poll(slot, turn=TURN_GROUPS)
+
+        return turn
+
+    def _requests(self, slot: _Slot) -> AbstractContextManager[None]:
+        """Polled side by side, a project's requests leave a place of the budget to others:
+        one whose server stops answering mid catch-up cannot take every place."""
+        if self._polls.size > 1 and len(self.slots) > 1:
+            return requests_of(slot.follower.project_id)
+        return contextlib.nullcontext()
 
     @staticmethod
     def _then(handle: Callable[[_Slot, Result], None], slot: _Slot) -> Callable[[Result], None]:

@@ -36,6 +36,7 @@ class StallingProxy:
         self.stalls: str | None = None
         self.stalled_project: int | None = None
         self.held = 0  # requests being stalled right now
+        self._armed: tuple[int, str, int] | None = None
         self.stalled_total = 0
         self._release = threading.Event()
         self._lock = threading.Lock()
@@ -46,6 +47,8 @@ class StallingProxy:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path.endswith("/live/logs/read"):
+                    owner._count_read(_project(body))
                 if owner.stalls is not None and _project(body) == owner.stalled_project:
                     owner._stall(self, owner.stalls)
                     return
@@ -66,6 +69,19 @@ class StallingProxy:
     def stall(self, project_id: int, how: str) -> None:
         self._release.clear()
         self.stalled_project, self.stalls = project_id, how
+
+    def stall_from(self, project_id: int, how: str, read: int) -> None:
+        """Stall from the ``read``-th request for the project's lines on (that one too)."""
+        self._armed = (project_id, how, read)
+
+    def _count_read(self, project_id: int | None) -> None:
+        with self._lock:
+            if self._armed is None or self._armed[0] != project_id:
+                return
+            armed, how, left = self._armed
+            self._armed = (armed, how, left - 1) if left > 1 else None
+        if left <= 1:
+            self.stall(armed, how)
 
     def release(self) -> None:
         self.stalls = None
@@ -228,4 +244,48 @@ def test_a_stalled_deployment_holds_back_no_other_deployments_lines(tmp_path, em
     ]
     assert steady() == [f"{STEADY} first {n}" for n in range(3)] + [
         f"{STEADY} round {n}" for n in range(3)
+    ]
+
+
+def test_a_deployment_stalled_mid_catch_up_holds_back_no_other(tmp_path, emu, proxy):
+    """The slow project's server stops answering while it catches up on a backlog (its
+    read-ahead in flight): it cannot take every place of the request budget, nor hold up
+    the other project's read-ahead, so the other's new lines (several windows at a time)
+    still come while it is stuck."""
+    backlog = [f"{SLOW} backlog {n}" for n in range(3000)]
+    emu.write(SLOW, backlog)
+    emu.publish()
+    proxy.stall_from(SLOW, "black-hole", read=3)
+    slow, steady = file_of(tmp_path, emu, SLOW), file_of(tmp_path, emu, STEADY)
+    process = subprocess.Popen(
+        qc_tail("--config", str(config(tmp_path, proxy.base_url)), "run"),
+        env=cli_env(emu, QC_BASE_URL=proxy.base_url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stderr: list[str] = []
+    reader = threading.Thread(target=lambda: stderr.extend(process.stderr or ()), daemon=True)
+    reader.start()
+    try:
+        assert wait_until(lambda: proxy.held > 0 and len(steady()) == 3)
+        for round_ in range(3):
+            lines = [f"{STEADY} round {round_} line {n}" for n in range(600)]
+            emu.write(STEADY, lines)
+            emu.publish()
+            assert wait_until(lambda last=lines[-1]: steady()[-1:] == [last])
+            assert proxy.held > 0  # while the slow project's requests were still in hand
+        proxy.release()
+        assert wait_until(lambda: len(slow()) == 3003, guard=60)
+    finally:
+        proxy.release()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=10)  # a hang guard; SIGTERM's promise is 2 s
+        reader.join(timeout=5)
+        if process.stderr is not None:
+            process.stderr.close()
+    assert code == 0, "".join(stderr)
+    assert slow() == [f"{SLOW} first {n}" for n in range(3)] + backlog
+    assert steady() == [f"{STEADY} first {n}" for n in range(3)] + [
+        f"{STEADY} round {r} line {n}" for r in range(3) for n in range(600)
     ]
