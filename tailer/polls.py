@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextvars
+import functools
 import queue
 import threading
 from collections.abc import Callable, Hashable
@@ -55,8 +55,7 @@ class Polls:
             return
         self._watch_stop()
         self._busy.add(key)
-        context = contextvars.copy_context()
-        future = self._pool.submit(lambda: context.run(self._as_worker, call))
+        future = self._pool.submit(functools.partial(self._as_worker, call))  # in our context
 
         def ended(done: Future[Any]) -> None:
             self._ended.put((key, then, done))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -101,7 +102,10 @@ class Scheduler:
         self.health = health or Health(auth_grace)  # shared by the workers, if several
         self._on_progress: Callable[[], None] | None = None
         self._resumed = False  # projects left unfinished by the last run have followers
-        self._polls = Polls(polls, shutdown)
+        # Side by side only once ``run`` has begun: ``poll_once`` polls (and begins) each
+        # follower in turn, in the calling thread.
+        self._polls = Polls(1, shutdown)
+        self._pool = Polls(polls, shutdown)
         self._outputs = {pipeline: threading.RLock() for pipeline in self.pipelines}
 
     @property
@@ -157,6 +161,7 @@ class Scheduler:
         followers' groups can be long, and must not look like a hung loop to systemd's
         watchdog). Followers begin first, each saving where it starts."""
         self._on_progress = on_progress
+        self._polls = self._pool
         for slot in list(self.slots):
             self._begin(slot)
         try:
@@ -177,7 +182,9 @@ class Scheduler:
         for slot in sorted(due, key=lambda s: s.due):
             if self.shutdown.event.is_set():  # a stop arrived while polling
                 break
-            self._polls.start(slot.follower, self._turn(slot), self._then(self._polled, slot))
+            self._polls.start(
+                slot.follower, self._turn(slot), functools.partial(self._polled, slot)
+            )
         if on_idle is not None and (ended or not self._polls.in_flight):
             on_idle()  # not while every poll in hand is stuck: that is no sign of life
         wait = self._polls.wait if self._polls.in_flight else self.shutdown.wait
@@ -278,8 +285,8 @@ class Scheduler:
         """Fix where a follower starts, and save it before any other work: a restart then
         resumes there even if it came before the follower's first poll (which would
         otherwise begin at whatever deployment is current by then)."""
-        begin = self._then(self._begun, slot)
-        self._polls.start(slot.follower, lambda: self._start(slot), begin)
+        begun = functools.partial(self._begun, slot)
+        self._polls.start(slot.follower, functools.partial(self._start, slot), begun)
 
     def _start(self, slot: _Slot) -> None:
         with self._requests(slot):
@@ -308,10 +315,6 @@ class Scheduler:
         if self._polls.size > 1 and len(self.slots) > 1:
             return requests_of(slot.follower.project_id)
         return contextlib.nullcontext()
-
-    @staticmethod
-    def _then(handle: Callable[[_Slot, Result], None], slot: _Slot) -> Callable[[Result], None]:
-        return lambda result: handle(slot, result)
 
     def _polled(self, slot: _Slot, result: Result) -> None:
         try:
