@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+
+_requester: ContextVar[Hashable | None] = ContextVar("qc_tail_requester", default=None)
+
+
+@contextmanager
+def requests_of(key: Hashable) -> Iterator[None]:
+    """The requests made in the block (and in the read-ahead it starts) are ``key``'s."""
+    token = _requester.set(key)
+    try:
+        yield
+    finally:
+        _requester.reset(token)
 
 
 class RequestBudget:
@@ -14,6 +27,10 @@ class RequestBudget:
     Concurrency follows TCP's congestion window: a 429 halves the number of requests allowed
     in flight (and pauses everyone for its Retry-After), each success earns a little back, up
     to ``max_in_flight``. ``per_minute`` (0 = none) spaces request starts evenly.
+
+    Requests made for a key (``requests_of``: a deployment's poll and its read-ahead) hold
+    all but one of the places at most: however many of them a server leaves unanswered,
+    one place is left to the others' requests.
     """
 
     def __init__(
@@ -31,32 +48,46 @@ class RequestBudget:
         self._sleep = sleep
         self._cond = threading.Condition()
         self._in_flight = 0
+        self._held: dict[Hashable, int] = {}  # places held, by key
         self._next_start = 0.0
         self._paused_until = 0.0
 
     @contextmanager
     def slot(self) -> Iterator[None]:
         """Hold one request's place for the duration of the block."""
-        self._acquire()
+        key = _requester.get()
+        self._acquire(key)
         try:
             yield
         finally:
             with self._cond:
                 self._in_flight -= 1
+                if key is not None:
+                    self._held[key] -= 1
+                    if not self._held[key]:
+                        del self._held[key]
                 self._cond.notify_all()
 
-    def _acquire(self) -> None:
+    def _acquire(self, key: Hashable | None) -> None:
         while True:
             with self._cond:
-                while self._in_flight >= max(1, int(self.window)):
+                while not self._room(key):
                     self._cond.wait()
                 now = self._clock()
                 start = max(now, self._next_start, self._paused_until)
                 if start <= now:
                     self._in_flight += 1
+                    if key is not None:
+                        self._held[key] = self._held.get(key, 0) + 1
                     self._next_start = now + self._spacing
                     return
             self._sleep(start - now)
+
+    def _room(self, key: Hashable | None) -> bool:
+        places = max(1, int(self.window))
+        if self._in_flight >= places:
+            return False
+        return key is None or self._held.get(key, 0) < max(1, places - 1)
 
     def succeeded(self) -> None:
         with self._cond:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import queue
 import threading
 from collections.abc import Callable
@@ -15,7 +17,8 @@ class Prefetcher:
     """A few daemon threads running submitted calls; results come back as Futures.
 
     Daemon threads, unlike ThreadPoolExecutor's, never hold up the process's exit: a stop
-    request abandons whatever is in flight (nothing was delivered from it yet).
+    request abandons whatever is in flight (nothing was delivered from it yet). A call runs
+    in a copy of its submitter's context (whose requests it makes, see ``requests_of``).
     """
 
     def __init__(self, workers: int) -> None:
@@ -28,7 +31,8 @@ class Prefetcher:
 
     def submit(self, call: Callable[[], T]) -> Future[T]:
         future: Future[T] = Future()
-        self._jobs.put((future, call))  # type: ignore[arg-type]
+        in_context = functools.partial(contextvars.copy_context().run, call)
+        self._jobs.put((future, in_context))  # type: ignore[arg-type]
         with self._lock:
             if self._started < self.workers:
                 self._started += 1

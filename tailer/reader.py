@@ -327,6 +327,8 @@ class DeploymentReader:
         if self._narrowed is not None and start >= self._narrowed[0] + TAIL_LINES:
             self.window, self._narrowed = self._narrowed[1], None  # the large lines are behind
         future = None if fresh else self._ahead.pop((start, stop), None)
+        if future is not None and future.cancel():  # still queued, maybe behind read-ahead
+            future = None  # another deployment's stuck server holds up: read it here, now
         while True:
             try:
                 if future is not None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 
 import structlog
 
+from tailer.budget import requests_of
 from tailer.config import DRAIN
 from tailer.discovery import Discovery
 from tailer.errors import (
@@ -22,6 +27,7 @@ from tailer.errors import (
 from tailer.follower import ProjectFollower
 from tailer.health import Health
 from tailer.pipeline import Pipeline
+from tailer.polls import Polls, Result
 from tailer.reader import MAX_WINDOW, Batch
 from tailer.shutdown import Shutdown
 
@@ -59,6 +65,11 @@ class Scheduler:
     no other follower (nor discovery). With discovery, projects that start running get a
     follower in every pipeline, and those that stop are dropped once drained; so are, at
     start, projects whose deployment was left unfinished, whatever their status now.
+
+    With ``polls`` above one, ``run`` polls up to that many followers at once (``Polls``):
+    a follower whose answers trickle or never come holds back only itself. Deliveries to a
+    pipeline (and its cursor saves) still go one at a time; the schedule is kept by the
+    thread that runs the loop.
     """
 
     def __init__(
@@ -73,6 +84,7 @@ class Scheduler:
         clock: Callable[[], float] = time.monotonic,
         auth_grace: float = 3600.0,
         health: Health | None = None,
+        polls: int = 1,
     ) -> None:
         self.pipelines = list(pipelines)
         self.shutdown = shutdown
@@ -91,6 +103,11 @@ class Scheduler:
         self.health = health or Health(auth_grace)  # shared by the workers, if several
         self._on_progress: Callable[[], None] | None = None
         self._resumed = False  # projects left unfinished by the last run have followers
+        # Side by side only once ``run`` has begun: ``poll_once`` polls (and begins) each
+        # follower in turn, in the calling thread.
+        self._polls = Polls(1, shutdown)
+        self._pool = Polls(polls, shutdown)
+        self._outputs = {pipeline: threading.RLock() for pipeline in self.pipelines}
 
     @property
     def healthy_once(self) -> bool:
@@ -145,26 +162,41 @@ class Scheduler:
         followers' groups can be long, and must not look like a hung loop to systemd's
         watchdog). Followers begin first, each saving where it starts."""
         self._on_progress = on_progress
+        self._polls = self._pool
         for slot in list(self.slots):
             self._begin(slot)
-        while not self.shutdown.requested:
-            if self.discovery is not None and self._clock() >= self.discovery.due:
-                self._discover()
-            now = self._clock()
-            for slot in sorted((s for s in self.slots if s.due <= now), key=lambda s: s.due):
-                if self.shutdown.event.is_set():  # a stop arrived while polling
-                    break
-                self._poll_guarded(slot)
-            if on_idle is not None:
-                on_idle()
-            self.shutdown.wait(self._next_wake() - self._clock())
+        try:
+            while not self.shutdown.requested:
+                self._turn_once(on_idle)
+        finally:
+            if self._polls.size > 1:  # the writes and saves polls have in hand end first
+                self.shutdown.settle()
+
+    def _turn_once(self, on_idle: Callable[[], None] | None) -> None:
+        """Take the polls that ended, discover, start the polls due, then wait for the next
+        to fall due (or, with polls in hand, for one to end)."""
+        ended = self._polls.collect()
+        if self.discovery is not None and self._clock() >= self.discovery.due:
+            self._discover()
+        now = self._clock()
+        due = (s for s in self.slots if s.due <= now and not self._polls.busy(s.follower))
+        for slot in sorted(due, key=lambda s: s.due):
+            if self.shutdown.event.is_set():  # a stop arrived while polling
+                break
+            self._polls.start(
+                slot.follower, self._turn(slot), functools.partial(self._polled, slot)
+            )
+        if on_idle is not None and (ended or not self._polls.in_flight):
+            on_idle()  # not while every poll in hand is stuck: that is no sign of life
+        wait = self._polls.wait if self._polls.in_flight else self.shutdown.wait
+        wait(self._next_wake() - self._clock())
 
     def status(self) -> str:
         """One line for systemd's STATUS=."""
         return status([self])
 
     def _next_wake(self) -> float:
-        wakes = [slot.due for slot in self.slots]
+        wakes = [slot.due for slot in self.slots if not self._polls.busy(slot.follower)]
         if self.discovery is not None:
             wakes.append(self.discovery.due)
         return min(wakes, default=self._clock() + self.interval)
@@ -254,20 +286,40 @@ class Scheduler:
         """Fix where a follower starts, and save it before any other work: a restart then
         resumes there even if it came before the follower's first poll (which would
         otherwise begin at whatever deployment is current by then)."""
-        try:
+        begun = functools.partial(self._begun, slot)
+        self._polls.start(slot.follower, functools.partial(self._start, slot), begun)
+
+    def _start(self, slot: _Slot) -> None:
+        with self._requests(slot):
             slot.follower.begin()
-        except _RECOVERABLE as exc:  # as a failed poll: the next one begins
-            self._failed(slot, exc)
-            return
-        except AuthError as exc:
-            self._auth_failed(slot, exc)
-            return
-        with self.shutdown.critical():
+        with self._outputs[slot.pipeline], self.shutdown.critical():
             self._save_started(slot)
 
-    def _poll_guarded(self, slot: _Slot) -> None:
+    def _begun(self, slot: _Slot, result: Result) -> None:
         try:
-            found = self._poll(slot, turn=TURN_GROUPS)
+            result()
+        except _RECOVERABLE as exc:  # as a failed poll: the next one begins
+            self._failed(slot, exc)
+        except AuthError as exc:
+            self._auth_failed(slot, exc)
+
+    def _turn(self, slot: _Slot) -> Callable[[], int]:
+        def turn() -> int:
+            with self._requests(slot):
+                return self._poll(slot, turn=TURN_GROUPS)
+
+        return turn
+
+    def _requests(self, slot: _Slot) -> AbstractContextManager[None]:
+        """Polled side by side, a project's requests leave a place of the budget to others:
+        one whose server stops answering mid catch-up cannot take every place."""
+        if self._polls.size > 1 and len(self.slots) > 1:
+            return requests_of(slot.follower.project_id)
+        return contextlib.nullcontext()
+
+    def _polled(self, slot: _Slot, result: Result) -> None:
+        try:
+            found: int = result()
         except _RECOVERABLE as exc:
             self._failed(slot, exc)
             return
@@ -293,8 +345,9 @@ class Scheduler:
         after ``turn`` groups, stop: the next call goes on where this one stopped."""
         found = 0
         follower = slot.follower
-        with self.shutdown.critical():  # cursors a full state directory held back come first
-            slot.pipeline.save_unsaved()
+        outputs = self._outputs[slot.pipeline]
+        with outputs, self.shutdown.critical():  # cursors a full state directory held back
+            slot.pipeline.save_unsaved()  # come first
         batches = slot.batches or follower.poll()
         slot.batches = None  # kept only if the turn ends with batches to come
         group: list[Batch] = []
@@ -310,11 +363,11 @@ class Scheduler:
                     break
         if group:
             found += self._deliver(slot, group)
-        with self.shutdown.critical():
+        with outputs, self.shutdown.critical():
             self._save_started(slot)
             while follower.finished:
                 slot.pipeline.persist(follower.finished.pop(0))
-        self.delivered += found
+            self.delivered += found
         return found
 
     def _save_started(self, slot: _Slot) -> None:
@@ -324,15 +377,16 @@ class Scheduler:
             slot.pipeline.persist(slot.follower.started.pop(0))
 
     def _deliver(self, slot: _Slot, group: list[Batch]) -> int:
-        with self.shutdown.critical():
-            self._save_started(slot)
-        try:
-            slot.pipeline.deliver(group, guard=self.shutdown.critical)
-        except CursorSaveError as exc:
-            if exc.delivered:  # the outputs have the lines: only their cursors wait
-                for batch in group:
-                    slot.follower.commit(batch)
-            raise
+        with self._outputs[slot.pipeline]:  # one delivery at a time to a pipeline
+            with self.shutdown.critical():
+                self._save_started(slot)
+            try:
+                slot.pipeline.deliver(group, guard=self.shutdown.critical)
+            except CursorSaveError as exc:
+                if exc.delivered:  # the outputs have the lines: only their cursors wait
+                    for batch in group:
+                        slot.follower.commit(batch)
+                raise
         for batch in group:
             slot.follower.commit(batch)
         self._succeeded()  # lines delivered: the API and the outputs both work
@@ -348,7 +402,7 @@ class Scheduler:
         return all(reader.caught_up for reader in slot.follower.readers)
 
     def _drop(self, slot: _Slot) -> None:
-        with self.shutdown.critical():
+        with self._outputs[slot.pipeline], self.shutdown.critical():
             for reader in slot.follower.readers:
                 slot.pipeline.persist(replace(reader.cursor, done=True))
         log.info("stopped_following", project=slot.follower.project_id, name=slot.follower.name)

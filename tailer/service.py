@@ -95,6 +95,7 @@ def _scheduler(
         drain=config.poll.drain,
         discovery=discovery,
         health=health,
+        polls=config.api.max_in_flight,  # a slow deployment holds back no other's polls
     )
 
 

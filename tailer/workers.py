@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import structlog
@@ -32,7 +33,8 @@ class Workers:
     A worker shows life at each turn of its loop, at each group it delivers, and during any
     wait (between polls, between retries, waiting out an outage): ``alive`` is whether every
     worker did within ``stall`` seconds, so that one stuck in a request or a push longer
-    than that stops systemd's watchdog pings.
+    than that stops systemd's watchdog pings. A worker polling several followers at once
+    shows life while any of its polls does: only when all of them are stuck is it stalled.
 
     A stop (a signal in the main thread, or a worker that failed) lets the critical sections
     in hand end (the write to files, a cursor's save) and begins no other; the threads are
@@ -54,7 +56,9 @@ class Workers:
         self.stall = stall
         self._clock = clock
         self._workers = [_Worker(scheduler, beat=clock()) for scheduler in self.schedulers]
-        self._mine = threading.local()  # the worker a thread runs
+        # The worker a thread runs for: a context variable, so that the threads its
+        # scheduler polls on (which copy its context) show life for it too.
+        self._mine: ContextVar[_Worker | None] = ContextVar("qc_tail_worker", default=None)
         self._failure: BaseException | None = None
 
     @property
@@ -86,7 +90,7 @@ class Workers:
 
     def beat(self) -> None:
         """A sign of life from the calling thread, if it is a worker."""
-        worker: _Worker | None = getattr(self._mine, "worker", None)
+        worker = self._mine.get()
         if worker is not None:
             worker.beat = self._clock()
 
@@ -116,7 +120,7 @@ class Workers:
         return every
 
     def _work(self, worker: _Worker) -> None:
-        self._mine.worker = worker
+        self._mine.set(worker)
         try:
             with self.shutdown.worker():
                 worker.scheduler.run(on_idle=self.beat, on_progress=self.beat)

@@ -2,8 +2,9 @@
 
 import threading
 import time
+from collections.abc import Callable
 
-from tailer.budget import RequestBudget
+from tailer.budget import RequestBudget, requests_of
 
 
 class FakeClock:
@@ -71,3 +72,47 @@ def test_successes_earn_the_window_back_up_to_the_maximum():
     for _ in range(20):
         budget.succeeded()
     assert budget.window == 4.0
+
+
+def test_one_keys_requests_leave_a_place_to_the_others():
+    """A deployment's requests, stuck (a server that never answers), hold all but one place:
+    another's request still goes."""
+    budget = RequestBudget(max_in_flight=4)
+    release, went = threading.Event(), threading.Event()
+    holding = threading.Semaphore(0)
+
+    def request(key: str, then: Callable[[], object]) -> None:
+        with requests_of(key), budget.slot():
+            then()
+
+    def stuck() -> None:
+        holding.release()
+        release.wait(timeout=20)
+
+    threads = [threading.Thread(target=request, args=("slow", stuck)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(3):
+            assert holding.acquire(timeout=20)
+        assert not holding.acquire(timeout=0.2)  # the fourth waits: one place is left
+        other = threading.Thread(target=request, args=("steady", went.set))
+        other.start()
+        assert went.wait(timeout=20)  # and another's request takes it
+        other.join(timeout=20)
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(timeout=20)
+
+
+def test_requests_without_a_key_may_take_every_place():
+    budget = RequestBudget(max_in_flight=2)
+    both = threading.Event()
+
+    def two_at_once() -> None:
+        with budget.slot(), budget.slot():
+            both.set()
+
+    threading.Thread(target=two_at_once, daemon=True).start()
+    assert both.wait(timeout=20)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
+import signal
+import threading
 
 import pytest
 from structlog.testing import capture_logs
@@ -17,7 +20,7 @@ from tailer.follower import ProjectFollower, Start
 from tailer.pipeline import Pipeline
 from tailer.retry import RetryPolicy
 from tailer.scheduler import GROUP_LINES, Scheduler
-from tailer.shutdown import Shutdown
+from tailer.shutdown import Interrupted, Shutdown
 from tailer.sinks.files import FileSink
 from tailer.sinks.stdout import StdoutSink
 from tailer.store import CursorStore
@@ -241,3 +244,57 @@ def test_cursors_a_full_state_directory_refused_are_saved_later_and_no_line_is_d
     assert pipeline.unsaved == {}
     names = [e["event"] for e in events if e["log_level"] in ("warning", "info", "error")]
     assert names.count("poll_failing") == 1 and names.count("poll_recovered") == 1
+
+
+def test_on_a_pool_in_the_main_thread_a_stop_lets_the_file_write_in_hand_finish(emu, tmp_path):
+    """Polls on a pool's threads, the loop in the main thread (as ``tail -f`` would run it):
+    SIGTERM mid-write ends the run only once the write is done and its cursor saved."""
+    writing, release = threading.Event(), threading.Event()
+    ended = threading.Event()
+    waited: list[bool] = []
+
+    def slow_write(fd: int, data: memoryview) -> int:
+        writing.set()
+        release.wait(timeout=20)
+        return os.write(fd, data)
+
+    def stop_mid_write() -> None:
+        if writing.wait(timeout=20):
+            os.kill(os.getpid(), signal.SIGTERM)
+            threading.Event().wait(0.3)  # the run must still be waiting for the write
+        waited.append(not ended.is_set())
+        release.set()
+
+    emu.deploy(PROJECT)
+    emu.write(PROJECT, ["one", "two"])
+    emu.publish()
+    api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=RetryPolicy(max_attempts=1))
+    files = FileSink(tmp_path / "out", write=slow_write)
+    store = CursorStore(tmp_path / "state")
+    follower = ProjectFollower(api, PROJECT, start=Start("deployment"))
+    shutdown = Shutdown()
+    scheduler = Scheduler(
+        [Pipeline([files], [follower], save=store.save)],
+        shutdown,
+        interval=0.05,
+        max_interval=0.1,
+        polls=4,
+    )
+    stopper = threading.Thread(target=stop_mid_write)
+    shutdown.install()
+    try:
+        stopper.start()
+        with pytest.raises(Interrupted):
+            try:
+                scheduler.run()
+            finally:
+                ended.set()
+    finally:
+        shutdown.uninstall()
+        release.set()
+        stopper.join(timeout=10)
+    assert waited == [True]
+    deploy_id = emu.deploy_ids(PROJECT)[-1]
+    assert files.path(PROJECT, deploy_id).read_text().splitlines() == ["one", "two"]
+    (cursor,) = store.load_all().values()
+    assert cursor.position - emu.deployment_offset(PROJECT, deploy_id) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from tailer.config import (
 from tailer.discovery import Discovery
 from tailer.emulator import Emulator
 from tailer.errors import AuthError
+from tailer.follower import ProjectFollower
 from tailer.pipeline import Pipeline
 from tailer.retry import RetryPolicy
 from tailer.scheduler import Scheduler
@@ -68,6 +70,7 @@ def daemon(
     time: FakeTime,
     follows: tuple[FollowConfig, ...] = (),
     output: OutputConfig | None = None,
+    polls: int = 1,
 ) -> tuple[list[Pipeline], Scheduler]:
     """A (re)start from disk: discovery on, files under ``root`` unless ``output`` says."""
     config = Config(
@@ -94,8 +97,47 @@ def daemon(
         drain=DRAIN,
         discovery=discovery,
         clock=time.clock,
+        polls=polls,
     )
     return pipelines, scheduler
+
+
+def test_run_once_with_polls_side_by_side_begins_each_follower_once(
+    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``poll_once`` (``run --once``) of a scheduler that ``run`` would poll on a pool,
+    restarted from saved cursors: each discovered follower is begun in the calling thread,
+    in turn, never on the pool while its poll begins it too (a second reader, placed
+    without the saved cursor the first one took, would write the deployment's lines again)."""
+    projects = (PROJECT, PROJECT + 1, PROJECT + 2)
+    for project_id in projects:
+        if project_id != PROJECT:
+            emu.add_project(project_id, f"algo-{project_id}")
+        emu.deploy(project_id)
+        emu.write(project_id, [f"{project_id} line {n}" for n in range(300)])
+    emu.publish()
+    time = FakeTime()
+    pipelines, scheduler = daemon(emu, tmp_path, time, polls=4)
+    scheduler.poll_once()
+    for pipeline in pipelines:
+        pipeline.close()
+    for project_id in projects:
+        emu.write(project_id, [f"{project_id} line {n}" for n in range(300, 400)])
+    emu.publish()
+    begun_in: set[str] = set()
+    begin = ProjectFollower.begin
+
+    def recorded(follower: ProjectFollower) -> bool:
+        begun_in.add(threading.current_thread().name)
+        return begin(follower)
+
+    monkeypatch.setattr(ProjectFollower, "begin", recorded)
+    _, scheduler = daemon(emu, tmp_path, time, polls=4)  # a restart, from the saved cursors
+    scheduler.poll_once()
+    assert begun_in == {threading.current_thread().name}
+    for project_id in projects:
+        (log,) = (tmp_path / "out" / str(project_id)).glob("*.log")
+        assert log.read_text().splitlines() == [f"{project_id} line {n}" for n in range(400)]
 
 
 def test_a_project_discovered_again_resumes_from_the_cursors_saved_in_this_run(

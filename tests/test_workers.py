@@ -54,10 +54,16 @@ def client(emu: Emulator) -> QcApi:
 
 
 def worker(
-    emu: Emulator, pipeline: Pipeline, shutdown: Shutdown, health: Health | None = None
+    emu: Emulator,
+    pipeline: Pipeline,
+    shutdown: Shutdown,
+    health: Health | None = None,
+    polls: int = 1,
 ) -> Scheduler:
     pipeline.followers.append(ProjectFollower(client(emu), PROJECT, start=Start("deployment")))
-    return Scheduler([pipeline], shutdown, interval=0.05, max_interval=0.1, health=health)
+    return Scheduler(
+        [pipeline], shutdown, interval=0.05, max_interval=0.1, health=health, polls=polls
+    )
 
 
 def test_a_stop_lets_a_worker_finish_the_file_write_in_hand(emu, tmp_path):
@@ -123,16 +129,18 @@ class HungPush:
     def recover(self, cursors: object) -> None: ...
 
 
-def test_a_hung_push_holds_back_no_other_output_and_stops_the_watchdog(emu):
+@pytest.mark.parametrize("polls", [1, 4])
+def test_a_hung_push_holds_back_no_other_output_and_stops_the_watchdog(emu, polls):
     """One worker stuck in a push: the other delivers all the same; the watchdog pings
     (``alive``) stop, with one event naming the output stuck; a stop ends the run at once
-    (an interruptible push is abandoned)."""
+    (an interruptible push is abandoned). So too when each worker polls on a pool: a poll
+    stuck in hand is no sign of life, however often the loop wakes."""
     out = io.StringIO()
     hung = HungPush()
     shutdown = Shutdown()
     schedulers = [
-        worker(emu, Pipeline([StdoutSink(out)], name="stdout"), shutdown),
-        worker(emu, Pipeline([hung], name="Loki", interruptible=True), shutdown),
+        worker(emu, Pipeline([StdoutSink(out)], name="stdout"), shutdown, polls=polls),
+        worker(emu, Pipeline([hung], name="Loki", interruptible=True), shutdown, polls=polls),
     ]
     workers = Workers(schedulers, shutdown, stall=0.3)
     alive: list[bool] = []
@@ -153,6 +161,40 @@ def test_a_hung_push_holds_back_no_other_output_and_stops_the_watchdog(emu):
     assert alive[0] is True and alive[-1] is False
     stalled = [e for e in events if e["event"] == "worker_stalled"]
     assert [e["outputs"] for e in stalled] == ["Loki"]
+
+
+class PatientPush(HungPush):
+    """An output whose write waits out a long outage (retries, each wait a sign of life)."""
+
+    def __init__(self, shutdown: Shutdown) -> None:
+        super().__init__()
+        self.shutdown = shutdown
+        self.written = threading.Event()
+
+    def write(self, records: object) -> None:
+        for _ in range(10):
+            self.shutdown.wait(0.1)
+        self.written.set()
+
+
+@pytest.mark.parametrize("polls", [1, 4])
+def test_a_worker_waiting_out_an_outage_in_a_poll_is_alive(emu, polls):
+    """The waits of a poll in hand show life for its worker, on a pool's thread too."""
+    shutdown = Shutdown()
+    patient = PatientPush(shutdown)
+    scheduler = worker(emu, Pipeline([patient], name="Loki"), shutdown, polls=polls)
+    workers = Workers([scheduler], shutdown, stall=0.3)
+    alive: list[bool] = []
+    started = time.monotonic()
+
+    def tick() -> None:
+        alive.append(workers.alive())
+        if patient.written.is_set() or time.monotonic() - started > 20:  # a hang guard
+            shutdown.request()
+
+    workers.run(on_tick=tick)
+    assert patient.written.is_set()
+    assert alive and all(alive)
 
 
 def test_credentials_refused_in_every_worker_are_said_once(emu):
