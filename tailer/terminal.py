@@ -97,6 +97,7 @@ def tail(
         max_interval=options.interval or config.poll.max_interval,
         drain=config.poll.drain,
         discovery=discovery,
+        polls=config.api.max_in_flight if several else 1,  # a slow target holds back no other
     )
     if options.progress:
         pipeline.outputs.append(ProgressSink(stderr, lambda: _left(scheduler)))

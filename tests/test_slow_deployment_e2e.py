@@ -18,7 +18,7 @@ import requests
 
 from tailer.emulator import Emulator
 
-from .conftest import TOKEN, USER_ID, cli_env, qc_tail, secrets_in
+from .conftest import TOKEN, USER_ID, Background, cli_env, qc_tail, secrets_in
 
 SLOW, STEADY = 611, 622
 RELAYED = ("Content-Type", "Date", "Retry-After", "WWW-Authenticate")
@@ -289,3 +289,32 @@ def test_a_deployment_stalled_mid_catch_up_holds_back_no_other(tmp_path, emu, pr
     assert steady() == [f"{STEADY} first {n}" for n in range(3)] + [
         f"{STEADY} round {r} line {n}" for r in range(3) for n in range(600)
     ]
+
+
+def test_tail_of_two_targets_is_not_held_back_by_the_stalled_one(tmp_path, emu, proxy):
+    """``tail -f`` of two projects: while every request about one of them is held, the
+    other's new lines still reach stdout."""
+    settings = tmp_path / "tail.toml"
+    settings.write_text("[api]\ntimeout = 120\nmax_in_flight = 4\n")
+    tail = Background(
+        qc_tail(
+            "--config", str(settings), "tail", str(SLOW), str(STEADY), "-f", "--interval", "0.2"
+        ),
+        cli_env(emu, QC_BASE_URL=proxy.base_url),
+    )
+    try:
+        tail.wait_for(6)
+        proxy.stall(SLOW, "black-hole")
+        emu.write(SLOW, [f"{SLOW} later 0"])
+        emu.publish()
+        assert wait_until(lambda: proxy.held > 0), tail.stderr()[-3000:]
+        for round_ in range(3):
+            line = f"{STEADY} round {round_}"
+            emu.write(STEADY, [line])
+            emu.publish()
+            assert wait_until(lambda line=line: any(row.endswith(line) for row in tail.lines))
+            assert proxy.held > 0
+    finally:
+        proxy.release()
+        code, _ = tail.stop(signal.SIGTERM)
+    assert code == 0
