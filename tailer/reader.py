@@ -132,14 +132,20 @@ class DeploymentReader:
 
     def probe(self) -> LogWindow:
         """Learn the deployment's offset and the project's length (one small request)."""
-        window = self._fetch(self.length, self.length + 1)
+        window = self._fetch(*self._last_row())
         self._accept(window)
         return window
 
     def reprobe(self) -> int:
         """The deployment's offset, asked afresh (no cached or prefetched answer)."""
-        self._accept(self._fresh(self.length, self.length + 1))
+        self._accept(self._fresh(*self._last_row()))
         return self.offset
+
+    def _last_row(self) -> tuple[int, int]:
+        """The last row known to exist (the first, before any answer): a read at or past the
+        end may be refused, where the documentation is silent."""
+        at = max(0, self.length - 1)
+        return at, at + 1
 
     def visible(self, end: int | None = None) -> int:
         """How many of the deployment's lines the API serves now (after a probe or read)."""
