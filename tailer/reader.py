@@ -185,6 +185,14 @@ class DeploymentReader:
             window = self._fetch_unless_too_large(plan.start, plan.stop)
             if window is None:  # over the size cap
                 return self._after_too_large(plan.start, plan.stop, end, limit)
+            cut = _cut(plan, window)
+            if cut:
+                front = self._below_trim(plan, window, cut, end)
+                if isinstance(front, Batch):
+                    return front
+                if front is _AGAIN:
+                    continue
+                plan, window = front  # type: ignore[misc]
             outcome = self._check(plan, window, end, basis)
             if isinstance(outcome, LogWindow):
                 return self._deliver(plan, outcome, end, bound, limit)
@@ -215,6 +223,53 @@ class DeploymentReader:
         if pair is None or cursor.position - cursor.trimmed <= cursor.run:  # anchor not served
             return _Plan(cursor, prints, unique, first, checked, start, stop)
         return _Plan(cursor, prints, True, first, checked, start, stop, cursor.run, pair)
+
+    def _below_trim(
+        self, plan: _Plan, window: LogWindow, cut: int, end: int | None
+    ) -> Batch | object | tuple[_Plan, LogWindow]:
+        """The answer lacks its first ``cut`` rows: an API that keeps line numbers across
+        retention serves none below the first row left. Confirmed by a second answer (the row
+        before that first one is gone too), the rows left are compared and delivered as usual
+        (a new plan), or the lines removed before they were read are reported as a gap of
+        known size, the numbers being stable. ``_AGAIN``: retention moved on meanwhile."""
+        at = plan.start + cut  # the first row still served, unless the window had none
+        if not window.logs and at < window.length:
+            at = self._first_served(at, window.length)
+        confirm = self._fresh(at - 1, at + 1)
+        if len(confirm.logs) > 1 or confirm.deployment_offset != window.deployment_offset:
+            return plan, window  # rows are there after all: the usual checks judge it
+        if window.logs and confirm.logs[:1] != window.logs[:1]:
+            return _AGAIN
+        kept = replace(plan, start=at, checked=max(0, plan.checked - cut), unique=True, pair=None)
+        lost = (at if end is None else min(at, end)) - plan.first
+        if lost <= 0:  # only lines already delivered are gone
+            return kept, window
+        self._accept(window)
+        self._forget_prefetched()
+        cursor = self.ahead
+        after = self.ahead = replace(
+            cursor, position=cursor.position + lost, tail=(), run=0, anchor=None
+        )
+        log.warning(
+            "gap",
+            deploy=self.deploy_id,
+            name=self.name,
+            lost=lost,
+            hint="the API removed lines (retention) before they could be read",
+        )
+        gap = Gap(self.project_id, self.deploy_id, self.name, lost, after.position)
+        return Batch(None, gap, after, cursor)
+
+    def _first_served(self, lo: int, hi: int) -> int:
+        """The first row still served in ``[lo, hi)`` (``hi`` if none), all below ``lo`` being
+        gone: bisected, one row per read, however far retention went."""
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._fresh(mid, mid + 1).logs:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
 
     def _check(
         self, plan: _Plan, window: LogWindow, end: int | None, basis: tuple[int, int]
@@ -572,3 +627,10 @@ class DeploymentReader:
             hint="the API removed lines (retention) before they could be read",
         )
         return Batch(None, gap, after, cursor)
+
+
+def _cut(plan: _Plan, window: LogWindow) -> int:
+    """How many rows the answer lacks, of those its own length promises: at its front, if
+    the API keeps line numbers across retention."""
+    promised = min(plan.stop, window.length) - plan.start
+    return max(0, promised - len(window.logs))
