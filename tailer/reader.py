@@ -121,6 +121,10 @@ class DeploymentReader:
         self._known = False  # offset and length come from an answer
         self._waited = False  # lines said gone await a later answer's confirmation
         self._rechecked = True  # the successor's offset was asked again during this read
+        # What the last answer delivered from showed: the cursor after it, whether it reached
+        # the log's end, and up to which line it was read. Until a rewind, asking again what
+        # it just said would only cost a request.
+        self._shown: tuple[Cursor, bool, int] | None = None
 
     @property
     def deploy_id(self) -> str:
@@ -154,10 +158,13 @@ class DeploymentReader:
     def place(self, cursor: Cursor) -> None:
         """Start from ``cursor`` (a start position chosen before anything was read)."""
         self.cursor = self.ahead = cursor
+        self._shown = None
 
     def rewind(self) -> None:
-        """Forget reads that were never committed: the next read starts at the cursor."""
+        """Forget reads that were never committed: the next read starts at the cursor (and
+        asks the API afresh)."""
         self.ahead = self.cursor
+        self._shown = None
         self._forget_prefetched()
 
     def read(
@@ -175,6 +182,9 @@ class DeploymentReader:
         deployment ends there (rows past it may belong to a newer deployment).
         """
         self._rechecked = recheck is None
+        if self._seen(min((b for b in (end, limit) if b is not None), default=None)):
+            self.caught_up = limit is None  # a limit is not the deployment's end
+            return None
         for _ in range(_ATTEMPTS):
             bound = min((b for b in (end, limit) if b is not None), default=None)
             plan = self._plan(bound)
@@ -204,6 +214,18 @@ class DeploymentReader:
             if outcome is _RECHECK and recheck is not None:
                 end = recheck()
         raise ProtocolError(f"{self.deploy_id}: the log keeps moving; retrying later")
+
+    def _seen(self, bound: int | None) -> bool:
+        """Whether the answer the last batch came from already showed there is nothing more
+        to read below ``bound`` (once: the next read asks). A bound below the lines it
+        delivered is news (a successor's offset that fell): that is read."""
+        shown, self._shown = self._shown, None
+        if shown is None or shown[0] is not self.ahead:
+            return False
+        _, at_end, read_to = shown
+        if bound is None:
+            return at_end
+        return bound == read_to or (at_end and bound > read_to)
 
     def _plan(self, bound: int | None) -> _Plan | None:
         """Where the next read starts (at the last lines delivered) and ends; None if there is
@@ -321,7 +343,12 @@ class DeploymentReader:
         if end is not None:  # aligned, and the successor marks the end: the size is known
             self.ahead = replace(plan.cursor, total=plan.cursor.trimmed + end - self.offset)
         self.caught_up = not rows and limit is None
-        return self._batch(rows, plan.first) if rows else None
+        if not rows:
+            return None
+        batch = self._batch(rows, plan.first)
+        at_end = plan.start + len(window.logs) >= window.length
+        self._shown = (self.ahead, at_end, plan.first + len(rows))
+        return batch
 
     def _accept(self, window: LogWindow) -> None:
         """Take the answer's numbers as the log's: what later answers are compared with."""
