@@ -251,16 +251,21 @@ class DeploymentReader:
     ) -> Batch | object | tuple[_Plan, LogWindow]:
         """The answer lacks its first ``cut`` rows: an API that keeps line numbers across
         retention serves none below the first row left. Confirmed by a second answer (the row
-        before that first one is gone too), the rows left are compared and delivered as usual
-        (a new plan), or the lines removed before they were read are reported as a gap of
-        known size, the numbers being stable. ``_AGAIN``: retention moved on meanwhile."""
+        before that first one is gone too, and that one is served), the rows left are compared
+        and delivered as usual (a new plan), or the lines removed before they were read are
+        reported as a gap of known size, the numbers being stable. ``_AGAIN``: retention moved
+        on meanwhile."""
         at = plan.start + cut  # the first row still served, unless the window had none
         if not window.logs and at < window.length:
             at = self._first_served(at, window.length)
-        confirm = self._fresh(at - 1, at + 1)
-        if len(confirm.logs) > 1 or confirm.deployment_offset != window.deployment_offset:
-            return plan, window  # rows are there after all: the usual checks judge it
-        if window.logs and confirm.logs[:1] != window.logs[:1]:
+        confirm = self._fresh(at - 1, at + 1) if at < window.length else None
+        if (
+            confirm is None  # no row left at all: no sign of retention, rather a broken answer
+            or len(confirm.logs) != 1  # the row before is there, or the first left is not
+            or confirm.deployment_offset != window.deployment_offset
+        ):
+            return plan, window  # the usual checks judge it
+        if window.logs and confirm.logs[0] != window.logs[0]:
             return _AGAIN
         kept = replace(plan, start=at, checked=max(0, plan.checked - cut), unique=True, pair=None)
         lost = (at if end is None else min(at, end)) - plan.first
