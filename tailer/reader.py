@@ -6,6 +6,7 @@ import functools
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from typing import cast
 
 import structlog
 
@@ -125,6 +126,7 @@ class DeploymentReader:
         # the log's end, and up to which line it was read. Until a rewind, asking again what
         # it just said would only cost a request.
         self._shown: tuple[Cursor, bool, int] | None = None
+        self._unserved = False  # a read found no row served below the length: a gap if again
 
     @property
     def deploy_id(self) -> str:
@@ -198,11 +200,14 @@ class DeploymentReader:
             cut = _cut(plan, window)
             if cut:
                 front = self._below_trim(plan, window, cut, end)
-                if isinstance(front, Batch):
-                    return front
                 if front is _AGAIN:
                     continue
-                plan, window = front  # type: ignore[misc]
+                if front is _LATER:
+                    self.caught_up = False
+                    return None
+                if not isinstance(front, tuple):
+                    return cast(Batch, front)
+                plan, window = front
             outcome = self._check(plan, window, end, basis)
             if isinstance(outcome, LogWindow):
                 return self._deliver(plan, outcome, end, bound, limit)
@@ -254,20 +259,24 @@ class DeploymentReader:
         before that first one is gone too, and that one is served), the rows left are compared
         and delivered as usual (a new plan), or the lines removed before they were read are
         reported as a gap of known size, the numbers being stable. ``_AGAIN``: retention moved
-        on meanwhile."""
+        on meanwhile. No row served at all may be a broken answer as well as retention of
+        every row: only a later read (``_LATER``) that finds the same takes it as a gap."""
         at = plan.start + cut  # the first row still served, unless the window had none
         if not window.logs and at < window.length:
             at = self._first_served(at, window.length)
-        confirm = self._fresh(at - 1, at + 1) if at < window.length else None
-        if (
-            confirm is None  # no row left at all: no sign of retention, rather a broken answer
-            or len(confirm.logs) != 1  # the row before is there, or the first left is not
-            or confirm.deployment_offset != window.deployment_offset
-        ):
-            return plan, window  # the usual checks judge it
-        if window.logs and confirm.logs[0] != window.logs[0]:
-            return _AGAIN
-        kept = replace(plan, start=at, checked=max(0, plan.checked - cut), unique=True, pair=None)
+        if at >= window.length:
+            if not self._unserved:
+                self._unserved = True
+                log.info("nothing_served", deploy=self.deploy_id, length=window.length)
+                return _LATER
+        else:
+            confirm = self._fresh(at - 1, at + 1)
+            if len(confirm.logs) != 1 or confirm.deployment_offset != window.deployment_offset:
+                return plan, window  # the row before is there after all: the usual checks judge
+            if window.logs and confirm.logs[0] != window.logs[0]:
+                return _AGAIN
+        self._unserved = False
+        kept = replace(plan, start=at, checked=max(0, plan.first - at), unique=True, pair=None)
         lost = (at if end is None else min(at, end)) - plan.first
         if lost <= 0:  # only lines already delivered are gone
             return kept, window
@@ -348,6 +357,7 @@ class DeploymentReader:
         if end is not None:  # aligned, and the successor marks the end: the size is known
             self.ahead = replace(plan.cursor, total=plan.cursor.trimmed + end - self.offset)
         self.caught_up = not rows and limit is None
+        self._unserved = False
         if not rows:
             return None
         batch = self._batch(rows, plan.first)
