@@ -236,6 +236,7 @@ def wait_for_requests(emu: Emulator, path: str, count: int = 1) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.parametrize("emu", **VARIANTS, indirect=True)
 def test_follow_delivers_bursts_and_follows_a_redeploy(emu):
     first = deployed(emu, 5)
     follow = Follow(emu, "-n", "2")
@@ -259,6 +260,7 @@ def test_follow_delivers_bursts_and_follows_a_redeploy(emu):
     assert follow.lines == expected
 
 
+@pytest.mark.parametrize("emu", **VARIANTS, indirect=True)
 def test_follow_from_nothing_prints_only_new_lines_and_stops_on_sigterm(emu):
     deployed(emu, 20)
     follow = Follow(emu, "-n", "0")
