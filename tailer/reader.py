@@ -347,6 +347,7 @@ class DeploymentReader:
         self, plan: _Plan, window: LogWindow, end: int | None, bound: int | None, limit: int | None
     ) -> Batch | None:
         """The new rows of an answer whose first rows are the last lines delivered."""
+        known = self.length
         self._accept(window)
         self._waited = False
         if len(window.logs) == plan.stop - plan.start and window.length > plan.stop:
@@ -361,7 +362,8 @@ class DeploymentReader:
         if not rows:
             return None
         batch = self._batch(rows, plan.first)
-        at_end = plan.start + len(window.logs) >= window.length
+        # An answer shorter than one before may be a lagging replica's: its end is not the end.
+        at_end = plan.start + len(window.logs) >= window.length >= known
         self._shown = (self.ahead, at_end, plan.first + len(rows))
         return batch
 

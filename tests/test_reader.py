@@ -87,8 +87,10 @@ def test_windows_stay_below_250_and_advance_by_lines_returned(emu, api):
     assert [line.number for b in batches for line in b.lines] == list(range(1000))
 
 
-def test_the_server_asking_for_smaller_pages_halves_the_window():
-    with Emulator(user_id=USER_ID, api_token=TOKEN, max_window=100).start() as emu:
+@pytest.mark.parametrize("strict", [False, True], ids=["up-to", "smaller-than"])
+def test_the_server_asking_for_smaller_pages_halves_the_window(strict):
+    """Whichever words the refusal uses ("pages up to 100", "must be smaller than 100")."""
+    with Emulator(USER_ID, TOKEN, max_window=100, strict_window=strict).start() as emu:
         emu.add_project(PROJECT, "p")
         deploy_id = emu.deploy(PROJECT)
         expected = write(emu, 0, 700)
@@ -507,3 +509,16 @@ def test_with_numbers_kept_a_trim_past_the_cursor_is_a_counted_gap_never_a_stall
     assert texts(batches) == [stamp(i) for i in range(700, 1000)]
     assert [line.number for line in batches[1].lines][:1] == [700]
     assert reader.cursor.position == 1000
+
+
+def test_the_end_a_lagging_answer_shows_is_not_taken_for_the_end(emu, api):
+    """No read asks again what the answer before it said, unless that answer was shorter than
+    one before it (a lagging replica's): then the rest is read in the same poll."""
+    deploy_id = emu.deploy(PROJECT)
+    expected = write(emu, 0, 300)
+    reader = new_reader(api, deploy_id)
+    first = reader.read()
+    assert first is not None and len(first.lines) == 249
+    reader.commit(first)
+    emu.lag(PROJECT, lines=20)  # the next answer shows the log 20 rows short
+    assert texts([first, *drain(reader)]) == expected
