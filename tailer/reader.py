@@ -6,7 +6,6 @@ import functools
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from typing import cast
 
 import structlog
 
@@ -184,12 +183,9 @@ class DeploymentReader:
         deployment ends there (rows past it may belong to a newer deployment).
         """
         self._rechecked = recheck is None
-        if self._seen(min((b for b in (end, limit) if b is not None), default=None)):
-            self.caught_up = limit is None  # a limit is not the deployment's end
-            return None
-        for _ in range(_ATTEMPTS):
+        for attempt in range(_ATTEMPTS):
             bound = min((b for b in (end, limit) if b is not None), default=None)
-            plan = self._plan(bound)
+            plan = None if attempt == 0 and self._seen(bound) else self._plan(bound)
             if plan is None:
                 self.caught_up = limit is None  # a limit is not the deployment's end
                 return None
@@ -197,20 +193,10 @@ class DeploymentReader:
             window = self._fetch_unless_too_large(plan.start, plan.stop)
             if window is None:  # over the size cap
                 return self._after_too_large(plan.start, plan.stop, end, limit)
-            cut = _cut(plan, window)
-            if cut:
-                front = self._below_trim(plan, window, cut, end)
-                if front is _AGAIN:
-                    continue
-                if front is _LATER:
-                    self.caught_up = False
-                    return None
-                if not isinstance(front, tuple):
-                    return cast(Batch, front)
-                plan, window = front
-            outcome = self._check(plan, window, end, basis)
-            if isinstance(outcome, LogWindow):
-                return self._deliver(plan, outcome, end, bound, limit)
+            outcome = self._judge(plan, window, end, basis)
+            if isinstance(outcome, tuple):
+                plan, window = outcome
+                return self._deliver(plan, window, end, bound, limit)
             if isinstance(outcome, Batch):
                 return outcome
             if outcome is _LATER:
@@ -219,6 +205,20 @@ class DeploymentReader:
             if outcome is _RECHECK and recheck is not None:
                 end = recheck()
         raise ProtocolError(f"{self.deploy_id}: the log keeps moving; retrying later")
+
+    def _judge(
+        self, plan: _Plan, window: LogWindow, end: int | None, basis: tuple[int, int]
+    ) -> tuple[_Plan, LogWindow] | object:
+        """The plan and answer to deliver from; else a Batch (a gap), or whether to read again
+        (``_AGAIN``, ``_RECHECK``) or at the next poll (``_LATER``)."""
+        cut = _cut(plan, window)
+        if cut:
+            front = self._below_trim(plan, window, cut, end)
+            if not isinstance(front, tuple):
+                return front
+            plan, window = front
+        outcome = self._check(plan, window, end, basis)
+        return (plan, outcome) if isinstance(outcome, LogWindow) else outcome
 
     def _seen(self, bound: int | None) -> bool:
         """Whether the answer the last batch came from already showed there is nothing more

@@ -9,7 +9,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import FrameType, TracebackType
+from types import FrameType, MappingProxyType, TracebackType
 from typing import Any, Self, TextIO
 
 from tailer.emulator.faults import Fault, Faults
@@ -263,7 +263,7 @@ def serve(
     stale_read_rate: float = 0.0,
     lag_rate: float = 0.0,
     lag_lines: int = 20,
-    unknowns: Mapping[str, Any] | None = None,
+    unknowns: Mapping[str, Any] = MappingProxyType({}),
 ) -> None:
     """Serve until ``stop`` is set, after printing how to point qc-tail at the emulator.
 
@@ -286,7 +286,7 @@ def serve(
         skew=skew,
         list_ignores_project=list_ignores_project,
         stale_read_rate=stale_read_rate,
-        **(unknowns or {}),
+        **unknowns,
     ).start(host, port)
     if fault_rate:
         if fault_kinds:
