@@ -212,7 +212,7 @@ class QcApi:
         }
         data = self.call("/live/logs/read", body)
         logs, length, offset = data.get("logs"), data.get("length"), data.get("deploymentOffset")
-        if logs is None:  # seen as the answer's way of saying "no rows"
+        if logs is None and "logs" in data:  # null: the answer's way of saying "no rows"
             logs = []
         if not isinstance(logs, list) or not _all_strings(logs):
             raise ProtocolError("/live/logs/read: 'logs' is not a list of strings")
