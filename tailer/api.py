@@ -183,6 +183,24 @@ class QcApi:
         return window
 
     def _read_logs(self, project_id: int, deploy_id: str, start: int, end: int) -> LogWindow:
+        """One window; a read at or past the log's end that the API refuses (where the
+        documentation is silent) is answered as one it allows would be: no rows."""
+        try:
+            return self._read_window(project_id, deploy_id, start, end)
+        except ApiError as exc:
+            if type(exc) is not ApiError:  # not found, window too large: what they say
+                raise
+            if start == 0:  # no row to ask the numbers with: the refusal's words must say
+                if not _out_of_range(str(exc)):
+                    raise
+                return LogWindow((), 0, 0)
+            numbers = self._read_logs(project_id, deploy_id, 0, 1)
+            if numbers.length > start:  # not past the end after all, or no longer
+                return self._read_window(project_id, deploy_id, start, end)
+            log.debug("read_past_end", project=project_id, start=start, length=numbers.length)
+            return LogWindow((), numbers.length, numbers.deployment_offset)
+
+    def _read_window(self, project_id: int, deploy_id: str, start: int, end: int) -> LogWindow:
         body = {
             "format": "json",
             "projectId": project_id,
@@ -192,6 +210,8 @@ class QcApi:
         }
         data = self.call("/live/logs/read", body)
         logs, length, offset = data.get("logs"), data.get("length"), data.get("deploymentOffset")
+        if logs is None and "logs" in data:  # null: the answer's way of saying "no rows"
+            logs = []
         if not isinstance(logs, list) or not _all_strings(logs):
             raise ProtocolError("/live/logs/read: 'logs' is not a list of strings")
         if not _is_count(length) or not _is_count(offset):
@@ -387,6 +407,12 @@ def _errors(data: Mapping[str, Any]) -> list[str]:
             return [str(item) for item in value]
     message = data.get("Message") or data.get("message")
     return [str(message)] if message else ["success is not true, and no error was given"]
+
+
+def _out_of_range(text: str) -> bool:
+    """Whether a refusal's words say the rows asked for are past the log's end."""
+    lowered = text.lower()
+    return any(word in lowered for word in ("range", "exceed", "beyond", "past the end"))
 
 
 def _refusal(path: str, errors: list[str]) -> Exception:

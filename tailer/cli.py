@@ -340,11 +340,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="the share of /live/read answers (0 to 1) that name the previous deployment, "
         "as a lagging replica would (default 0)",
     )
+    _unknowns(emulator)
     completion = command(
         "completion", "print a shell completion script (bash, zsh, fish, tcsh)", _completion
     )
     completion.add_argument("shell", choices=("bash", "zsh", "fish", "tcsh"))
     return parser
+
+
+def _unknowns(emulator: argparse.ArgumentParser) -> None:
+    """The emulator's switches for what the API's documentation leaves open."""
+    emulator.add_argument(
+        "--past-end",
+        choices=("empty", "error"),
+        default="empty",
+        help="a log read at or past the log's length answers no rows (default) or an "
+        "out-of-range error",
+    )
+    emulator.add_argument(
+        "--strict-window",
+        action="store_true",
+        help="log windows must be smaller than 250 rows (default: at most 250)",
+    )
+    emulator.add_argument(
+        "--absolute-numbers",
+        action="store_true",
+        help="trimming keeps line numbers (short windows below the first line left) instead "
+        "of renumbering from 0",
+    )
+    emulator.add_argument(
+        "--bare-answers",
+        action="store_true",
+        help="answers without 'errors', with 'logs': null for no rows, and unknown fields",
+    )
 
 
 def _completion(args: argparse.Namespace, shutdown: Shutdown, env: Mapping[str, str]) -> int:

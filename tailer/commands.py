@@ -241,6 +241,12 @@ def emulator(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
         stale_read_rate=args.stale_read_rate,
         lag_rate=args.lag_rate,
         lag_lines=args.lag_lines,
+        unknowns={
+            "past_end": args.past_end,
+            "strict_window": args.strict_window,
+            "absolute_numbers": args.absolute_numbers,
+            "bare_answers": args.bare_answers,
+        },
         stop=shutdown.event,
         out=sys.stdout,
     )

@@ -121,6 +121,11 @@ class DeploymentReader:
         self._known = False  # offset and length come from an answer
         self._waited = False  # lines said gone await a later answer's confirmation
         self._rechecked = True  # the successor's offset was asked again during this read
+        # What the last answer delivered from showed: the cursor after it, whether it reached
+        # the log's end, and up to which line it was read. Until a rewind, asking again what
+        # it just said would only cost a request.
+        self._shown: tuple[Cursor, bool, int] | None = None
+        self._unserved = False  # a read found no row served below the length: a gap if again
 
     @property
     def deploy_id(self) -> str:
@@ -132,14 +137,20 @@ class DeploymentReader:
 
     def probe(self) -> LogWindow:
         """Learn the deployment's offset and the project's length (one small request)."""
-        window = self._fetch(self.length, self.length + 1)
+        window = self._fetch(*self._last_row())
         self._accept(window)
         return window
 
     def reprobe(self) -> int:
         """The deployment's offset, asked afresh (no cached or prefetched answer)."""
-        self._accept(self._fresh(self.length, self.length + 1))
+        self._accept(self._fresh(*self._last_row()))
         return self.offset
+
+    def _last_row(self) -> tuple[int, int]:
+        """The last row known to exist (the first, before any answer): a read at or past the
+        end may be refused, where the documentation is silent."""
+        at = max(0, self.length - 1)
+        return at, at + 1
 
     def visible(self, end: int | None = None) -> int:
         """How many of the deployment's lines the API serves now (after a probe or read)."""
@@ -148,10 +159,13 @@ class DeploymentReader:
     def place(self, cursor: Cursor) -> None:
         """Start from ``cursor`` (a start position chosen before anything was read)."""
         self.cursor = self.ahead = cursor
+        self._shown = None
 
     def rewind(self) -> None:
-        """Forget reads that were never committed: the next read starts at the cursor."""
+        """Forget reads that were never committed: the next read starts at the cursor (and
+        asks the API afresh)."""
         self.ahead = self.cursor
+        self._shown = None
         self._forget_prefetched()
 
     def read(
@@ -169,9 +183,9 @@ class DeploymentReader:
         deployment ends there (rows past it may belong to a newer deployment).
         """
         self._rechecked = recheck is None
-        for _ in range(_ATTEMPTS):
+        for attempt in range(_ATTEMPTS):
             bound = min((b for b in (end, limit) if b is not None), default=None)
-            plan = self._plan(bound)
+            plan = None if attempt == 0 and self._seen(bound) else self._plan(bound)
             if plan is None:
                 self.caught_up = limit is None  # a limit is not the deployment's end
                 return None
@@ -179,9 +193,10 @@ class DeploymentReader:
             window = self._fetch_unless_too_large(plan.start, plan.stop)
             if window is None:  # over the size cap
                 return self._after_too_large(plan.start, plan.stop, end, limit)
-            outcome = self._check(plan, window, end, basis)
-            if isinstance(outcome, LogWindow):
-                return self._deliver(plan, outcome, end, bound, limit)
+            outcome = self._judge(plan, window, end, basis)
+            if isinstance(outcome, tuple):
+                plan, window = outcome
+                return self._deliver(plan, window, end, bound, limit)
             if isinstance(outcome, Batch):
                 return outcome
             if outcome is _LATER:
@@ -190,6 +205,32 @@ class DeploymentReader:
             if outcome is _RECHECK and recheck is not None:
                 end = recheck()
         raise ProtocolError(f"{self.deploy_id}: the log keeps moving; retrying later")
+
+    def _judge(
+        self, plan: _Plan, window: LogWindow, end: int | None, basis: tuple[int, int]
+    ) -> tuple[_Plan, LogWindow] | object:
+        """The plan and answer to deliver from; else a Batch (a gap), or whether to read again
+        (``_AGAIN``, ``_RECHECK``) or at the next poll (``_LATER``)."""
+        cut = _cut(plan, window)
+        if cut:
+            front = self._below_trim(plan, window, cut, end)
+            if not isinstance(front, tuple):
+                return front
+            plan, window = front
+        outcome = self._check(plan, window, end, basis)
+        return (plan, outcome) if isinstance(outcome, LogWindow) else outcome
+
+    def _seen(self, bound: int | None) -> bool:
+        """Whether the answer the last batch came from already showed there is nothing more
+        to read below ``bound`` (once: the next read asks). A bound below the lines it
+        delivered is news (a successor's offset that fell): that is read."""
+        shown, self._shown = self._shown, None
+        if shown is None or shown[0] is not self.ahead:
+            return False
+        _, at_end, read_to = shown
+        if bound is None:
+            return at_end
+        return bound == read_to or (at_end and bound > read_to)
 
     def _plan(self, bound: int | None) -> _Plan | None:
         """Where the next read starts (at the last lines delivered) and ends; None if there is
@@ -209,6 +250,62 @@ class DeploymentReader:
         if pair is None or cursor.position - cursor.trimmed <= cursor.run:  # anchor not served
             return _Plan(cursor, prints, unique, first, checked, start, stop)
         return _Plan(cursor, prints, True, first, checked, start, stop, cursor.run, pair)
+
+    def _below_trim(
+        self, plan: _Plan, window: LogWindow, cut: int, end: int | None
+    ) -> Batch | object | tuple[_Plan, LogWindow]:
+        """The answer lacks its first ``cut`` rows: an API that keeps line numbers across
+        retention serves none below the first row left. Confirmed by a second answer (the row
+        before that first one is gone too, and that one is served), the rows left are compared
+        and delivered as usual (a new plan), or the lines removed before they were read are
+        reported as a gap of known size, the numbers being stable. ``_AGAIN``: retention moved
+        on meanwhile. No row served at all may be a broken answer as well as retention of
+        every row: only a later read (``_LATER``) that finds the same takes it as a gap."""
+        at = plan.start + cut  # the first row still served, unless the window had none
+        if not window.logs and at < window.length:
+            at = self._first_served(at, window.length)
+        if at >= window.length:
+            if not self._unserved:
+                self._unserved = True
+                log.info("nothing_served", deploy=self.deploy_id, length=window.length)
+                return _LATER
+        else:
+            confirm = self._fresh(at - 1, at + 1)
+            if len(confirm.logs) != 1 or confirm.deployment_offset != window.deployment_offset:
+                return plan, window  # the row before is there after all: the usual checks judge
+            if window.logs and confirm.logs[0] != window.logs[0]:
+                return _AGAIN
+        self._unserved = False
+        kept = replace(plan, start=at, checked=max(0, plan.first - at), unique=True, pair=None)
+        lost = (at if end is None else min(at, end)) - plan.first
+        if lost <= 0:  # only lines already delivered are gone
+            return kept, window
+        self._accept(window)
+        self._forget_prefetched()
+        cursor = self.ahead
+        after = self.ahead = replace(
+            cursor, position=cursor.position + lost, tail=(), run=0, anchor=None
+        )
+        log.warning(
+            "gap",
+            deploy=self.deploy_id,
+            name=self.name,
+            lost=lost,
+            hint="the API removed lines (retention) before they could be read",
+        )
+        gap = Gap(self.project_id, self.deploy_id, self.name, lost, after.position)
+        return Batch(None, gap, after, cursor)
+
+    def _first_served(self, lo: int, hi: int) -> int:
+        """The first row still served in ``[lo, hi)`` (``hi`` if none), all below ``lo`` being
+        gone: bisected, one row per read, however far retention went."""
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._fresh(mid, mid + 1).logs:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
 
     def _check(
         self, plan: _Plan, window: LogWindow, end: int | None, basis: tuple[int, int]
@@ -250,6 +347,7 @@ class DeploymentReader:
         self, plan: _Plan, window: LogWindow, end: int | None, bound: int | None, limit: int | None
     ) -> Batch | None:
         """The new rows of an answer whose first rows are the last lines delivered."""
+        known = self.length
         self._accept(window)
         self._waited = False
         if len(window.logs) == plan.stop - plan.start and window.length > plan.stop:
@@ -260,7 +358,14 @@ class DeploymentReader:
         if end is not None:  # aligned, and the successor marks the end: the size is known
             self.ahead = replace(plan.cursor, total=plan.cursor.trimmed + end - self.offset)
         self.caught_up = not rows and limit is None
-        return self._batch(rows, plan.first) if rows else None
+        self._unserved = False
+        if not rows:
+            return None
+        batch = self._batch(rows, plan.first)
+        # An answer shorter than one before may be a lagging replica's: its end is not the end.
+        at_end = plan.start + len(window.logs) >= window.length >= known
+        self._shown = (self.ahead, at_end, plan.first + len(rows))
+        return batch
 
     def _accept(self, window: LogWindow) -> None:
         """Take the answer's numbers as the log's: what later answers are compared with."""
@@ -568,3 +673,10 @@ class DeploymentReader:
             hint="the API removed lines (retention) before they could be read",
         )
         return Batch(None, gap, after, cursor)
+
+
+def _cut(plan: _Plan, window: LogWindow) -> int:
+    """How many rows the answer lacks, of those its own length promises: at its front, if
+    the API keeps line numbers across retention."""
+    promised = min(plan.stop, window.length) - plan.start
+    return max(0, promised - len(window.logs))

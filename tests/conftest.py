@@ -60,10 +60,24 @@ def stamp(i: int) -> str:
     return f"2026-03-0{day} {hour:02d}:{minute:02d}:{second:02d} msg {i}"
 
 
+UNKNOWNS: dict[str, dict[str, Any]] = {
+    "documented": {},
+    "past-end-error": {"past_end": "error"},
+    "strict-window": {"strict_window": True},
+    "absolute-numbers": {"absolute_numbers": True},
+    "bare-answers": {"bare_answers": True},
+}
+"""The emulator's switches for each way the API may behave where its documentation is silent:
+``@pytest.mark.parametrize("emu", **VARIANTS, indirect=True)`` runs a test in each."""
+VARIANTS: dict[str, Any] = {"argvalues": list(UNKNOWNS.values()), "ids": list(UNKNOWNS)}
+
+
 @pytest.fixture
-def emu() -> Iterator[Emulator]:
-    """An emulator with one project; every test using it must never send a window >= 250."""
-    with Emulator(user_id=USER_ID, api_token=TOKEN, seed=7).start() as emulator:
+def emu(request: pytest.FixtureRequest) -> Iterator[Emulator]:
+    """An emulator with one project; every test using it must never send a window >= 250.
+    Parametrized indirectly, it takes the switches of one of ``UNKNOWNS``."""
+    switches = getattr(request, "param", {})
+    with Emulator(user_id=USER_ID, api_token=TOKEN, seed=7, **switches).start() as emulator:
         emulator.add_project(PROJECT, "mean-reversion")
         yield emulator
         assert emulator.stats.oversized_windows == 0

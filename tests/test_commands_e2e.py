@@ -19,6 +19,7 @@ import pytest
 from tailer.api import QcApi
 from tailer.auth import QcAuth
 from tailer.emulator import Emulator
+from tailer.errors import ApiError
 
 from .conftest import PROJECT, USER_ID, Background, clock_env, qc_tail, run, secrets_in
 from .loki_recorder import LokiRecorder
@@ -298,6 +299,38 @@ def test_the_emulators_lag_options_make_stale_log_answers():
     finally:
         assert lagging.stop(signal.SIGTERM)[0] == 0
     assert lengths <= {95, 96, 97, 98, 99} and len(lengths) > 1
+
+
+def test_the_emulators_switches_for_what_the_docs_leave_open_take_effect():
+    """`--past-end error`, `--strict-window`, `--bare-answers`, `--absolute-numbers` (with
+    `--max-lines 60`, retention keeps the last 60 of 100 rows, numbered as they were)."""
+    command = qc_tail(
+        "emulator", "--quiet", "--preload", "100", "--max-lines", "60", "--past-end", "error",
+        "--strict-window", "--bare-answers", "--absolute-numbers",
+    )  # fmt: skip
+    emulator = Background(command, plain_env())
+    try:
+        env, projects = exported(emulator.wait_for(1, timeout=60)[0])
+        api = QcApi(env["QC_BASE_URL"], QcAuth(int(env["QC_USER_ID"]), env["QC_API_TOKEN"]))
+        deploy_id = api.read_live(projects[0]).deploy_id
+
+        def logs(start: int, end: int) -> dict:
+            body = {"projectId": projects[0], "algorithmId": deploy_id}
+            try:
+                return api.call("/live/logs/read", {**body, "startLine": start, "endLine": end})
+            except ApiError as refused:
+                return {"refused": str(refused)}
+
+        kept = logs(30, 50)
+        past = logs(100, 101)
+        window = logs(50, 300)
+        api.close()
+    finally:
+        assert emulator.stop(signal.SIGTERM)[0] == 0
+    assert (len(kept["logs"]), kept["length"]) == (10, 100)  # rows 30..39 gone, numbers kept
+    assert "errors" not in kept and set(kept) > {"success", "logs", "length", "deploymentOffset"}
+    assert "out of range" in past["refused"]
+    assert "smaller than 250" in window["refused"]
 
 
 def test_the_emulator_refuses_an_unknown_fault_kind_as_a_usage_error():

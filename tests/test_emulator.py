@@ -256,17 +256,102 @@ def test_nonsense_windows_are_refused(client: Client, emu: Emulator, start: int,
 
 @pytest.mark.parametrize("limit", [250, 10])
 def test_window_limit_is_refused_and_counted(make: Callable[..., Emulator], limit: int) -> None:
+    """By default a window may hold up to ``max_window`` rows, as the current docs say."""
     emu = make(max_window=limit)
     client = Client(emu)
     emu.add_project(1, "p")
     deploy = emu.deploy(1)
     emu.write(1, [str(i) for i in range(1000)])
-    assert len(client.logs(1, deploy, 100, 100 + limit - 1)["logs"]) == limit - 1
+    assert len(client.logs(1, deploy, 100, 100 + limit)["logs"]) == limit
     assert emu.stats.oversized_windows == 0
-    refused = client.logs(1, deploy, 100, 100 + limit)
+    refused = client.logs(1, deploy, 100, 100 + limit + 1)
     expected = {"success": False, "errors": [f"Log lines can be read in pages up to {limit} lines"]}
     assert expected == refused
-    assert (1, limit) == (emu.stats.oversized_windows, emu.stats.max_window_seen)
+    assert (1, limit + 1) == (emu.stats.oversized_windows, emu.stats.max_window_seen)
+
+
+def test_the_strict_window_rule_refuses_a_window_of_max_window_rows(
+    make: Callable[..., Emulator],
+) -> None:
+    """The older text: a window "must be smaller than 250"."""
+    emu = make(strict_window=True)
+    client = Client(emu)
+    emu.add_project(1, "p")
+    deploy = emu.deploy(1)
+    emu.write(1, [str(i) for i in range(1000)])
+    assert len(client.logs(1, deploy, 100, 349)["logs"]) == 249
+    refused = client.logs(1, deploy, 100, 350)
+    expected = {"success": False, "errors": ["The page size must be smaller than 250 lines"]}
+    assert expected == refused
+    assert emu.stats.oversized_windows == 1
+
+
+@pytest.mark.parametrize("past_end", ["empty", "error"])
+def test_a_read_at_or_past_the_end_answers_no_rows_or_an_out_of_range_error(
+    make: Callable[..., Emulator], past_end: str
+) -> None:
+    emu = make(past_end=past_end)
+    client = Client(emu)
+    emu.add_project(1, "p")
+    deploy = emu.deploy(1)
+    emu.write(1, ["a", "b"])
+    assert client.logs(1, deploy, 1, 5)["logs"] == ["b"]
+    for start in (2, 7):
+        answer = client.logs(1, deploy, start, start + 1)
+        if past_end == "empty":
+            assert (answer["success"], answer["logs"], answer["length"]) == (True, [], 2)
+        else:
+            error = f"startLine {start} is out of range: the log has 2 lines"
+            assert {"success": False, "errors": [error]} == answer
+
+
+def test_absolute_numbers_keep_the_rows_left_in_place_and_short_windows_below_them(
+    make: Callable[..., Emulator],
+) -> None:
+    emu = make(absolute_numbers=True)
+    client = Client(emu)
+    emu.add_project(1, "p")
+    first = emu.deploy(1)
+    emu.write(1, [f"a{i}" for i in range(10)])
+    second = emu.deploy(1)
+    emu.write(1, [f"b{i}" for i in range(10)])
+    emu.trim(1, 13)  # all of the first deployment's rows, and three of the second's
+    answer = client.logs(1, second, 8, 16)
+    assert answer["logs"] == ["b3", "b4", "b5"]  # rows 8..12 are gone, 13.. keep their numbers
+    assert (answer["length"], answer["deploymentOffset"]) == (20, 10)
+    assert client.logs(1, first, 0, 5)["logs"] == []
+    assert emu.visible(1) == [f"b{i}" for i in range(3, 10)]
+
+
+def test_renumbering_is_the_default(make: Callable[..., Emulator]) -> None:
+    emu = make()
+    client = Client(emu)
+    emu.add_project(1, "p")
+    emu.deploy(1)
+    emu.write(1, [f"a{i}" for i in range(10)])
+    second = emu.deploy(1)
+    emu.write(1, [f"b{i}" for i in range(10)])
+    emu.trim(1, 13)
+    answer = client.logs(1, second, 0, 3)
+    assert (answer["logs"], answer["length"], answer["deploymentOffset"]) == (
+        ["b3", "b4", "b5"],
+        7,
+        0,
+    )
+
+
+def test_bare_answers_have_no_errors_field_null_logs_and_unknown_fields(
+    make: Callable[..., Emulator],
+) -> None:
+    emu = make(bare_answers=True)
+    client = Client(emu)
+    emu.add_project(1, "p")
+    deploy = emu.deploy(1)
+    answer = client.logs(1, deploy, 0, 10)
+    assert answer["logs"] is None and "errors" not in answer
+    assert set(answer) - {"success", "logs", "length", "deploymentOffset"}
+    emu.write(1, ["a"])
+    assert client.logs(1, deploy, 0, 10)["logs"] == ["a"]
 
 
 def test_written_lines_wait_for_a_snapshot(make: Callable[..., Emulator]) -> None:

@@ -372,6 +372,65 @@ def test_a_sane_answer_comes_back_exactly(qc):
     assert json.loads(request.body)["algorithmId"] == DEPLOY
 
 
+@pytest.mark.parametrize(
+    ("answer", "logs"),
+    [
+        ({**GOOD_OFFSET}, tuple(GOOD["logs"])),  # no ``errors``
+        ({"logs": None, "length": 100, "deploymentOffset": 0}, ()),  # null for no rows
+        ({**GOOD_OFFSET, "errors": [], "requestId": "x", "v": {"a": [1]}}, tuple(GOOD["logs"])),
+    ],
+    ids=["no-errors-field", "logs-null-past-the-end", "unknown-fields"],
+)
+def test_answers_the_docs_do_not_describe_are_accepted(qc, answer, logs):
+    qc.serve(ok(**answer))
+    window = make_api(qc).read_logs(PROJECT, DEPLOY, 100, 110)
+    assert window.logs == logs
+
+
+def past_end_refused(length: int, error: str) -> Responder:
+    """A log of ``length`` rows whose reads at or past the end are refused with ``error``."""
+
+    def respond(seen: Seen) -> Reply:
+        start = json.loads(seen.body)["startLine"]
+        if start >= length:
+            return as_json({"success": False, "errors": [error]})
+        return ok(logs=[f"row {start}"], length=length, deploymentOffset=3)
+
+    return respond
+
+
+@pytest.mark.parametrize(
+    "error",
+    ["startLine 7 is out of range", "Start line exceeds the log's length", "Invalid request"],
+)
+def test_a_read_past_the_end_refused_in_any_words_is_no_rows(qc, error):
+    """Whatever the refusal says, the numbers asked afresh (row 0) show the read was past the
+    end: it answers as the API that allows it would."""
+    qc.serve(past_end_refused(7, error))
+    assert make_api(qc).read_logs(PROJECT, DEPLOY, 7, 256) == LogWindow((), 7, 3)
+
+
+def test_a_refusal_below_the_end_stays_a_refusal(qc):
+    api = make_api(qc)
+    qc.serve(lambda seen: as_json({"success": False, "errors": ["Invalid request"]}))
+    with pytest.raises(QcTailError, match="Invalid request"):
+        api.read_logs(PROJECT, DEPLOY, 7, 256)  # row 0 refused too: nothing says "past the end"
+    qc.serve(
+        lambda seen: (
+            ok(logs=["row 0"], length=50, deploymentOffset=0)
+            if json.loads(seen.body)["startLine"] == 0
+            else as_json({"success": False, "errors": ["Invalid request"]})
+        )
+    )
+    with pytest.raises(QcTailError, match="Invalid request"):
+        api.read_logs(PROJECT, DEPLOY, 7, 256)  # below the end: the refusal is real
+
+
+def test_an_empty_log_refusing_even_row_0_as_out_of_range_has_no_rows(qc):
+    qc.serve(lambda seen: as_json({"success": False, "errors": ["startLine out of range"]}))
+    assert make_api(qc).read_logs(PROJECT, DEPLOY, 0, 249) == LogWindow((), 0, 0)
+
+
 def test_a_ten_megabyte_line_arrives_whole(qc):
     qc.serve(HOSTILE["ten-megabyte-line"])
     window = make_api(qc).read_logs(PROJECT, DEPLOY, 100, 110)
@@ -430,7 +489,8 @@ def test_any_json_answer_is_a_sane_window_or_a_qc_tail_error(qc, answer, ensure_
         lambda: api.read_logs(PROJECT, DEPLOY, start, start + size), start, start + size
     )
     if got is not None:
-        assert got.logs == tuple(answer["logs"])  # the server's lines, not a copy of something
+        sent = answer["logs"] if answer["logs"] is not None else []  # null: no rows
+        assert got.logs == tuple(sent)  # the server's lines, not a copy of something
 
 
 @HTTP_SETTINGS

@@ -16,7 +16,7 @@ from tailer.prefetch import Prefetcher
 from tailer.reader import Batch, DeploymentReader
 from tailer.retry import RetryPolicy
 
-from .conftest import PROJECT, TOKEN, USER_ID, stamp
+from .conftest import PROJECT, TOKEN, USER_ID, VARIANTS, stamp
 
 
 @pytest.fixture
@@ -87,8 +87,10 @@ def test_windows_stay_below_250_and_advance_by_lines_returned(emu, api):
     assert [line.number for b in batches for line in b.lines] == list(range(1000))
 
 
-def test_the_server_asking_for_smaller_pages_halves_the_window():
-    with Emulator(user_id=USER_ID, api_token=TOKEN, max_window=100).start() as emu:
+@pytest.mark.parametrize("strict", [False, True], ids=["up-to", "smaller-than"])
+def test_the_server_asking_for_smaller_pages_halves_the_window(strict):
+    """Whichever words the refusal uses ("pages up to 100", "must be smaller than 100")."""
+    with Emulator(USER_ID, TOKEN, max_window=100, strict_window=strict).start() as emu:
         emu.add_project(PROJECT, "p")
         deploy_id = emu.deploy(PROJECT)
         expected = write(emu, 0, 700)
@@ -99,6 +101,7 @@ def test_the_server_asking_for_smaller_pages_halves_the_window():
         assert emu.stats.oversized_windows == 2
 
 
+@pytest.mark.parametrize("emu", **VARIANTS, indirect=True)
 def test_trimming_an_earlier_deployment_moves_the_offset_without_duplicates(emu, api):
     emu.deploy(PROJECT)
     write(emu, 0, 500)
@@ -111,6 +114,7 @@ def test_trimming_an_earlier_deployment_moves_the_offset_without_duplicates(emu,
     assert texts(drain(reader)) == later
 
 
+@pytest.mark.parametrize("emu", **VARIANTS, indirect=True)
 def test_trimming_lines_already_read_realigns_by_content(emu, api):
     deploy_id = emu.deploy(PROJECT)
     read = write(emu, 0, 600)
@@ -121,7 +125,7 @@ def test_trimming_lines_already_read_realigns_by_content(emu, api):
     batches = drain(reader)
     assert texts(batches) == later
     assert gaps(batches) == []
-    assert reader.cursor.trimmed == 450
+    assert reader.cursor.trimmed == (0 if emu.model.absolute else 450)  # renumbered or not
     assert [line.position for line in batches[0].lines] == list(range(600, 630))
 
 
@@ -149,6 +153,7 @@ def test_realignment_tells_repeated_lines_apart_by_their_neighbours(emu, api):
     assert reader.cursor.trimmed == 2
 
 
+@pytest.mark.parametrize("emu", **VARIANTS, indirect=True)
 def test_lines_trimmed_before_being_read_are_a_gap_then_the_rest_is_exact(emu, api):
     deploy_id = emu.deploy(PROJECT)
     write(emu, 0, 100)
@@ -157,11 +162,13 @@ def test_lines_trimmed_before_being_read_are_a_gap_then_the_rest_is_exact(emu, a
     write(emu, 100, 400)
     emu.trim(PROJECT, 300)  # lines 0..299 gone: 100..299 were never read
     batches = drain(reader)
-    assert gaps(batches) == [None]  # the latest deployment's size is not knowable
+    # Renumbered, the latest deployment's size is not knowable; with numbers kept, it is.
+    assert gaps(batches) == ([200] if emu.model.absolute else [None])
     assert texts(batches) == [stamp(i) for i in range(300, 500)]
-    assert batches[0].gap is not None and batches[0].gap.position == 100
+    assert batches[0].gap is not None and batches[0].gap.position == 100 + (gaps(batches)[0] or 0)
 
 
+@pytest.mark.parametrize("emu", **VARIANTS, indirect=True)
 def test_a_gap_in_a_finished_deployment_is_counted(emu, api):
     old = emu.deploy(PROJECT)
     write(emu, 0, 100)
@@ -210,7 +217,8 @@ def test_a_catch_up_keeps_its_prefetched_windows_topped_up(emu):
     assert texts(batches) == expected
     remaining = [len(ahead) - 1 - i for i in range(len(ahead))]  # windows still to read
     assert ahead == [min(8, left) for left in remaining]
-    assert emu.stats.by_path["/live/logs/read"] == 1 + len(batches) + 1  # probe, reads, end
+    # The probe, then one read per window: the last one showed the end, so none after it.
+    assert emu.stats.by_path["/live/logs/read"] == 1 + len(batches)
 
 
 CAP = 64 * 1024
@@ -447,3 +455,70 @@ def test_a_run_from_the_deployments_first_line_cannot_be_placed_so_a_gap_says_so
     emu.trim(PROJECT, 2)
     batches = drain(reader)
     assert (gaps(batches), texts(batches)) == ([None], [stamp(1)])
+
+
+# -- what the API's documentation leaves open ---------------------------------------------------
+
+
+@pytest.mark.parametrize("emu", **VARIANTS, indirect=True)
+def test_an_idle_reader_at_the_end_reads_nothing_new_without_failing(emu, api):
+    """A read at or past the end may be refused as out of range: that is "nothing new"."""
+    deploy_id = emu.deploy(PROJECT)
+    empty = new_reader(api, deploy_id)  # a project without a single row yet
+    assert (empty.length, empty.offset) == (0, 0)
+    assert empty.read() is None and empty.caught_up
+    write(emu, 0, 30)
+    at_end = DeploymentReader(api, Cursor(PROJECT, deploy_id, position=30), "p")  # -n 0
+    at_end.probe()
+    for _ in range(3):
+        assert at_end.read() is None and at_end.caught_up
+        at_end.rewind()
+    assert texts(drain(empty)) == [stamp(i) for i in range(30)]
+    for _ in range(3):
+        assert empty.read() is None and empty.caught_up
+        empty.rewind()
+    later = write(emu, 30, 5)
+    assert texts(drain(at_end)) == later
+    assert texts(drain(empty)) == later
+
+
+@pytest.mark.parametrize("emu", **VARIANTS, indirect=True)
+def test_the_offset_asked_again_is_read_at_the_last_row_not_past_it(emu, api):
+    old = emu.deploy(PROJECT)
+    write(emu, 0, 10)
+    current = emu.deploy(PROJECT)
+    successor = new_reader(api, current)
+    write(emu, 10, 3)
+    assert successor.reprobe() == 10
+    assert successor.probe().logs == (stamp(12),)  # the last row: never past the end
+    assert old != current
+
+
+@pytest.mark.parametrize("emu", [{"absolute_numbers": True}], indirect=True)
+def test_with_numbers_kept_a_trim_past_the_cursor_is_a_counted_gap_never_a_stall(emu, api):
+    """Windows below the first row left come back short: the reader says how many lines it
+    lost, and reads on from the first row left, however far retention went."""
+    deploy_id = emu.deploy(PROJECT)
+    write(emu, 0, 10)
+    reader = new_reader(api, deploy_id)
+    drain(reader)
+    write(emu, 10, 990)
+    emu.trim(PROJECT, 700)  # 10..699 never read: across three windows
+    batches = drain(reader)
+    assert gaps(batches) == [690]
+    assert texts(batches) == [stamp(i) for i in range(700, 1000)]
+    assert [line.number for line in batches[1].lines][:1] == [700]
+    assert reader.cursor.position == 1000
+
+
+def test_the_end_a_lagging_answer_shows_is_not_taken_for_the_end(emu, api):
+    """No read asks again what the answer before it said, unless that answer was shorter than
+    one before it (a lagging replica's): then the rest is read in the same poll."""
+    deploy_id = emu.deploy(PROJECT)
+    expected = write(emu, 0, 300)
+    reader = new_reader(api, deploy_id)
+    first = reader.read()
+    assert first is not None and len(first.lines) == 249
+    reader.commit(first)
+    emu.lag(PROJECT, lines=20)  # the next answer shows the log 20 rows short
+    assert texts([first, *drain(reader)]) == expected

@@ -20,7 +20,9 @@ from tailer.emulator import Emulator
 from .conftest import (
     PROJECT,
     TOKEN,
+    UNKNOWNS,
     USER_ID,
+    VARIANTS,
     Background,
     assert_no_secrets_under,
     cli_env,
@@ -128,9 +130,11 @@ def fleet(emu: Emulator) -> Emulator:
 
 
 @pytest.fixture
-def big_fleet() -> Iterator[Emulator]:
-    """No trimming: the chaos test checks delivery, not retention."""
-    with Emulator(user_id=USER_ID, api_token=TOKEN, max_lines=10**7, seed=3).start() as emu:
+def big_fleet(request: pytest.FixtureRequest) -> Iterator[Emulator]:
+    """No trimming: the chaos test checks delivery, not retention. Parametrized indirectly, it
+    takes the switches of one of ``UNKNOWNS``."""
+    switches = getattr(request, "param", {})
+    with Emulator(USER_ID, TOKEN, max_lines=10**7, seed=3, **switches).start() as emu:
         yield with_projects(emu)
         assert emu.stats.oversized_windows == 0
 
@@ -226,6 +230,13 @@ def torn_outputs(tmp_path: Path) -> int:
     return torn
 
 
+# Without trimming, numbering does not matter; the window rule is met by what is sent.
+@pytest.mark.parametrize(
+    "big_fleet",
+    [UNKNOWNS["documented"], UNKNOWNS["past-end-error"], UNKNOWNS["bare-answers"]],
+    ids=["documented", "past-end-error", "bare-answers"],
+    indirect=True,
+)
 def test_chaos_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path, big_fleet):
     fleet = big_fleet
     rng = random.Random(2026)
@@ -429,6 +440,7 @@ def test_a_second_instance_on_the_same_state_exits_with_a_clear_message(tmp_path
         assert finish(first)[0] == 0
 
 
+@pytest.mark.parametrize("emu", **VARIANTS, indirect=True)
 def test_lines_read_then_trimmed_are_not_repeated(tmp_path, fleet):
     project_id = PROJECTS[0]
     deploy_id = fleet.deploy_ids(project_id)[-1]
@@ -445,6 +457,7 @@ def test_lines_read_then_trimmed_are_not_repeated(tmp_path, fleet):
     assert '"event": "gap"' not in result.stderr
 
 
+@pytest.mark.parametrize("emu", **VARIANTS, indirect=True)
 def test_lines_trimmed_before_being_read_are_reported_as_a_gap(tmp_path, fleet):
     project_id = PROJECTS[0]
     deploy_id = fleet.deploy_ids(project_id)[-1]

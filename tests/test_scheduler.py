@@ -25,7 +25,7 @@ from tailer.sinks.files import FileSink
 from tailer.sinks.stdout import StdoutSink
 from tailer.store import CursorStore
 
-from .conftest import PROJECT, TOKEN, USER_ID
+from .conftest import PROJECT, TOKEN, USER_ID, VARIANTS
 
 
 class FakeTime(Shutdown):
@@ -63,6 +63,7 @@ def scheduler(api: QcApi, time: FakeTime, out: io.StringIO) -> Scheduler:
     )
 
 
+@pytest.mark.parametrize("emu", **VARIANTS, indirect=True)
 def test_an_idle_deployment_backs_off_to_max_interval(emu, api):
     emu.deploy(PROJECT)
     time = FakeTime(until=60)

@@ -8,9 +8,9 @@ import signal
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from types import FrameType, TracebackType
-from typing import Self, TextIO
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import FrameType, MappingProxyType, TracebackType
+from typing import Any, Self, TextIO
 
 from tailer.emulator.faults import Fault, Faults
 from tailer.emulator.lag import Lags
@@ -32,6 +32,14 @@ class Emulator:
     answers every project's deployments whatever ``projectId`` asks. ``stale_read_rate``: the
     share of ``/live/read`` answers that name the deployment before the latest (a lagging
     replica's answer; see also ``stale_live_read``).
+
+    Where the API's documentation is silent, a switch for each way it may behave:
+    ``past_end`` (``"empty"``, or ``"error"``: a read at or past ``length`` is refused as out
+    of range); ``strict_window`` (a window must be smaller than ``max_window``, not at most
+    it); ``absolute_numbers`` (trimming keeps the numbers of the rows left, so a window below
+    the first row still served is short, instead of renumbering them from 0);
+    ``bare_answers`` (no ``errors`` field, ``logs: null`` for no rows, fields no client
+    knows).
     """
 
     def __init__(
@@ -50,12 +58,21 @@ class Emulator:
         tls: ssl.SSLContext | None = None,
         list_ignores_project: bool = False,
         stale_read_rate: float = 0.0,
+        past_end: str = "empty",
+        strict_window: bool = False,
+        absolute_numbers: bool = False,
+        bare_answers: bool = False,
     ) -> None:
         self.user_id, self.api_token = user_id, api_token
         self.tls = tls  # serve HTTPS with this server-side context
         self.publish_interval = publish_interval
         self.faults = Faults()
-        self.model = Model(max_lines=max_lines, seed=seed, clock=lambda: clock() + skew)
+        self.model = Model(
+            max_lines=max_lines,
+            seed=seed,
+            clock=lambda: clock() + skew,
+            absolute=absolute_numbers,
+        )
         self.api = Api(
             self.model,
             self.faults,
@@ -68,6 +85,9 @@ class Emulator:
             clock=clock,
             list_ignores_project=list_ignores_project,
             stale_read_rate=stale_read_rate,
+            past_end=past_end,
+            strict_window=strict_window,
+            bare_answers=bare_answers,
         )
         self._server: ApiServer | None = None
         self._threads: list[threading.Thread] = []
@@ -243,6 +263,7 @@ def serve(
     stale_read_rate: float = 0.0,
     lag_rate: float = 0.0,
     lag_lines: int = 20,
+    unknowns: Mapping[str, Any] = MappingProxyType({}),
 ) -> None:
     """Serve until ``stop`` is set, after printing how to point qc-tail at the emulator.
 
@@ -251,7 +272,8 @@ def serve(
     every answer. ``fault_rate`` of the requests get one of ``fault_kinds`` (all the transient
     ones if empty); refused credentials take the ``auth_failure`` shape; the server's clock is
     ``skew`` seconds off; ``list_ignores_project`` and ``stale_read_rate`` are as in
-    ``Emulator``; ``lag_rate`` of the log reads are stale, up to ``lag_lines`` rows behind.
+    ``Emulator``; ``lag_rate`` of the log reads are stale, up to ``lag_lines`` rows behind;
+    ``unknowns`` holds the switches of ``Emulator`` for what the documentation leaves open.
     SIGUSR1 prints ``stats requests=N logs_read=M`` (main thread only).
     """
     emulator = Emulator(
@@ -264,6 +286,7 @@ def serve(
         skew=skew,
         list_ignores_project=list_ignores_project,
         stale_read_rate=stale_read_rate,
+        **unknowns,
     ).start(host, port)
     if fault_rate:
         if fault_kinds:

@@ -36,21 +36,33 @@ class Project:
     Retention removes rows from the front, and a removed row stays removed: each deployment
     counts its own. (A count from the project's start would bring one back when a late row
     is published into an earlier deployment that retention had already emptied.)
+
+    With ``absolute`` numbers, removed rows keep their numbers: ``length`` and the offsets
+    count every row ever published, and a window below the first row still served is short.
+    Else the rows served are numbered from 0, so removing rows renumbers the rest.
     """
 
     project_id: int
     name: str
     deployments: list[Deployment] = field(default_factory=list)
+    absolute: bool = False
+
+    def served(self) -> int:
+        return sum(len(d.published) - d.trimmed for d in self.deployments)
+
+    def _numbered(self, d: Deployment) -> int:
+        """How many numbers the deployment's rows take."""
+        return len(d.published) - (0 if self.absolute else d.trimmed)
 
     def length(self) -> int:
-        return sum(len(d.published) - d.trimmed for d in self.deployments)
+        return sum(self._numbered(d) for d in self.deployments)
 
     def offset(self, deployment: Deployment) -> int:
         before = 0
         for other in self.deployments:
             if other is deployment:
                 break
-            before += len(other.published) - other.trimmed
+            before += self._numbered(other)
         return before
 
     def trim(self, n: int) -> None:
@@ -67,11 +79,11 @@ class Project:
         rows: list[str] = []
         base = 0
         for d in self.deployments:
-            served = len(d.published) - d.trimmed
-            top = base + served
+            skip = 0 if self.absolute else d.trimmed  # numbers its removed rows no longer take
+            top = base + len(d.published) - skip
             if top > start and base < end:
                 lo, hi = max(start, base) - base, min(end, top) - base
-                rows.extend(d.published[d.trimmed + lo : d.trimmed + hi])
+                rows.extend(d.published[max(skip + lo, d.trimmed) : skip + hi])
             if top >= end:
                 break
             base = top
@@ -89,9 +101,15 @@ class Model:
     """Every project of the emulator, guarded by one lock."""
 
     def __init__(
-        self, *, max_lines: int = 100_000, seed: int = 0, clock: Callable[[], float] = time.time
+        self,
+        *,
+        max_lines: int = 100_000,
+        seed: int = 0,
+        clock: Callable[[], float] = time.time,
+        absolute: bool = False,
     ) -> None:
         self.max_lines = max_lines
+        self.absolute = absolute  # trimming keeps the numbers of the rows left
         self._clock = clock
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -115,13 +133,13 @@ class Model:
         raise NotFound(f"Algorithm {deploy_id} not found in project {project.project_id}")
 
     def _enforce(self, project: Project) -> None:
-        project.trim(project.length() - self.max_lines)
+        project.trim(project.served() - self.max_lines)
 
     def add_project(self, project_id: int, name: str) -> None:
         with self._lock:
             if project_id in self._projects:
                 raise ValueError(f"project {project_id} already exists")
-            self._projects[project_id] = Project(project_id, name)
+            self._projects[project_id] = Project(project_id, name, absolute=self.absolute)
 
     def deploy(self, project_id: int) -> str:
         with self._lock:

@@ -30,6 +30,8 @@ from tailer.emulator.model import Model, NotFound
 
 BASE_PATH = "/api/v2"
 AUTH_SHAPES = ("401", "hash", "userid", "empty500")
+PAST_END = ("empty", "error")
+"""What a read at or past ``length`` answers: no rows, or an out-of-range refusal."""
 MAX_AGE = 7200
 MAX_AHEAD = 300
 
@@ -86,9 +88,18 @@ class Api:
         clock: Callable[[], float],
         list_ignores_project: bool = False,
         stale_read_rate: float = 0.0,
+        past_end: str = "empty",
+        strict_window: bool = False,
+        bare_answers: bool = False,
     ) -> None:
         if auth_failure not in AUTH_SHAPES:
             raise ValueError(f"auth_failure must be one of {AUTH_SHAPES}, not {auth_failure!r}")
+        if past_end not in PAST_END:
+            raise ValueError(f"past_end must be one of {PAST_END}, not {past_end!r}")
+        # Where the documentation is silent or has changed: each way the real API may answer.
+        self.past_end = past_end
+        self.strict_window = strict_window  # endLine - startLine < max_window, not <=
+        self.bare_answers = bare_answers  # no ``errors``, ``logs: null``, unknown fields
         self.model, self.faults = model, faults
         self.lags = Lags()
         self.user_id, self._token = user_id, api_token
@@ -104,7 +115,7 @@ class Api:
         self.answering.set()
         self.closing = threading.Event()
         self._routes: dict[str, Callable[[dict[str, Any]], Reply]] = {
-            "/authenticate": lambda body: json_reply({"success": True, "errors": []}),
+            "/authenticate": lambda body: self._success({}),
             "/live/logs/read": self._logs_read,
             "/live/read": self._live_read,
             "/live/list": self._live_list,
@@ -162,13 +173,16 @@ class Api:
         deploy = body.get("algorithmId")
         if not isinstance(deploy, str) or not deploy:
             raise BadRequest("Missing required field: algorithmId")
+        allowed = self.max_window - 1 if self.strict_window else self.max_window
         with self._lock:
             self.stats.max_window_seen = max(self.stats.max_window_seen, end - start)
-            if end - start >= self.max_window:
+            if end - start > allowed:
                 self.stats.oversized_windows += 1
         if start < 0 or end < 0 or end < start:
             return refusal("startLine and endLine must be non-negative, endLine >= startLine")
-        if end - start >= self.max_window:
+        if end - start > allowed:
+            if self.strict_window:
+                return refusal(f"The page size must be smaller than {self.max_window} lines")
             return refusal(f"Log lines can be read in pages up to {self.max_window} lines")
         query = body.get("query")
         if query is not None and not isinstance(query, str):
@@ -177,8 +191,17 @@ class Api:
         logs, length, offset = self.model.read_logs(
             project, deploy, start, end, behind=behind, query=query
         )
-        payload = {"logs": logs, "length": length, "deploymentOffset": offset}
-        return json_reply({**payload, "success": True, "errors": []})
+        if start >= length and self.past_end == "error":
+            return refusal(f"startLine {start} is out of range: the log has {length} lines")
+        payload = {"logs": logs or (None if self.bare_answers else []), "length": length}
+        return self._success({**payload, "deploymentOffset": offset})
+
+    def _success(self, payload: dict[str, Any]) -> Reply:
+        """A successful answer, with ``errors: []``, or bare: without it, and with a field
+        no client knows."""
+        if self.bare_answers:
+            return json_reply({"success": True, **payload, "requestId": "emu-7f3a", "v": 2.1})
+        return json_reply({"success": True, **payload, "errors": []})
 
     def stale_live_read(self, project_id: int, answers: int) -> None:
         """The project's next ``answers`` /live/read answers name its previous deployment."""
@@ -193,8 +216,7 @@ class Api:
                 self._stale_reads[project_id] -= 1
             elif self.stale_read_rate:
                 stale = self._rng.random() < self.stale_read_rate
-        latest = self.model.latest(project_id, stale=stale)
-        return json_reply({"success": True, **latest, "errors": []})
+        return self._success(self.model.latest(project_id, stale=stale))
 
     def _live_list(self, body: dict[str, Any]) -> Reply:
         status = body.get("status")
@@ -202,7 +224,7 @@ class Api:
             return refusal(f"Invalid status {status!r}; use one of {', '.join(LIST_STATUSES)}")
         project_id = _optional(body, "projectId")
         live = self.model.launches(status, None if self.list_ignores_project else project_id)
-        return json_reply({"success": True, "live": live, "errors": []})
+        return self._success({"live": live})
 
     def _projects_read(self, body: dict[str, Any]) -> Reply:
         chosen = self.model.projects(_optional(body, "projectId"))
@@ -210,7 +232,7 @@ class Api:
             {"projectId": i, "name": n, "organizationId": "org", "language": "Py"}
             for i, n in chosen
         ]
-        return json_reply({"success": True, "projects": projects, "errors": []})
+        return self._success({"projects": projects})
 
 
 class Handler(BaseHTTPRequestHandler):
