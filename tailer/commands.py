@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tailer import service
 from tailer.api import QcApi
-from tailer.assembly import FOLLOWING, ONE_SHOT, build_api
+from tailer.assembly import FOLLOWING, ONE_SHOT, build_api, build_exporter
 from tailer.config import Config, load_config
 from tailer.daemon import Notifier
 from tailer.errors import ConfigError, NotFoundError
@@ -49,6 +49,7 @@ def tail(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
         wait_for_deployment=args.follow,
         prefetcher=Prefetcher(config.api.max_in_flight),
         snapshot=not args.follow,
+        exporter=build_exporter(api, config),
     )
     sink = StdoutSink(sys.stdout, format=args.format, prefix=args.prefix)
     interval = args.interval or config.poll.interval

@@ -12,6 +12,7 @@
     ├── CannotListenError  (69)    the emulator cannot listen on its address (port in use)
     ├── ApiError            (1)    the API answered, but refused the request
     │   ├── NotFoundError          no such project or no live deployment
+    │   ├── ExportError            /live/export/logs gave no usable file (``reason`` says why)
     │   └── WindowTooLargeError    the server wants smaller log windows
     │       └── AnswerTooLargeError    the answer passed our size cap: so do we
     ├── TransientError      (1)    worth retrying: network, timeout, 429, 5xx, broken JSON
@@ -108,6 +109,15 @@ class ApiError(QcTailError):
 
 class NotFoundError(ApiError):
     """The project, or its live deployment, does not exist."""
+
+
+class ExportError(ApiError):
+    """``/live/export/logs`` gave no usable file; ``reason`` is a short word for events:
+    unknown_endpoint, over_quota, auth, truncated, malformed, too_large, unreachable, refused."""
+
+    def __init__(self, reason: str, message: str, *, status: int | None = None) -> None:
+        self.reason = reason
+        super().__init__(message, status=status)
 
 
 class WindowTooLargeError(ApiError):

@@ -13,6 +13,7 @@ from tailer import realign
 from tailer.api import LogWindow, QcApi
 from tailer.cursor import TAIL_LINES, Cursor
 from tailer.errors import AnswerTooLargeError, ProtocolError, WindowTooLargeError
+from tailer.export import Exporter, PlacedExport
 from tailer.prefetch import Prefetcher
 from tailer.records import Gap, Line, LineRun, fingerprint
 
@@ -105,8 +106,13 @@ class DeploymentReader:
         offset: int = 0,
         window: int = MAX_WINDOW,
         prefetcher: Prefetcher | None = None,
+        exporter: Exporter | None = None,
     ) -> None:
         self.api = api
+        self.exporter = exporter
+        self._export: PlacedExport | None = None  # an export placed: windows answered from it
+        self._export_declined = False  # tried in this catch-up; windows until caught up
+        self._exported: LogWindow | None = None  # the last window answered from the export
         self.cursor = cursor  # committed: the outputs have everything before it
         self.ahead = cursor  # read: where the next read starts (batches not yet committed)
         self.name = name
@@ -174,7 +180,9 @@ class DeploymentReader:
             plan = self._plan(bound)
             if plan is None:
                 self.caught_up = limit is None  # a limit is not the deployment's end
+                self._export, self._export_declined = None, False
                 return None
+            self._consider_export(plan, bound)
             basis = self._basis.pop((plan.start, plan.stop), (self.offset, self.length))
             window = self._fetch_unless_too_large(plan.start, plan.stop)
             if window is None:  # over the size cap
@@ -218,6 +226,9 @@ class DeploymentReader:
         or ``_RECHECK`` with the successor's offset asked again) or at the next poll
         (``_LATER``). ``basis`` is the offset and length known when the window was asked for
         (a prefetched one's answer may be older than the latest)."""
+        if window is self._exported and not self._aligned(window, plan):
+            self._drop_export()
+            return _AGAIN
         if not self._known:  # the first answer says where the deployment is
             moved = window.deployment_offset != self.offset
             self._accept(window)
@@ -252,7 +263,9 @@ class DeploymentReader:
         """The new rows of an answer whose first rows are the last lines delivered."""
         self._accept(window)
         self._waited = False
-        if len(window.logs) == plan.stop - plan.start and window.length > plan.stop:
+        exported = self._export is not None and plan.stop + self.window <= self._export.end
+        full = len(window.logs) == plan.stop - plan.start
+        if full and window.length > plan.stop and not exported:  # the export has the next one
             self._prefetch(plan.stop, window.length, bound)
         rows = list(window.logs)[plan.checked :]
         if bound is not None:
@@ -326,6 +339,10 @@ class DeploymentReader:
         """
         if self._narrowed is not None and start >= self._narrowed[0] + TAIL_LINES:
             self.window, self._narrowed = self._narrowed[1], None  # the large lines are behind
+        if not fresh and self._export is not None:
+            self._exported = self._export.window(start, stop)
+            if self._exported is not None:
+                return self._exported
         future = None if fresh else self._ahead.pop((start, stop), None)
         while True:
             try:
@@ -348,6 +365,25 @@ class DeploymentReader:
             except BaseException:
                 self._forget_prefetched()
                 raise
+
+    def _consider_export(self, plan: _Plan, bound: int | None) -> None:
+        """Read the backlog from an export when it is large, once per catch-up."""
+        if self.exporter is None or self._export_declined:
+            return
+        if self._export is not None and plan.start < self._export.end:
+            return
+        self._export = None  # read past, if there was one
+        end = self.length if bound is None else min(bound, self.length)
+        if not self._known or not self.exporter.wanted(end - plan.first):
+            return
+        self._export = self.exporter.place(self.project_id, self.deploy_id, plan.first, end)
+        self._export_declined = self._export is None
+
+    def _drop_export(self) -> None:
+        """The export's rows do not follow the lines delivered last: windows from now on."""
+        self._export, self._exported, self._export_declined = None, None, True
+        if self.exporter is not None:
+            self.exporter.disagreed(self.project_id, self.deploy_id)
 
     def _fetch_unless_too_large(self, start: int, stop: int) -> LogWindow | None:
         """``_fetch``, or None when the answer passed the size cap: the window is narrowed, or

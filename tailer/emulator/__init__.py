@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from types import FrameType, TracebackType
 from typing import Self, TextIO
 
+from tailer.emulator.export import Export
 from tailer.emulator.faults import Fault, Faults
 from tailer.emulator.lag import Lags
 from tailer.emulator.model import Model
@@ -19,7 +20,7 @@ from tailer.emulator.scenery import Scenery
 from tailer.emulator.server import Api, ApiServer, Stats
 from tailer.errors import CannotListenError
 
-__all__ = ["Emulator", "Fault", "Lags", "Scenery", "Stats", "serve"]
+__all__ = ["Emulator", "Export", "Fault", "Lags", "Scenery", "Stats", "serve"]
 
 
 class Emulator:
@@ -150,6 +151,12 @@ class Emulator:
     @property
     def lags(self) -> Lags:
         return self.api.lags
+
+    @property
+    def export(self) -> Export:
+        """``/live/export/logs``: switch it off, set its quota and over-quota answer, spoil
+        its next answers."""
+        return self.api.export
 
     def add_project(self, project_id: int, name: str) -> None:
         self.model.add_project(project_id, name)

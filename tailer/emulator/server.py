@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from tailer.emulator.export import Export
 from tailer.emulator.faults import Faults, Reply, auth_reply, fault_reply, json_reply, refusal
 from tailer.emulator.lag import Lags
 from tailer.emulator.model import LIST_STATUSES, Model, NotFound
@@ -90,6 +91,7 @@ class Api:
             raise ValueError(f"auth_failure must be one of {AUTH_SHAPES}, not {auth_failure!r}")
         self.model, self.faults = model, faults
         self.lags = Lags()
+        self.export = Export(model, clock=clock)
         self.user_id, self._token = user_id, api_token
         self.max_window, self.auth_failure = max_window, auth_failure
         self.skew, self.latency, self._clock = skew, latency, clock
@@ -108,6 +110,7 @@ class Api:
             "/live/read": self._live_read,
             "/live/list": self._live_list,
             "/projects/read": self._projects_read,
+            "/live/export/logs": self._export_logs,
         }
 
     def now(self) -> float:
@@ -139,6 +142,8 @@ class Api:
 
     def answer(self, path: str, headers: Message, raw: bytes) -> Reply:
         route = self._routes.get(path)
+        if path == "/live/export/logs" and not self.export.enabled:  # an account without it
+            route = None
         if route is None:
             return refusal(f"Not found: {BASE_PATH}{path}", 404)
         if not self.signed(headers):
@@ -173,6 +178,13 @@ class Api:
         logs, length, offset = self.model.read_logs(project, deploy, start, end, behind=behind)
         payload = {"logs": logs, "length": length, "deploymentOffset": offset}
         return json_reply({**payload, "success": True, "errors": []})
+
+    def _export_logs(self, body: dict[str, Any]) -> Reply:
+        project = _required(body, "projectId")
+        deploy = body.get("deployId")
+        if not isinstance(deploy, str) or not deploy:
+            raise BadRequest("Missing required field: deployId")
+        return self.export.answer(project, deploy)
 
     def stale_live_read(self, project_id: int, answers: int) -> None:
         """The project's next ``answers`` /live/read answers name its previous deployment."""
@@ -254,7 +266,10 @@ class Handler(BaseHTTPRequestHandler):
         head.append(f"Date: {self.date_time_string()}")
         if reply.content_type is not None:
             head.append(f"Content-Type: {reply.content_type}")
-        head.append(f"Content-Length: {len(reply.body)}")
+        length = len(reply.body) if reply.length is None else reply.length
+        if length != len(reply.body):
+            self.close_connection = True
+        head.append(f"Content-Length: {length}")
         head.extend(f"{name}: {value}" for name, value in reply.headers)
         if self.close_connection:
             head.append("Connection: close")
