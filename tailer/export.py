@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import tempfile
 import threading
+import weakref
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class ExportedLog:
 
     def __init__(self, file: IO[bytes]) -> None:
         self._file = file
+        self._closed = weakref.finalize(self, file.close)  # once no reader holds it
         self._lock = threading.Lock()
         self._starts = array("q", [0])  # byte offset of each row, then the end of the last
         self._crlf = 0
@@ -82,7 +84,7 @@ class ExportedLog:
         return tuple(rows)
 
     def close(self) -> None:
-        self._file.close()
+        self._closed()
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,6 +86,7 @@ class Export:
         message = f"Rate limit exceeded: at most {self.quota} log exports per 30 minutes"
         if self.over_quota == "refusal":
             return refusal(message)
-        wait = max(1, round(self.period - (now - self._calls[0])))
+        oldest = self._calls[0] if self._calls else now
+        wait = max(1, round(self.period - (now - oldest)))
         payload = {"success": False, "errors": [message]}
         return json_reply(payload, 429, ("Retry-After", str(wait)))

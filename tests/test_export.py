@@ -1,0 +1,270 @@
+"""Catch-ups through /live/export/logs: one file placed like a window, or windows on any doubt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from tailer.api import QcApi
+from tailer.auth import QcAuth
+from tailer.emulator import Emulator, Fault
+from tailer.export import ExportedLog, Exporter
+from tailer.export_quota import ExportQuota
+from tailer.follower import ProjectFollower, Start
+from tailer.pipeline import Pipeline
+from tailer.retry import RetryPolicy
+from tailer.scheduler import Scheduler
+from tailer.shutdown import Shutdown
+from tailer.sinks.files import FileSink
+from tailer.store import CursorStore
+
+from .conftest import PROJECT, TOKEN, USER_ID, stamp
+
+THRESHOLD = 300  # unread lines above which an export is asked for (tests keep backlogs small)
+EXPORT = "/live/export/logs"
+READ = "/live/logs/read"
+
+
+@pytest.fixture
+def api(emu: Emulator) -> QcApi:
+    policy = RetryPolicy(max_attempts=1)
+    return QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=policy, sleep=lambda s: None)
+
+
+class Daemon:
+    """A follower with an exporter, writing files and cursors; a new one is a restart."""
+
+    def __init__(self, api: QcApi, root: Path, *, export: bool = True, quota: int = 30) -> None:
+        self.store = CursorStore(root / "state")
+        self.files = FileSink(root / "out")
+        saved = self.store.load_all()
+        self.files.recover(saved.values())
+        mine = {d: c for (p, d), c in saved.items() if p == PROJECT}
+        self.exporter = Exporter(
+            api,
+            ExportQuota(quota, root / "state" / "export-quota.json"),
+            enabled=export,
+            threshold=THRESHOLD,
+        )
+        follower = ProjectFollower(
+            api, PROJECT, start=Start("deployment"), saved=mine, exporter=self.exporter
+        )
+        self.pipeline = Pipeline([self.files], [follower], save=self.store.save, saved=saved.keys())
+        self.scheduler = Scheduler([self.pipeline], Shutdown(), interval=1.0, max_interval=1.0)
+
+    def poll(self) -> None:
+        self.scheduler.poll_once()
+
+    def lines(self, deploy_id: str) -> list[str]:
+        path = self.files.path(PROJECT, deploy_id)
+        return path.read_text().splitlines() if path.exists() else []
+
+
+def backlog(emu: Emulator, n: int, first: int = 0) -> str:
+    if not emu.deploy_ids(PROJECT):
+        emu.deploy(PROJECT)
+    emu.write(PROJECT, [stamp(i) for i in range(first, first + n)])
+    return emu.deploy_ids(PROJECT)[-1]
+
+
+def fallbacks(events: list[dict]) -> list[str]:
+    return [e["reason"] for e in events if e["event"] == "export_fallback"]
+
+
+def test_a_large_backlog_is_read_from_one_export_and_a_few_windows(emu, api, tmp_path):
+    deploy = backlog(emu, 3000)
+    daemon = Daemon(api, tmp_path)
+    with capture_logs() as events:
+        daemon.poll()
+    assert daemon.lines(deploy) == [stamp(i) for i in range(3000)]
+    assert emu.stats.by_path[EXPORT] == 1
+    assert emu.stats.by_path[READ] <= 3  # the probe, the check, the end
+    assert daemon.exporter.calls == 1
+    assert fallbacks(events) == []
+
+
+def test_with_export_never_the_backlog_is_read_in_windows(emu, api, tmp_path):
+    deploy = backlog(emu, 3000)
+    daemon = Daemon(api, tmp_path, export=False)
+    daemon.poll()
+    assert daemon.lines(deploy) == [stamp(i) for i in range(3000)]
+    assert EXPORT not in emu.stats.by_path
+    assert emu.stats.by_path[READ] >= 3000 // 249
+
+
+def test_a_small_backlog_is_read_in_windows(emu, api, tmp_path):
+    deploy = backlog(emu, THRESHOLD - 10)
+    daemon = Daemon(api, tmp_path)
+    daemon.poll()
+    assert daemon.lines(deploy) == [stamp(i) for i in range(THRESHOLD - 10)]
+    assert EXPORT not in emu.stats.by_path
+
+
+def test_only_the_unread_rest_of_a_deployment_counts_and_the_export_resumes_there(
+    emu, api, tmp_path
+):
+    deploy = backlog(emu, 100)
+    Daemon(api, tmp_path).poll()
+    backlog(emu, 2000, first=100)
+    daemon = Daemon(api, tmp_path)  # a restart: from the saved cursor
+    daemon.poll()
+    assert daemon.lines(deploy) == [stamp(i) for i in range(2100)]
+    assert emu.stats.by_path[EXPORT] == 1
+
+
+def test_rows_of_older_deployments_in_the_export_are_not_this_ones(emu, api, tmp_path):
+    old = backlog(emu, 1000)
+    new = emu.deploy(PROJECT)
+    emu.write(PROJECT, [f"new {i}" for i in range(1500)])
+    daemon = Daemon(api, tmp_path)
+    daemon.poll()
+    assert daemon.lines(new) == [f"new {i}" for i in range(1500)]
+    assert daemon.lines(old) == []  # start = deployment: the current one only
+    assert emu.stats.by_path[EXPORT] == 1
+
+
+def _off(emu: Emulator) -> None:
+    emu.export.enabled = False
+
+
+def _quota_429(emu: Emulator) -> None:
+    emu.export.quota = 0
+
+
+def _quota_refusal(emu: Emulator) -> None:
+    emu.export.quota, emu.export.over_quota = 0, "refusal"
+
+
+def _auth(emu: Emulator) -> None:
+    emu.faults.script([Fault("auth")], path=EXPORT)
+
+
+def _half_json(emu: Emulator) -> None:
+    emu.faults.script([Fault("truncated")], path=EXPORT)
+
+
+def _spoiled(kind: str):
+    return lambda emu: emu.export.spoil([kind])
+
+
+@pytest.mark.parametrize(
+    ("spoil", "reason"),
+    [
+        (_off, "unknown_endpoint"),
+        (_quota_429, "over_quota"),
+        (_quota_refusal, "over_quota"),
+        (_auth, "auth"),
+        (_spoiled("truncated"), "truncated"),
+        (_spoiled("garbled"), "malformed"),
+        (_half_json, "malformed"),
+        (_spoiled("skewed"), "disagrees"),
+    ],
+    ids=["off", "429", "refusal", "auth", "truncated", "garbled", "half-json", "skewed"],
+)
+def test_a_failed_export_falls_back_to_windows_at_once_with_one_event(
+    emu, api, tmp_path, spoil, reason
+):
+    deploy = backlog(emu, 3000)
+    spoil(emu)
+    daemon = Daemon(api, tmp_path)
+    with capture_logs() as events:
+        daemon.poll()
+    assert daemon.lines(deploy) == [stamp(i) for i in range(3000)]
+    assert fallbacks(events) == [reason]
+    assert emu.stats.by_path[EXPORT] == 1  # not asked again in the same catch-up
+    assert emu.stats.by_path[READ] >= 3000 // 249
+
+
+def test_the_quota_is_spent_at_most_as_configured_and_counted_across_restarts(
+    emu, api, tmp_path
+):
+    deploy = backlog(emu, 1000)
+    Daemon(api, tmp_path, quota=1).poll()
+    backlog(emu, 1000, first=1000)
+    daemon = Daemon(api, tmp_path, quota=1)  # a restart: the call spent before still counts
+    with capture_logs() as events:
+        daemon.poll()
+    assert daemon.lines(deploy) == [stamp(i) for i in range(2000)]
+    assert emu.stats.by_path[EXPORT] == 1
+    assert fallbacks(events) == ["quota"]
+    saved = json.loads((tmp_path / "state" / "export-quota.json").read_text())
+    assert len(saved) == 1
+
+
+def test_the_quota_forgets_calls_older_than_its_period(tmp_path):
+    now = [5000.0]
+    quota = ExportQuota(2, tmp_path / "q.json", clock=lambda: now[0])
+    assert quota.take() and quota.take() and not quota.take()
+    now[0] += 1800
+    assert ExportQuota(2, tmp_path / "q.json", clock=lambda: now[0]).take()
+
+
+def test_an_unreadable_quota_file_is_reported_and_started_afresh(tmp_path):
+    path = tmp_path / "q.json"
+    path.write_text("{not json")
+    with capture_logs() as events:
+        assert ExportQuota(1, path).take()
+    assert [e["event"] for e in events] == ["export_quota_unreadable"]
+
+
+@pytest.mark.parametrize("export", [True, False], ids=["export", "windows"])
+def test_lines_trimmed_before_being_read_are_a_gap_with_export_on_and_off(
+    emu, api, tmp_path, export
+):
+    deploy = backlog(emu, 200)
+    Daemon(api, tmp_path, export=export).poll()
+    backlog(emu, 3000, first=200)
+    emu.trim(PROJECT, 1000)
+    daemon = Daemon(api, tmp_path, export=export)
+    with capture_logs() as events:
+        daemon.poll()
+    assert daemon.lines(deploy) == [stamp(i) for i in range(200)] + [
+        stamp(i) for i in range(1000, 3200)
+    ]
+    gaps = [e for e in events if e["event"] == "gap"]
+    assert [g["lost"] for g in gaps] == ["unknown"]  # as the windows alone tell it
+    assert fallbacks(events) == []
+
+
+@pytest.mark.parametrize("export", [True, False], ids=["export", "windows"])
+def test_lines_read_then_trimmed_are_not_repeated_with_export_on_and_off(
+    emu, api, tmp_path, export
+):
+    deploy = backlog(emu, 500)
+    Daemon(api, tmp_path, export=export).poll()
+    backlog(emu, 3000, first=500)
+    emu.trim(PROJECT, 400)
+    daemon = Daemon(api, tmp_path, export=export)
+    with capture_logs() as events:
+        daemon.poll()
+    assert daemon.lines(deploy) == [stamp(i) for i in range(3500)]
+    assert [e for e in events if e["event"] == "gap"] == []
+
+
+def test_a_redeploy_chain_read_from_its_start_shares_one_export(emu, api, tmp_path):
+    first = backlog(emu, 1000)
+    second = emu.deploy(PROJECT)
+    emu.write(PROJECT, [f"second {i}" for i in range(1000)])
+    store = CursorStore(tmp_path / "state")
+    exporter = Exporter(api, ExportQuota(30), threshold=THRESHOLD)
+    follower = ProjectFollower(api, PROJECT, start=Start("project"), exporter=exporter)
+    files = FileSink(tmp_path / "out")
+    pipeline = Pipeline([files], [follower], save=store.save)
+    Scheduler([pipeline], Shutdown(), interval=1.0, max_interval=1.0).poll_once()
+    assert files.path(PROJECT, first).read_text().splitlines() == [stamp(i) for i in range(1000)]
+    assert files.path(PROJECT, second).read_text().splitlines() == [
+        f"second {i}" for i in range(1000)
+    ]
+    assert emu.stats.by_path[EXPORT] == 1
+
+
+def test_an_exported_file_is_read_by_row_without_being_held_in_memory(tmp_path):
+    path = tmp_path / "export"
+    path.write_bytes("".join(f"row é {i}\r\n" for i in range(10)).encode() + b"cut")
+    with path.open("rb") as file:
+        exported = ExportedLog(file)
+        assert len(exported) == 10  # the last row, without its newline, is not one
+        assert exported.rows(3, 6) == ("row é 3", "row é 4", "row é 5")
