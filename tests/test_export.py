@@ -178,9 +178,7 @@ def test_a_failed_export_falls_back_to_windows_at_once_with_one_event(
     assert emu.stats.by_path[READ] >= 3000 // 249
 
 
-def test_the_quota_is_spent_at_most_as_configured_and_counted_across_restarts(
-    emu, api, tmp_path
-):
+def test_the_quota_is_spent_at_most_as_configured_and_counted_across_restarts(emu, api, tmp_path):
     deploy = backlog(emu, 1000)
     Daemon(api, tmp_path, quota=1).poll()
     backlog(emu, 1000, first=1000)
