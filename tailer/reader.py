@@ -263,10 +263,9 @@ class DeploymentReader:
         """The new rows of an answer whose first rows are the last lines delivered."""
         self._accept(window)
         self._waited = False
-        exported = self._export is not None and plan.stop + self.window <= self._export.end
-        full = len(window.logs) == plan.stop - plan.start
-        if full and window.length > plan.stop and not exported:  # the export has the next one
-            self._prefetch(plan.stop, window.length, bound)
+        behind = self._export is not None and plan.stop + self.window <= self._export.end
+        if len(window.logs) == plan.stop - plan.start and window.length > plan.stop and not behind:
+            self._prefetch(plan.stop, window.length, bound)  # (the export has the next one)
         rows = list(window.logs)[plan.checked :]
         if bound is not None:
             rows = rows[: max(0, bound - plan.first)]
@@ -450,7 +449,8 @@ class DeploymentReader:
             nxt = start + self.window
             if bound is not None:
                 nxt = min(nxt, max(bound, start + 1))
-            if (start, nxt) not in self._ahead:
+            exported = self._export is not None and nxt <= self._export.end  # read from it
+            if (start, nxt) not in self._ahead and not exported:
                 read = functools.partial(
                     self.api.read_logs, self.project_id, self.deploy_id, start, nxt
                 )

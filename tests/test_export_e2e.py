@@ -48,7 +48,7 @@ def test_tail_from_start_reads_a_large_backlog_from_one_export_unless_told_never
     assert result.stdout.splitlines() == lines
     if export == "auto":
         assert big.stats.by_path[EXPORT] == 1
-        assert big.stats.by_path[READ] <= 3
+        assert big.stats.requests <= 5  # no window the export holds is asked for, even ahead
     else:
         assert EXPORT not in big.stats.by_path
         assert big.stats.by_path[READ] > 20_000 // 249

@@ -259,7 +259,7 @@ def serve(
     ones if empty); refused credentials take the ``auth_failure`` shape; the server's clock is
     ``skew`` seconds off; ``list_ignores_project`` and ``stale_read_rate`` are as in
     ``Emulator``; ``lag_rate`` of the log reads are stale, up to ``lag_lines`` rows behind.
-    SIGUSR1 prints ``stats requests=N logs_read=M`` (main thread only).
+    SIGUSR1 prints ``stats requests=N logs_read=M export=E`` (main thread only).
     """
     emulator = Emulator(
         user_id,
@@ -291,7 +291,8 @@ def serve(
     def report(signum: int, frame: FrameType | None) -> None:
         stats = emulator.stats
         logs_read = stats.by_path.get("/live/logs/read", 0)
-        out.write(f"stats requests={stats.requests} logs_read={logs_read}\n")
+        exports = stats.by_path.get("/live/export/logs", 0)
+        out.write(f"stats requests={stats.requests} logs_read={logs_read} export={exports}\n")
         out.flush()
 
     in_main = threading.current_thread() is threading.main_thread()
