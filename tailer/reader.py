@@ -187,6 +187,8 @@ class DeploymentReader:
             window = self._fetch_unless_too_large(plan.start, plan.stop)
             if window is None:  # over the size cap
                 return self._after_too_large(plan.start, plan.stop, end, limit)
+            if self._misplaced(window, plan):
+                continue
             outcome = self._check(plan, window, end, basis)
             if isinstance(outcome, LogWindow):
                 return self._deliver(plan, outcome, end, bound, limit)
@@ -226,9 +228,6 @@ class DeploymentReader:
         or ``_RECHECK`` with the successor's offset asked again) or at the next poll
         (``_LATER``). ``basis`` is the offset and length known when the window was asked for
         (a prefetched one's answer may be older than the latest)."""
-        if window is self._exported and not self._aligned(window, plan):
-            self._drop_export()
-            return _AGAIN
         if not self._known:  # the first answer says where the deployment is
             moved = window.deployment_offset != self.offset
             self._accept(window)
@@ -378,11 +377,15 @@ class DeploymentReader:
         self._export = self.exporter.place(self.project_id, self.deploy_id, plan.first, end)
         self._export_declined = self._export is None
 
-    def _drop_export(self) -> None:
-        """The export's rows do not follow the lines delivered last: windows from now on."""
+    def _misplaced(self, window: LogWindow, plan: _Plan) -> bool:
+        """Whether ``window`` came from the export and its rows do not follow the lines
+        delivered last: then the export is dropped, and windows are read from now on."""
+        if window is not self._exported or self._aligned(window, plan):
+            return False
         self._export, self._exported, self._export_declined = None, None, True
         if self.exporter is not None:
             self.exporter.disagreed(self.project_id, self.deploy_id)
+        return True
 
     def _fetch_unless_too_large(self, start: int, stop: int) -> LogWindow | None:
         """``_fetch``, or None when the answer passed the size cap: the window is narrowed, or

@@ -138,6 +138,7 @@ def test_a_truncated_export_declares_its_whole_length_and_closes_early(exporting
     [
         ("garbled", lambda body, whole: b"\xff\xfe" in body and len(body) == len(whole) + 2),
         ("skewed", lambda body, whole: body.count(b"\n") == whole.count(b"\n") - 1),
+        ("altered", lambda body, whole: b"row 20 (altered)\n" in body),
     ],
 )
 def test_a_spoiled_export_is_spoiled_once(exporting, spoil, check):

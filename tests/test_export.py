@@ -178,6 +178,21 @@ def test_a_failed_export_falls_back_to_windows_at_once_with_one_event(
     assert emu.stats.by_path[READ] >= 3000 // 249
 
 
+def test_an_export_whose_rows_do_not_follow_the_cursor_is_dropped_for_windows(emu, api, tmp_path):
+    deploy = backlog(emu, 1000)
+    Daemon(api, tmp_path, export=False).poll()
+    backlog(emu, 1489, first=1000)
+    # After a restart one window (rows 1000..1244) tells the reader where the log stands;
+    # the export then answers from row 1241, whose last checked row, 1244, it changed.
+    emu.export.spoil(["altered"])
+    daemon = Daemon(api, tmp_path)
+    with capture_logs() as events:
+        daemon.poll()
+    assert daemon.lines(deploy) == [stamp(i) for i in range(2489)]
+    assert fallbacks(events) == ["disagrees"]
+    assert emu.stats.by_path[EXPORT] == 1
+
+
 def test_the_quota_is_spent_at_most_as_configured_and_counted_across_restarts(emu, api, tmp_path):
     deploy = backlog(emu, 1000)
     Daemon(api, tmp_path, quota=1).poll()

@@ -13,9 +13,10 @@ from tailer.emulator.model import Model
 OVER_QUOTA_SHAPES = ("429", "refusal")
 """What a call over the quota answers: HTTP 429 with Retry-After, or 200 ``success:false``."""
 
-SPOILS = ("truncated", "garbled", "skewed")
+SPOILS = ("truncated", "garbled", "skewed", "altered")
 """Scripted misbehaviours of one export answer: the body cut short (the connection closes
-before its declared length), bytes that are not UTF-8, or a row missing from its middle."""
+before its declared length), bytes that are not UTF-8, a row missing from its middle, or the
+middle row's text changed."""
 
 
 class Export:
@@ -72,6 +73,8 @@ class Export:
         rows = self.model.visible(project_id)
         if spoil == "skewed" and rows:
             del rows[len(rows) // 2]
+        elif spoil == "altered" and rows:
+            rows[len(rows) // 2] += " (altered)"
         body = "".join(f"{row}\n" for row in rows).encode()
         if spoil == "garbled":
             body = body[: len(body) // 2] + b"\xff\xfe" + body[len(body) // 2 :]
