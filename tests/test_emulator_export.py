@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import signal
 import time
 from urllib.parse import urlsplit
 
@@ -11,6 +12,8 @@ import requests
 
 from tailer.emulator import Emulator, Fault
 
+from .conftest import Background, qc_tail
+from .test_commands_e2e import exported, plain_env
 from .test_emulator import TOKEN, USER, Client, signed
 
 PROJECT = 31
@@ -148,3 +151,27 @@ def test_a_spoiled_export_is_spoiled_once(exporting, spoil, check):
     whole = "".join(f"row {i}\n" for i in range(40)).encode()
     assert check(export(Client(exporting)).content, whole)
     assert export(Client(exporting)).content == whole
+
+
+@pytest.mark.parametrize(
+    ("options", "statuses"),
+    [
+        (["--export-quota", "1"], [200, 429]),
+        (["--export", "refusal", "--export-quota", "1"], [200, 200]),
+        (["--export", "off"], [404, 404]),
+    ],
+)
+def test_the_emulator_commands_export_options_take_effect(options, statuses):
+    emulator = Background(qc_tail("emulator", "--quiet", "--preload", "10", *options), plain_env())
+    try:
+        env, projects = exported(emulator.wait_for(1, timeout=60)[0])
+        sign = signed(user=int(env["QC_USER_ID"]), token=env["QC_API_TOKEN"])
+        body = {"projectId": projects[0], "deployId": "L-any"}
+        url = env["QC_BASE_URL"] + "/live/export/logs"
+        answers = [requests.post(url, json=body, headers=sign, timeout=30) for _ in range(2)]
+    finally:
+        assert emulator.stop(signal.SIGTERM)[0] == 0
+    assert [answer.status_code for answer in answers] == statuses
+    if statuses[0] == 200:
+        assert answers[0].content.count(b"\n") == 10
+        assert answers[1].headers["Content-Type"] == "application/json"

@@ -236,6 +236,7 @@ def serve(
     api_token: str,
     publish_interval: float,
     max_lines: int,
+    export: tuple[str, int] = ("429", 45),
     lively: bool,
     stop: threading.Event,
     out: TextIO,
@@ -259,6 +260,7 @@ def serve(
     ones if empty); refused credentials take the ``auth_failure`` shape; the server's clock is
     ``skew`` seconds off; ``list_ignores_project`` and ``stale_read_rate`` are as in
     ``Emulator``; ``lag_rate`` of the log reads are stale, up to ``lag_lines`` rows behind.
+    ``export`` is the export endpoint's over-quota shape (or ``off``) and its quota.
     SIGUSR1 prints ``stats requests=N logs_read=M export=E`` (main thread only).
     """
     emulator = Emulator(
@@ -272,6 +274,9 @@ def serve(
         list_ignores_project=list_ignores_project,
         stale_read_rate=stale_read_rate,
     ).start(host, port)
+    shape, emulator.export.quota = export
+    emulator.export.enabled = shape != "off"
+    emulator.export.over_quota = shape if shape != "off" else "429"
     if fault_rate:
         if fault_kinds:
             emulator.faults.random(fault_rate, fault_kinds, seed=secrets.randbelow(2**31))
