@@ -113,7 +113,9 @@ class NotFoundError(ApiError):
 
 class ExportError(ApiError):
     """``/live/export/logs`` gave no usable file; ``reason`` is a short word for events:
-    unknown_endpoint, over_quota, auth, truncated, malformed, too_large, unreachable, refused."""
+    unknown_endpoint, over_quota, auth, truncated, malformed, too_large, unreachable, refused,
+    or, before or after the call: quota (ours), spool (no room for the file), short,
+    disagrees, unverifiable, check_failed."""
 
     def __init__(self, reason: str, message: str, *, status: int | None = None) -> None:
         self.reason = reason

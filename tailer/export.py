@@ -157,11 +157,17 @@ class Exporter:
         if not self.quota.take():
             raise ExportError("quota", f"{self.quota.limit} exports spent in the last 30 minutes")
         self.calls += 1
-        spool = self._spool()
+        try:
+            spool = self._spool()
+        except OSError as exc:
+            raise ExportError("spool", f"no temporary file for the export: {exc}") from None
         try:
             timeout = self.api.timeout * _EXPORT_TIMEOUT_FACTOR
             self.api.export_logs(project_id, deploy_id, spool, timeout=timeout)
             exported = ExportedLog(spool)
+        except OSError as exc:  # the temporary file's disk is full, or failing
+            spool.close()
+            raise ExportError("spool", f"the export could not be kept: {exc}") from None
         except BaseException:
             spool.close()
             raise

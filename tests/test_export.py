@@ -37,7 +37,9 @@ def api(emu: Emulator) -> QcApi:
 class Daemon:
     """A follower with an exporter, writing files and cursors; a new one is a restart."""
 
-    def __init__(self, api: QcApi, root: Path, *, export: bool = True, quota: int = 30) -> None:
+    def __init__(
+        self, api: QcApi, root: Path, *, export: bool = True, quota: int = 30, spool=None
+    ) -> None:
         self.store = CursorStore(root / "state")
         self.files = FileSink(root / "out")
         saved = self.store.load_all()
@@ -48,6 +50,7 @@ class Daemon:
             ExportQuota(quota, root / "state" / "export-quota.json"),
             enabled=export,
             threshold=THRESHOLD,
+            **({"spool": spool} if spool else {}),
         )
         follower = ProjectFollower(
             api, PROJECT, start=Start("deployment"), saved=mine, exporter=self.exporter
@@ -191,6 +194,28 @@ def test_an_export_whose_rows_do_not_follow_the_cursor_is_dropped_for_windows(em
     assert daemon.lines(deploy) == [stamp(i) for i in range(2489)]
     assert fallbacks(events) == ["disagrees"]
     assert emu.stats.by_path[EXPORT] == 1
+
+
+class FullDisk:
+    """A temporary file on a full disk: every write fails."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("w+b")
+
+    def write(self, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    def __getattr__(self, name: str):
+        return getattr(self.file, name)
+
+
+def test_no_room_for_the_exported_file_falls_back_to_windows(emu, api, tmp_path):
+    deploy = backlog(emu, 3000)
+    daemon = Daemon(api, tmp_path, spool=lambda: FullDisk(tmp_path / "spool"))
+    with capture_logs() as events:
+        daemon.poll()
+    assert daemon.lines(deploy) == [stamp(i) for i in range(3000)]
+    assert fallbacks(events) == ["spool"]
 
 
 def test_the_quota_is_spent_at_most_as_configured_and_counted_across_restarts(emu, api, tmp_path):
