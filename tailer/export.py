@@ -171,7 +171,6 @@ class Exporter:
         except BaseException:
             spool.close()
             raise
-        log.info("export_read", project=project_id, deploy=deploy_id, rows=len(exported))
         self._kept = (project_id, exported)
         return exported
 
