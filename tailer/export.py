@@ -194,13 +194,17 @@ class Exporter:
         self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
         if reason not in ("quota", "short"):
             self._forget()  # a file that failed (or that the API did not answer) is not kept
+        hint = "reading the backlog in windows instead"
+        if reason == "unknown_endpoint":  # this account or region has none: never ask again
+            self.enabled = False
+            hint += "; not asked again until a restart"
         log.warning(
             "export_fallback",
             project=project_id,
             deploy=deploy_id,
             reason=reason,
             detail=detail[:300],
-            hint="reading the backlog in windows instead",
+            hint=hint,
         )
 
     def disagreed(self, project_id: int, deploy_id: str) -> None:

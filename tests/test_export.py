@@ -196,6 +196,19 @@ def test_an_export_whose_rows_do_not_follow_the_cursor_is_dropped_for_windows(em
     assert emu.stats.by_path[EXPORT] == 1
 
 
+def test_an_unknown_endpoint_is_not_asked_again_by_later_catch_ups(emu, api, tmp_path):
+    emu.export.enabled = False
+    deploy = backlog(emu, 1000)
+    daemon = Daemon(api, tmp_path)
+    with capture_logs() as events:
+        daemon.poll()
+        backlog(emu, 1000, first=1000)
+        daemon.poll()
+    assert daemon.lines(deploy) == [stamp(i) for i in range(2000)]
+    assert fallbacks(events) == ["unknown_endpoint"]
+    assert daemon.exporter.calls == 1
+
+
 class FullDisk:
     """A temporary file on a full disk: every write fails."""
 
