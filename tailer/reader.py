@@ -271,6 +271,8 @@ class DeploymentReader:
         if end is not None:  # aligned, and the successor marks the end: the size is known
             self.ahead = replace(plan.cursor, total=plan.cursor.trimmed + end - self.offset)
         self.caught_up = not rows and limit is None
+        if not rows:  # this catch-up is over: the next may read an export again
+            self._export_declined = False
         return self._batch(rows, plan.first) if rows else None
 
     def _accept(self, window: LogWindow) -> None:

@@ -196,6 +196,19 @@ def test_an_export_whose_rows_do_not_follow_the_cursor_is_dropped_for_windows(em
     assert emu.stats.by_path[EXPORT] == 1
 
 
+def test_a_later_backlog_of_a_running_follower_tries_an_export_again(emu, api, tmp_path):
+    deploy = backlog(emu, 1000)
+    emu.export.spoil(["truncated"])  # the first catch-up's export fails: windows
+    daemon = Daemon(api, tmp_path)
+    daemon.poll()
+    backlog(emu, 1000, first=1000)
+    with capture_logs() as events:
+        daemon.poll()
+    assert daemon.lines(deploy) == [stamp(i) for i in range(2000)]
+    assert emu.export.served == 2
+    assert fallbacks(events) == []
+
+
 def test_an_unknown_endpoint_is_not_asked_again_by_later_catch_ups(emu, api, tmp_path):
     emu.export.enabled = False
     deploy = backlog(emu, 1000)
