@@ -16,7 +16,7 @@ import structlog
 log = structlog.get_logger(__name__)
 
 PERIOD = 1800.0
-"""The span over which QuantConnect counts a project's export calls."""
+"""The span over which QuantConnect counts an account's export calls."""
 
 
 class ExportQuota:
