@@ -437,7 +437,7 @@ def _export_verdict(response: Response) -> None:
     if status == 200 and kind != "application/json":
         return
     reasons = {404: "unknown_endpoint", 429: "over_quota", 401: "auth", 403: "auth"}
-    reason = reasons.get(status, "refused")
+    reason = reasons.get(status, "server_error" if status >= 500 else "refused")
     detail = f"HTTP {status}"
     if status == 200:
         try:

@@ -113,7 +113,8 @@ class NotFoundError(ApiError):
 
 class ExportError(ApiError):
     """``/live/export/logs`` gave no usable file; ``reason`` is a short word for events:
-    unknown_endpoint, over_quota, auth, truncated, malformed, too_large, unreachable, refused,
+    unknown_endpoint, over_quota, auth, truncated, malformed, too_large, unreachable,
+    server_error, refused,
     or, before or after the call: quota (ours), spool (no room for the file), short,
     disagrees, unverifiable, check_failed."""
 

@@ -10,7 +10,9 @@ from structlog.testing import capture_logs
 
 from tailer.api import QcApi
 from tailer.auth import QcAuth
+from tailer.config import load_config
 from tailer.emulator import Emulator, Fault
+from tailer.errors import ConfigError, ExportError
 from tailer.export import ExportedLog, Exporter
 from tailer.export_quota import ExportQuota
 from tailer.follower import ProjectFollower, Start
@@ -22,6 +24,8 @@ from tailer.sinks.files import FileSink
 from tailer.store import CursorStore
 
 from .conftest import PROJECT, TOKEN, USER_ID, stamp
+from .test_hostile import FakeServer
+from .test_hostile import Reply as HostileReply
 
 THRESHOLD = 300  # unread lines above which an export is asked for (tests keep backlogs small)
 EXPORT = "/live/export/logs"
@@ -323,6 +327,69 @@ def test_a_redeploy_chain_read_from_its_start_shares_one_export(emu, api, tmp_pa
         f"second {i}" for i in range(1000)
     ]
     assert emu.stats.by_path[EXPORT] == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "export", "per_30min"),
+    [("", "auto", 30), ('export = "never"\nexport_per_30min = 45', "never", 45)],
+)
+def test_the_api_section_says_whether_and_how_often_to_export(tmp_path, text, export, per_30min):
+    path = tmp_path / "config.toml"
+    path.write_text(f"[api]\n{text}\n")
+    config = load_config(path, {})
+    assert (config.api.export, config.api.export_per_30min) == (export, per_30min)
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [('export = "always"', "api.export"), ("export_per_30min = 46", "api.export_per_30min")],
+)
+def test_an_impossible_export_setting_names_its_key(tmp_path, line, key):
+    path = tmp_path / "config.toml"
+    path.write_text(f"[api]\n{line}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, {})
+    assert error.value.key == key and error.value.exit_code == 78
+
+
+JSON = (("Content-Type", "application/json"),)
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (HostileReply(404, b'{"success": false}', JSON), "unknown_endpoint"),
+        (HostileReply(403, b"", JSON), "auth"),
+        (
+            HostileReply(200, b'{"success": false, "errors": ["Hash doesn\'t match."]}', JSON),
+            "auth",
+        ),
+        (HostileReply(200, b'{"success": true, "logs": []}', JSON), "malformed"),
+        (HostileReply(200, b"{cut", JSON), "malformed"),
+        (
+            HostileReply(200, b'{"success": false, "errors": ["Too many requests"]}', JSON),
+            "over_quota",
+        ),
+        (
+            HostileReply(200, b'{"success": false, "errors": ["Project not found"]}', JSON),
+            "refused",
+        ),
+        (HostileReply(503, b"", JSON), "server_error"),
+        (HostileReply(302, b"", (("Location", "http://elsewhere/"),)), "refused"),
+    ],
+)
+def test_each_answer_that_is_not_a_file_says_why(tmp_path, reply, reason):
+    server = FakeServer()
+    try:
+        server.serve(reply)
+        hostile = QcApi(server.base_url, QcAuth(USER_ID, TOKEN), policy=RetryPolicy(max_attempts=1))
+        with (tmp_path / "spool").open("w+b") as spool, pytest.raises(ExportError) as error:
+            hostile.export_logs(PROJECT, "L-x", spool, timeout=10)
+        hostile.close()
+    finally:
+        server.stop()
+    assert error.value.reason == reason
+    assert len(server.seen) == 1  # never retried
 
 
 def test_an_exported_file_is_read_by_row_without_being_held_in_memory(tmp_path):
