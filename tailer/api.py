@@ -234,7 +234,7 @@ class QcApi:
             except TooLargeError as exc:
                 raise ExportError("too_large", f"{_EXPORT}: {exc}") from None
             except HttpError as exc:
-                cut = exc.sent and not isinstance(exc, TlsError)  # it began, then broke off
+                cut = into.tell() > 0 or "IncompleteRead" in str(exc)  # a file had begun
                 reason = "truncated" if cut else "unreachable"
                 raise ExportError(reason, f"{_EXPORT}: {exc}") from None
         self.auth.clock.observe(response.header("Date"))

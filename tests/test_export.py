@@ -352,6 +352,16 @@ def test_an_impossible_export_setting_names_its_key(tmp_path, line, key):
     assert error.value.key == key and error.value.exit_code == 78
 
 
+def test_a_connection_reset_before_any_answer_is_unreachable_not_truncated(emu, api, tmp_path):
+    deploy = backlog(emu, 3000)
+    emu.faults.script([Fault("reset")], path=EXPORT)
+    daemon = Daemon(api, tmp_path)
+    with capture_logs() as events:
+        daemon.poll()
+    assert daemon.lines(deploy) == [stamp(i) for i in range(3000)]
+    assert fallbacks(events) == ["unreachable"]
+
+
 JSON = (("Content-Type", "application/json"),)
 
 
