@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tailer.emulator import Emulator, bench_line
+from tailer.emulator import Emulator, Fault, bench_line
 
 from .conftest import PROJECT, TOKEN, USER_ID, cli_env, kill_when, qc_tail, run
 from .test_run_e2e import config, finish, torn_outputs
@@ -152,3 +154,31 @@ def test_memory_stays_flat_however_large_the_exported_backlog(tmp_path):
     assert large - small < 10, (
         f"peak RSS {small:.1f} MB for 1,000 lines, {large:.1f} MB for 100,000"
     )
+
+
+@pytest.mark.parametrize("command", ["run", "tail"])
+def test_a_stop_during_a_slow_export_exits_promptly_with_nothing_doubled(tmp_path, big, command):
+    big.write(PROJECT, [bench_line(i) for i in range(12_000)])
+    big.faults.script([Fault("slow", delay=30)], path=EXPORT)
+    path = config(tmp_path, big, follows=[PROJECT], discovery=False, start="deployment")
+    args = ["run"] if command == "run" else ["tail", str(PROJECT), "--from-start"]
+    process = subprocess.Popen(
+        qc_tail("--config", str(path), *args),
+        env=cli_env(big),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60  # a hang guard
+    while big.stats.by_path.get(EXPORT, 0) == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # inside the export's answer, which takes its time
+    process.send_signal(signal.SIGTERM)
+    code, stderr = finish(process, timeout=10)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    if command == "run":
+        result = run(big, "--config", str(path), "run", "--once")
+        assert result.returncode == 0, result.stderr
+        out = tmp_path / "out" / str(PROJECT) / f"{big.deploy_ids(PROJECT)[-1]}.log"
+        assert out.read_text().splitlines() == [bench_line(i) for i in range(12_000)]
