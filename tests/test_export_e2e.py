@@ -174,6 +174,7 @@ def test_a_stop_during_a_slow_export_exits_promptly_with_nothing_doubled(tmp_pat
         time.sleep(0.01)
     time.sleep(0.2)  # inside the export's answer, which takes its time
     process.send_signal(signal.SIGTERM)
+    assert big.stats.by_path.get(EXPORT, 0) == 1
     code, stderr = finish(process, timeout=10)
     assert code == 0, stderr
     assert "Traceback" not in stderr
