@@ -68,6 +68,7 @@ def write_config(directory: Path, emu: EmulatorProcess, in_flight: int, *, run: 
     """A config for ``qc-tail run`` (outputs, state, one follow) or just [api] for ``tail``."""
     text = f"[api]\nbase_url = {json.dumps(emu.base_url)}\nuser_id = {USER_ID}\n"
     text += f"max_in_flight = {in_flight}\n"
+    text += 'export = "never"\n'  # windows: their throughput is measured here (backfill.py: export)
     if run:
         text += f'[state]\ndir = "{directory / "state"}"\n'
         text += "[discovery]\nenabled = false\n"

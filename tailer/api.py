@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import IO, Any, TypeGuard
 
 import structlog
 
@@ -21,6 +21,7 @@ from tailer.errors import (
     ApiError,
     AuthError,
     ConfigError,
+    ExportError,
     NotFoundError,
     ProtocolError,
     TransientError,
@@ -51,6 +52,8 @@ _HEADERS = {
     "Content-Type": "application/json",
     "User-Agent": _USER_AGENT,
 }
+_EXPORT = "/live/export/logs"
+_EXPORT_HEADERS = {**_HEADERS, "Accept": "application/octet-stream, application/json"}
 
 
 class _BareServerError(TransientError):
@@ -225,6 +228,35 @@ class QcApi:
                 f"{len(logs)} rows for a window of {end - start})"
             )
         return LogWindow(tuple(logs), length, offset)
+
+    def export_logs(
+        self, project_id: int, deploy_id: str, into: IO[bytes], *, timeout: float
+    ) -> None:
+        """The project's whole log, as a file written to ``into``; ExportError says why not.
+
+        One attempt, never retried: the caller has windows to fall back on, and every attempt
+        may spend one of the account's few exports.
+        """
+        payload = json.dumps({"projectId": project_id, "deployId": deploy_id}).encode()
+        with self.budget.slot():
+            try:
+                response = self.http.request(
+                    "POST",
+                    self.base_url + _EXPORT,
+                    _EXPORT_HEADERS,
+                    timeout=timeout,
+                    data=payload,
+                    auth=self.auth,
+                    into=into,
+                )
+            except TooLargeError as exc:
+                raise ExportError("too_large", f"{_EXPORT}: {exc}") from None
+            except HttpError as exc:
+                cut = into.tell() > 0 or "IncompleteRead" in str(exc)  # a file had begun
+                reason = "truncated" if cut else "unreachable"
+                raise ExportError(reason, f"{_EXPORT}: {exc}") from None
+        self.auth.clock.observe(response.header("Date"))
+        _export_verdict(response)
 
     def read_live(self, project_id: int) -> Deployment:
         data = self.call("/live/read", {"projectId": project_id})
@@ -430,6 +462,34 @@ def _refusal(path: str, errors: list[str]) -> Exception:
     ):
         return WindowTooLargeError(text)
     return ApiError(text)
+
+
+def _export_verdict(response: Response) -> None:
+    """Nothing if the answer is the file; else the ExportError that says why it is not."""
+    status = response.status
+    kind = (response.header("Content-Type") or "").split(";")[0].strip().lower()
+    if status == 200 and kind != "application/json":
+        return
+    reasons = {404: "unknown_endpoint", 429: "over_quota", 401: "auth", 403: "auth"}
+    reason = reasons.get(status, "server_error" if status >= 500 else "refused")
+    detail = f"HTTP {status}"
+    if status == 200:
+        try:
+            data = json.loads(response.body)
+        except (ValueError, RecursionError):
+            raise ExportError("malformed", f"{_EXPORT}: neither a file nor JSON") from None
+        if not isinstance(data, dict) or data.get("success") is True:
+            raise ExportError("malformed", f"{_EXPORT}: JSON where a file was expected")
+        errors = _errors(data)
+        detail = _redact("; ".join(errors)[:300])
+        lowered = detail.lower()
+        if errors[0].startswith(_AUTH_ERRORS):
+            reason = "auth"
+        elif "limit" in lowered or "quota" in lowered or "too many" in lowered:
+            reason = "over_quota"
+        elif "unknown endpoint" in lowered:
+            reason = "unknown_endpoint"
+    raise ExportError(reason, f"{_EXPORT}: {detail}", status=status)
 
 
 def _deployment(data: Mapping[str, Any], project_id: int) -> Deployment:

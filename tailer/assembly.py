@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from tailer.api import QcApi
 from tailer.auth import QcAuth, ServerClock
@@ -11,6 +12,8 @@ from tailer.budget import RequestBudget
 from tailer.config import Config, FollowConfig
 from tailer.cursor import Cursor
 from tailer.errors import ConfigError
+from tailer.export import Exporter
+from tailer.export_quota import ExportQuota
 from tailer.follower import ProjectFollower, Start
 from tailer.prefetch import Prefetcher
 from tailer.retry import RetryPolicy
@@ -48,11 +51,19 @@ def build_api(config: Config, shutdown: Shutdown, policy: RetryPolicy = ONE_SHOT
     )
 
 
+def build_exporter(api: QcApi, config: Config, quota_file: Path | None = None) -> Exporter:
+    """Large backlogs through the export endpoint, as ``api.export`` allows, within
+    ``api.export_per_30min`` (counted in ``quota_file`` across restarts, if given)."""
+    quota = ExportQuota(config.api.export_per_30min, quota_file)
+    return Exporter(api, quota, enabled=config.api.export == "auto")
+
+
 def follower_factory(
     api: QcApi,
     config: Config,
     saved: Mapping[tuple[int, str], Cursor],
     clock: Callable[[], float] = time.monotonic,
+    exporter: Exporter | None = None,
 ) -> Callable[..., ProjectFollower]:
     """Makes the follower of one follow entry, resuming from its saved cursors.
 
@@ -81,6 +92,7 @@ def follower_factory(
             drain=config.poll.drain,
             clock=clock,
             prefetcher=prefetcher,
+            exporter=exporter,
         )
 
     return make

@@ -269,6 +269,20 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--api-token", default=None, help="default: a random token")
     emulator.add_argument("--publish-interval", type=float, default=0.0, metavar="SECONDS")
     emulator.add_argument("--max-lines", type=int, default=100_000)
+    emulator.add_argument(
+        "--export",
+        choices=("429", "refusal", "off"),
+        default="429",
+        help="/live/export/logs over its quota answers 429 (default) or 200 success:false; "
+        "off: the endpoint is unknown (404)",
+    )
+    emulator.add_argument(
+        "--export-quota",
+        type=_count,
+        default=45,
+        metavar="N",
+        help="exports answered per 30 minutes (default 45)",
+    )
     emulator.add_argument("--quiet", action="store_true", help="no lively demo algorithms")
     emulator.add_argument(
         "--preload",

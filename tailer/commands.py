@@ -229,6 +229,7 @@ def emulator(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
         api_token=args.api_token or secrets.token_hex(16),
         publish_interval=args.publish_interval,
         max_lines=args.max_lines,
+        export=(args.export, args.export_quota),
         lively=not args.quiet,
         preload=args.preload,
         projects=args.projects,

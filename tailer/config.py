@@ -67,6 +67,8 @@ class ApiConfig:
     max_requests_per_minute: int = 0
     max_in_flight: int = 4
     ca_bundle: Path | None = None
+    export: str = "auto"  # read large backlogs through /live/export/logs: auto | never
+    export_per_30min: int = 30  # of the account's 45 exports per 30 minutes, at most this many
 
 
 DRAIN = 600.0
@@ -418,6 +420,8 @@ def _api(t: _Table, env: Mapping[str, str]) -> ApiConfig:
     per_minute = t.integer("max_requests_per_minute", d.max_requests_per_minute, minimum=0)
     in_flight = t.integer("max_in_flight", d.max_in_flight, minimum=1, maximum=64)
     ca_bundle = t.path("ca_bundle", d.ca_bundle, must_exist=True)
+    export = t.string("export", d.export, _one_of("auto", "never"))
+    export_per_30min = t.integer("export_per_30min", d.export_per_30min, minimum=0, maximum=45)
     t.done()
     if env_url := env.get("QC_BASE_URL"):
         if problem := _http_url(env_url):
@@ -448,6 +452,8 @@ def _api(t: _Table, env: Mapping[str, str]) -> ApiConfig:
         max_requests_per_minute=per_minute,
         max_in_flight=in_flight,
         ca_bundle=ca_bundle,
+        export=export,
+        export_per_30min=export_per_30min,
     )
 
 

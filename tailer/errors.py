@@ -13,6 +13,7 @@
     ├── UsageError          (2)    an argument names nothing, or more than one thing
     ├── ApiError            (1)    the API answered, but refused the request
     │   ├── NotFoundError          no such project or no live deployment
+    │   ├── ExportError            /live/export/logs gave no usable file (``reason`` says why)
     │   └── WindowTooLargeError    the server wants smaller log windows
     │       └── AnswerTooLargeError    the answer passed our size cap: so do we
     ├── TransientError      (1)    worth retrying: network, timeout, 429, 5xx, broken JSON
@@ -115,6 +116,18 @@ class ApiError(QcTailError):
 
 class NotFoundError(ApiError):
     """The project, or its live deployment, does not exist."""
+
+
+class ExportError(ApiError):
+    """``/live/export/logs`` gave no usable file; ``reason`` is a short word for events:
+    unknown_endpoint, over_quota, auth, truncated, malformed, too_large, unreachable,
+    server_error, refused,
+    or, before or after the call: quota (ours), spool (no room for the file), short,
+    disagrees, unverifiable, check_failed."""
+
+    def __init__(self, reason: str, message: str, *, status: int | None = None) -> None:
+        self.reason = reason
+        super().__init__(message, status=status)
 
 
 class WindowTooLargeError(ApiError):

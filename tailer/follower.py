@@ -13,6 +13,7 @@ from tailer.api import Deployment, QcApi
 from tailer.config import DRAIN
 from tailer.cursor import Cursor
 from tailer.errors import NotFoundError
+from tailer.export import Exporter
 from tailer.prefetch import Prefetcher
 from tailer.reader import Batch, DeploymentReader
 from tailer.since import first_since
@@ -57,7 +58,9 @@ class ProjectFollower:
         wait_for_deployment: bool = True,
         prefetcher: Prefetcher | None = None,
         snapshot: bool = False,
+        exporter: Exporter | None = None,
     ) -> None:
+        self._exporter = exporter
         self.api = api
         self._wait = wait_for_deployment
         # A snapshot (tail without -f) ends where the answer its start was computed from
@@ -316,10 +319,14 @@ class ProjectFollower:
         name = self.name or str(self.project_id)
         saved = self._saved.pop(deployment.deploy_id, None)
         if saved is not None:
-            return DeploymentReader(self.api, saved, name, prefetcher=self._prefetcher)
+            return DeploymentReader(
+                self.api, saved, name, prefetcher=self._prefetcher, exporter=self._exporter
+            )
         launched = deployment.launched.timestamp() if deployment.launched else None
         cursor = Cursor(self.project_id, deployment.deploy_id, launched=launched)
-        reader = DeploymentReader(self.api, cursor, name, prefetcher=self._prefetcher)
+        reader = DeploymentReader(
+            self.api, cursor, name, prefetcher=self._prefetcher, exporter=self._exporter
+        )
         reader.probe()
         start = start or self._start
         if start.kind in ("end", "last", "line", "since"):

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -39,6 +39,9 @@ MAX_BODY = 64 * 1024 * 1024
 
 MAX_AGE = 240.0
 """Seconds a kept-alive connection is reused; QuantConnect's own client renews at five minutes."""
+
+MAX_FILE = 1024 * 1024 * 1024
+"""The largest file download accepted (it goes to disk, not to memory)."""
 
 CONNECT_TIMEOUT = 10.0
 _CHUNK = 256 * 1024
@@ -120,8 +123,13 @@ class HttpClient:
         data: bytes | None = None,
         params: Mapping[str, str] | None = None,
         auth: Any = None,
+        into: IO[bytes] | None = None,
     ) -> Response:
         """One exchange within ``timeout`` seconds; HttpError when no whole answer came back.
+
+        With ``into``, a 200 answer that is not JSON (a file download) is written there as it
+        streams in, up to ``MAX_FILE`` bytes, and the Response's body is empty: memory stays
+        flat whatever the file's size. Other answers come back whole, as without it.
 
         The error is raised outside any ``except`` and keeps no buffer: a traceback held
         across retries must not hold an answer's megabytes with it.
@@ -144,7 +152,10 @@ class HttpClient:
                     verify=self._verify,
                 )
                 with answer:
-                    body = self._body(answer)
+                    if into is not None and _is_file(answer):
+                        body = self._spool(answer, into)
+                    else:
+                        body = self._body(answer)
             except HttpError as exc:
                 error = exc
             except requests.RequestException as exc:
@@ -175,6 +186,25 @@ class HttpClient:
             data.clear()  # the traceback keeps this frame; it must not keep the bytes
             raise
         return data
+
+    def _spool(self, answer: requests.Response, into: IO[bytes]) -> bytearray:
+        """The decoded body written to ``into``, refused as soon as it passes ``MAX_FILE``."""
+        encoding = (answer.headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding not in ("identity", "gzip", "x-gzip"):
+            raise HttpError(f"an answer in an encoding that was not asked for: {encoding[:40]!r}")
+        written = 0
+        for chunk in answer.iter_content(_CHUNK):
+            into.write(chunk)
+            written += len(chunk)
+            if written > MAX_FILE or answer.raw.tell() > MAX_FILE:
+                raise TooLargeError(f"a file of more than {MAX_FILE} bytes is too large")
+        return bytearray()
+
+
+def _is_file(answer: requests.Response) -> bool:
+    """Whether the answer is a file download (a 200 that is not JSON)."""
+    kind = (answer.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    return answer.status_code == 200 and kind != "application/json"
 
 
 def _failure(exc: requests.RequestException) -> HttpError:

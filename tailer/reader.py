@@ -13,6 +13,7 @@ from tailer import realign
 from tailer.api import LogWindow, QcApi
 from tailer.cursor import TAIL_LINES, Cursor
 from tailer.errors import AnswerTooLargeError, ProtocolError, WindowTooLargeError
+from tailer.export import Exporter, PlacedExport
 from tailer.prefetch import Prefetcher
 from tailer.records import Gap, Line, LineRun, fingerprint
 
@@ -105,8 +106,13 @@ class DeploymentReader:
         offset: int = 0,
         window: int = MAX_WINDOW,
         prefetcher: Prefetcher | None = None,
+        exporter: Exporter | None = None,
     ) -> None:
         self.api = api
+        self.exporter = exporter
+        self._export: PlacedExport | None = None  # an export placed: windows answered from it
+        self._export_declined = False  # tried in this catch-up; windows until caught up
+        self._exported: LogWindow | None = None  # the last window answered from the export
         self.cursor = cursor  # committed: the outputs have everything before it
         self.ahead = cursor  # read: where the next read starts (batches not yet committed)
         self.name = name
@@ -188,11 +194,15 @@ class DeploymentReader:
             plan = None if attempt == 0 and self._seen(bound) else self._plan(bound)
             if plan is None:
                 self.caught_up = limit is None  # a limit is not the deployment's end
+                self._export, self._export_declined = None, False
                 return None
+            self._consider_export(plan, bound)
             basis = self._basis.pop((plan.start, plan.stop), (self.offset, self.length))
             window = self._fetch_unless_too_large(plan.start, plan.stop)
             if window is None:  # over the size cap
                 return self._after_too_large(plan.start, plan.stop, end, limit)
+            if self._misplaced(window, plan):
+                continue
             outcome = self._judge(plan, window, end, basis)
             if isinstance(outcome, tuple):
                 plan, window = outcome
@@ -350,8 +360,9 @@ class DeploymentReader:
         known = self.length
         self._accept(window)
         self._waited = False
-        if len(window.logs) == plan.stop - plan.start and window.length > plan.stop:
-            self._prefetch(plan.stop, window.length, bound)
+        behind = self._export is not None and plan.stop + self.window <= self._export.end
+        if len(window.logs) == plan.stop - plan.start and window.length > plan.stop and not behind:
+            self._prefetch(plan.stop, window.length, bound)  # (the export has the next one)
         rows = list(window.logs)[plan.checked :]
         if bound is not None:
             rows = rows[: max(0, bound - plan.first)]
@@ -359,7 +370,8 @@ class DeploymentReader:
             self.ahead = replace(plan.cursor, total=plan.cursor.trimmed + end - self.offset)
         self.caught_up = not rows and limit is None
         self._unserved = False
-        if not rows:
+        if not rows:  # this catch-up is over: the next may read an export again
+            self._export_declined = False
             return None
         batch = self._batch(rows, plan.first)
         # An answer shorter than one before may be a lagging replica's: its end is not the end.
@@ -431,6 +443,10 @@ class DeploymentReader:
         """
         if self._narrowed is not None and start >= self._narrowed[0] + TAIL_LINES:
             self.window, self._narrowed = self._narrowed[1], None  # the large lines are behind
+        if not fresh and self._export is not None:
+            self._exported = self._export.window(start, stop)
+            if self._exported is not None:
+                return self._exported
         future = None if fresh else self._ahead.pop((start, stop), None)
         if future is not None and future.cancel():  # still queued, maybe behind read-ahead
             future = None  # another deployment's stuck server holds up: read it here, now
@@ -455,6 +471,29 @@ class DeploymentReader:
             except BaseException:
                 self._forget_prefetched()
                 raise
+
+    def _consider_export(self, plan: _Plan, bound: int | None) -> None:
+        """Read the backlog from an export when it is large, once per catch-up."""
+        if self.exporter is None or self._export_declined:
+            return
+        if self._export is not None and plan.start < self._export.end:
+            return
+        self._export = None  # read past, if there was one
+        end = self.length if bound is None else min(bound, self.length)
+        if not self._known or not self.exporter.wanted(end - plan.first):
+            return
+        self._export = self.exporter.place(self.project_id, self.deploy_id, plan.first, end)
+        self._export_declined = self._export is None
+
+    def _misplaced(self, window: LogWindow, plan: _Plan) -> bool:
+        """Whether ``window`` came from the export and its rows do not follow the lines
+        delivered last: then the export is dropped, and windows are read from now on."""
+        if window is not self._exported or self._aligned(window, plan):
+            return False
+        self._export, self._exported, self._export_declined = None, None, True
+        if self.exporter is not None:
+            self.exporter.disagreed(self.project_id, self.deploy_id)
+        return True
 
     def _fetch_unless_too_large(self, start: int, stop: int) -> LogWindow | None:
         """``_fetch``, or None when the answer passed the size cap: the window is narrowed, or
@@ -521,7 +560,8 @@ class DeploymentReader:
             nxt = start + self.window
             if bound is not None:
                 nxt = min(nxt, max(bound, start + 1))
-            if (start, nxt) not in self._ahead:
+            exported = self._export is not None and nxt <= self._export.end  # read from it
+            if (start, nxt) not in self._ahead and not exported:
                 read = functools.partial(
                     self.api.read_logs, self.project_id, self.deploy_id, start, nxt
                 )

@@ -11,12 +11,13 @@ from pathlib import Path
 import structlog
 
 from tailer.api import QcApi
-from tailer.assembly import follower_factory
+from tailer.assembly import build_exporter, follower_factory
 from tailer.config import Config, FollowConfig
 from tailer.daemon import Notifier, detached
 from tailer.directories import prepare
 from tailer.discovery import Discovery
 from tailer.errors import WriteFailedError
+from tailer.export import Exporter
 from tailer.health import Health
 from tailer.pipeline import Pipeline
 from tailer.scheduler import Scheduler
@@ -29,6 +30,9 @@ from tailer.store import CursorStore, StateLock
 from tailer.workers import Workers
 
 log = structlog.get_logger(__name__)
+
+EXPORT_QUOTA_FILE = "export-quota.json"
+"""In the state directory: the export calls spent lately, counted across restarts."""
 
 
 def serve(
@@ -155,16 +159,19 @@ def _pipelines(
         )
         names.append("stdout")
     pipelines = []
+    exporter = build_exporter(api, config, config.state.dir / EXPORT_QUOTA_FILE)  # one for all
     if outputs:
         name = " and ".join(names)
         pipelines.append(
-            _pipeline(name, outputs, CursorStore(config.state.dir), config, api, clock)
+            _pipeline(name, outputs, CursorStore(config.state.dir), config, api, clock, exporter)
         )
     if output.loki is not None:  # its own cursors: a Loki outage must not hold the files back
         loki = LokiSink(output.loki, sleep=shutdown.sleep)
         store = CursorStore(config.state.dir / "loki")
         # interruptible: a push cut short by a stop is re-pushed alike after the restart
-        pipelines.append(_pipeline("Loki", [loki], store, config, api, clock, interruptible=True))
+        pipelines.append(
+            _pipeline("Loki", [loki], store, config, api, clock, exporter, interruptible=True)
+        )
     if len(pipelines) > 1:
         api.cache_ttl = min(1.0, config.poll.interval / 2)  # one request serves both pipelines
     return pipelines
@@ -192,13 +199,14 @@ def _pipeline(
     config: Config,
     api: QcApi,
     clock: Callable[[], float],
+    exporter: Exporter | None = None,
     *,
     interruptible: bool = False,
 ) -> Pipeline:
     saved = store.load_all()
     for output in outputs:
         output.recover(saved.values())
-    make = follower_factory(api, config, saved, clock)
+    make = follower_factory(api, config, saved, clock, exporter)
     return Pipeline(
         outputs,
         [make(entry) for entry in config.follows],

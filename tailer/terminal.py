@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields, replace
 from typing import TextIO
 
 from tailer.api import QcApi
+from tailer.assembly import build_exporter
 from tailer.colour import Painter
 from tailer.config import Config, LokiConfig
 from tailer.discovery import Discovery
@@ -63,6 +64,7 @@ def tail(
     outputs: list[Sink] = [GrepSink(shown, options.grep) if options.grep else shown]
     start = _start(config, options)
     prefetcher = Prefetcher(config.api.max_in_flight)
+    exporter = build_exporter(api, config)  # its quota counted in this process only
     began = [False]  # whether the first turn is over: followers found later start at their start
 
     def make(project_id: int, name: str | None = None) -> ProjectFollower:
@@ -76,6 +78,7 @@ def tail(
             wait_for_deployment=options.follow,
             prefetcher=prefetcher,
             snapshot=not options.follow,
+            exporter=exporter,
         )
 
     followers = [make(target.project_id, target.name) for target in targets]

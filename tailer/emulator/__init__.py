@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FrameType, MappingProxyType, TracebackType
 from typing import Any, Self, TextIO
 
+from tailer.emulator.export import Export
 from tailer.emulator.faults import Fault, Faults
 from tailer.emulator.lag import Lags
 from tailer.emulator.model import Model
@@ -19,7 +20,7 @@ from tailer.emulator.scenery import Scenery
 from tailer.emulator.server import Api, ApiServer, Stats
 from tailer.errors import CannotListenError
 
-__all__ = ["Emulator", "Fault", "Lags", "Scenery", "Stats", "serve"]
+__all__ = ["Emulator", "Export", "Fault", "Lags", "Scenery", "Stats", "serve"]
 
 
 class Emulator:
@@ -171,6 +172,12 @@ class Emulator:
     def lags(self) -> Lags:
         return self.api.lags
 
+    @property
+    def export(self) -> Export:
+        """``/live/export/logs``: switch it off, set its quota and over-quota answer, spoil
+        its next answers."""
+        return self.api.export
+
     def add_project(self, project_id: int, name: str) -> None:
         self.model.add_project(project_id, name)
 
@@ -249,6 +256,7 @@ def serve(
     api_token: str,
     publish_interval: float,
     max_lines: int,
+    export: tuple[str, int] = ("429", 45),
     lively: bool,
     stop: threading.Event,
     out: TextIO,
@@ -274,7 +282,8 @@ def serve(
     ``skew`` seconds off; ``list_ignores_project`` and ``stale_read_rate`` are as in
     ``Emulator``; ``lag_rate`` of the log reads are stale, up to ``lag_lines`` rows behind;
     ``unknowns`` holds the switches of ``Emulator`` for what the documentation leaves open.
-    SIGUSR1 prints ``stats requests=N logs_read=M`` (main thread only).
+    ``export`` is the export endpoint's over-quota shape (or ``off``) and its quota.
+    SIGUSR1 prints ``stats requests=N logs_read=M export=E`` (main thread only).
     """
     emulator = Emulator(
         user_id,
@@ -288,6 +297,9 @@ def serve(
         stale_read_rate=stale_read_rate,
         **unknowns,
     ).start(host, port)
+    shape, emulator.export.quota = export
+    emulator.export.enabled = shape != "off"
+    emulator.export.over_quota = shape if shape != "off" else "429"
     if fault_rate:
         if fault_kinds:
             emulator.faults.random(fault_rate, fault_kinds, seed=secrets.randbelow(2**31))
@@ -307,7 +319,8 @@ def serve(
     def report(signum: int, frame: FrameType | None) -> None:
         stats = emulator.stats
         logs_read = stats.by_path.get("/live/logs/read", 0)
-        out.write(f"stats requests={stats.requests} logs_read={logs_read}\n")
+        exports = stats.by_path.get("/live/export/logs", 0)
+        out.write(f"stats requests={stats.requests} logs_read={logs_read} export={exports}\n")
         out.flush()
 
     in_main = threading.current_thread() is threading.main_thread()

@@ -110,12 +110,15 @@ class Faults:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """One whole HTTP answer, sent in a single write."""
+    """One whole HTTP answer, sent in a single write. ``length``, if set, is the
+    Content-Length declared instead of the body's own (a body cut short: the connection then
+    closes after it)."""
 
     status: int
     body: bytes = b""
     content_type: str | None = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
+    length: int | None = None
 
 
 def json_reply(payload: dict[str, Any], status: int = 200, *headers: tuple[str, str]) -> Reply:

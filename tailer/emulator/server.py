@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tailer.config import LIST_STATUSES
+from tailer.emulator.export import Export
 from tailer.emulator.faults import Faults, Reply, auth_reply, fault_reply, json_reply, refusal
 from tailer.emulator.lag import Lags
 from tailer.emulator.model import Model, NotFound
@@ -102,6 +103,7 @@ class Api:
         self.bare_answers = bare_answers  # no ``errors``, ``logs: null``, unknown fields
         self.model, self.faults = model, faults
         self.lags = Lags()
+        self.export = Export(model, clock=clock)
         self.user_id, self._token = user_id, api_token
         self.max_window, self.auth_failure = max_window, auth_failure
         self.skew, self.latency, self._clock = skew, latency, clock
@@ -120,6 +122,7 @@ class Api:
             "/live/read": self._live_read,
             "/live/list": self._live_list,
             "/projects/read": self._projects_read,
+            "/live/export/logs": self._export_logs,
         }
 
     def now(self) -> float:
@@ -151,6 +154,8 @@ class Api:
 
     def answer(self, path: str, headers: Message, raw: bytes) -> Reply:
         route = self._routes.get(path)
+        if path == "/live/export/logs" and not self.export.enabled:  # an account without it
+            route = None
         if route is None:
             return refusal(f"Not found: {BASE_PATH}{path}", 404)
         if not self.signed(headers):
@@ -202,6 +207,13 @@ class Api:
         if self.bare_answers:
             return json_reply({"success": True, **payload, "requestId": "emu-7f3a", "v": 2.1})
         return json_reply({"success": True, **payload, "errors": []})
+
+    def _export_logs(self, body: dict[str, Any]) -> Reply:
+        project = _required(body, "projectId")
+        deploy = body.get("deployId")
+        if not isinstance(deploy, str) or not deploy:
+            raise BadRequest("Missing required field: deployId")
+        return self.export.answer(project, deploy)
 
     def stale_live_read(self, project_id: int, answers: int) -> None:
         """The project's next ``answers`` /live/read answers name its previous deployment."""
@@ -282,7 +294,10 @@ class Handler(BaseHTTPRequestHandler):
         head.append(f"Date: {self.date_time_string()}")
         if reply.content_type is not None:
             head.append(f"Content-Type: {reply.content_type}")
-        head.append(f"Content-Length: {len(reply.body)}")
+        length = len(reply.body) if reply.length is None else reply.length
+        if length != len(reply.body):
+            self.close_connection = True
+        head.append(f"Content-Length: {length}")
         head.extend(f"{name}: {value}" for name, value in reply.headers)
         if self.close_connection:
             head.append("Connection: close")
