@@ -345,9 +345,11 @@ def test_progress_on_a_terminals_stderr_never_in_a_pipe(tmp_path):
         slow.write(PROJECT, lines(150 * MAX_WINDOW))
         leader, terminal = pty.openpty()
         out = tmp_path / "all.log"
+        windows = tmp_path / "windows.toml"  # an export would end the catch-up at once
+        windows.write_text('[api]\nexport = "never"\n')
         with out.open("w") as sink:
             process = subprocess.Popen(
-                qc_tail("tail", str(PROJECT), "--from-start"),
+                qc_tail("--config", str(windows), "tail", str(PROJECT), "--from-start"),
                 env=cli_env(slow),
                 stdout=sink,
                 stderr=terminal,
