@@ -12,6 +12,7 @@ from tailer.config import Config, FollowConfig
 from tailer.cursor import Cursor
 from tailer.errors import ConfigError
 from tailer.follower import ProjectFollower, Start
+from tailer.metrics import Metrics
 from tailer.prefetch import Prefetcher
 from tailer.retry import RetryPolicy
 from tailer.shutdown import Shutdown
@@ -23,7 +24,12 @@ FOLLOWING = RetryPolicy(max_attempts=4, cap=30.0)
 """For followers: a few quick retries per request; the scheduler backs off beyond that."""
 
 
-def build_api(config: Config, shutdown: Shutdown, policy: RetryPolicy = ONE_SHOT) -> QcApi:
+def build_api(
+    config: Config,
+    shutdown: Shutdown,
+    policy: RetryPolicy = ONE_SHOT,
+    metrics: Metrics | None = None,
+) -> QcApi:
     """The QuantConnect client, or a ConfigError saying which credential is missing."""
     api = config.api
     if api.user_id is None:
@@ -45,6 +51,7 @@ def build_api(config: Config, shutdown: Shutdown, policy: RetryPolicy = ONE_SHOT
         sleep=shutdown.sleep,
         stop_event=shutdown.event,
         ca_bundle=api.ca_bundle,
+        metrics=metrics,
     )
 
 

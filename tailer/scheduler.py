@@ -20,6 +20,7 @@ from tailer.errors import (
 )
 from tailer.follower import ProjectFollower
 from tailer.health import Health
+from tailer.lifecycle import Lifecycle
 from tailer.pipeline import Pipeline
 from tailer.reader import MAX_WINDOW, Batch
 from tailer.shutdown import Shutdown
@@ -72,6 +73,7 @@ class Scheduler:
         clock: Callable[[], float] = time.monotonic,
         auth_grace: float = 3600.0,
         health: Health | None = None,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         self.pipelines = list(pipelines)
         self.shutdown = shutdown
@@ -88,6 +90,7 @@ class Scheduler:
         self.delivered = 0
         self._phases = 0
         self.health = health or Health(auth_grace)  # shared by the workers, if several
+        self.lifecycle = lifecycle  # shared too: says when each deployment starts and ends
         self._on_progress: Callable[[], None] | None = None
         self._resumed = False  # projects left unfinished by the last run have followers
 
@@ -263,6 +266,11 @@ class Scheduler:
             return
         with self.shutdown.critical():
             self._save_started(slot)
+        self._observe(slot)
+
+    def _observe(self, slot: _Slot) -> None:
+        if self.lifecycle is not None:
+            self.lifecycle.observe(slot.pipeline.name, slot.follower)
 
     def _poll_guarded(self, slot: _Slot) -> None:
         try:
@@ -313,6 +321,7 @@ class Scheduler:
             self._save_started(slot)
             while follower.finished:
                 slot.pipeline.persist(follower.finished.pop(0))
+        self._observe(slot)
         self.delivered += found
         return found
 
@@ -352,6 +361,8 @@ class Scheduler:
                 slot.pipeline.persist(replace(reader.cursor, done=True))
         log.info("stopped_following", project=slot.follower.project_id, name=slot.follower.name)
         self.slots.remove(slot)
+        if self.lifecycle is not None:
+            self.lifecycle.dropped(slot.pipeline.name, slot.follower)
 
     def _succeeded(self) -> None:
         self.health.succeeded()

@@ -17,7 +17,10 @@ from tailer.daemon import Notifier, detached
 from tailer.directories import prepare
 from tailer.discovery import Discovery
 from tailer.errors import WriteFailedError
+from tailer.exporter import Exporter
 from tailer.health import Health
+from tailer.lifecycle import Lifecycle
+from tailer.metrics import Metrics
 from tailer.pipeline import Pipeline
 from tailer.scheduler import Scheduler
 from tailer.shutdown import Shutdown
@@ -64,18 +67,30 @@ def serve(
 def _follow(
     config: Config, api: QcApi, shutdown: Shutdown, *, once: bool, notifier: Notifier
 ) -> None:
-    pipelines = _pipelines(config, api, shutdown)
+    metrics = api.metrics or Metrics()
+    lifecycle = Lifecycle(metrics)
+    pipelines = _pipelines(config, api, shutdown, metrics=metrics)
+    verdicts: list[Callable[[], str | None]] = []  # the workers', once they run
+    listen = config.metrics.listen
+    exporter = None
+    if listen is not None:
+        exporter = Exporter(listen, metrics, lambda: verdicts[0]() if verdicts else None)
     shutdown.on_hangup(notifier.reloading)
+    shutdown.on_hangup(lifecycle.reopened)
     discovery = Discovery(api, config.discovery) if config.discovery.enabled else None
+    lifecycle.started(config, list(metrics.lines_by_output()))
     try:
         if once:  # pipeline by pipeline: the files first, then Loki
             shutdown.heartbeat = notifier.watchdog
             shutdown.heartbeat_every = notifier.watchdog_interval
-            _scheduler(config, pipelines, shutdown, discovery).poll_once()
+            _scheduler(config, pipelines, shutdown, discovery, lifecycle=lifecycle).poll_once()
         else:
-            _work(config, pipelines, shutdown, discovery, notifier)
+            _work(config, pipelines, shutdown, discovery, notifier, lifecycle, verdicts)
     finally:
+        lifecycle.stopping()
         notifier.stopping()
+        if exporter is not None:
+            exporter.close()
         for pipeline in pipelines:
             pipeline.close()
 
@@ -86,6 +101,7 @@ def _scheduler(
     shutdown: Shutdown,
     discovery: Discovery | None,
     health: Health | None = None,
+    lifecycle: Lifecycle | None = None,
 ) -> Scheduler:
     return Scheduler(
         pipelines,
@@ -95,6 +111,7 @@ def _scheduler(
         drain=config.poll.drain,
         discovery=discovery,
         health=health,
+        lifecycle=lifecycle,
     )
 
 
@@ -104,16 +121,21 @@ def _work(
     shutdown: Shutdown,
     discovery: Discovery | None,
     notifier: Notifier,
+    lifecycle: Lifecycle,
+    verdicts: list[Callable[[], str | None]],
 ) -> None:
     """Each pipeline on its own worker (a Loki that hangs holds back no file), sharing one
     discovery; this thread talks to systemd: READY once some poll succeeded, STATUS, and
-    WATCHDOG while every worker shows life."""
+    WATCHDOG while every worker shows life. /healthz applies the watchdog's rule, with
+    ``metrics.stall`` when systemd keeps no watchdog."""
     health = Health()
     schedulers = []
     for n, pipeline in enumerate(pipelines):
         view = discovery.share() if discovery is not None and n else discovery
-        schedulers.append(_scheduler(config, [pipeline], shutdown, view, health))
+        schedulers.append(_scheduler(config, [pipeline], shutdown, view, health, lifecycle))
     workers = Workers(schedulers, shutdown, stall=notifier.watchdog_interval)
+    stall = notifier.watchdog_interval or config.metrics.stall
+    verdicts.append(lambda: workers.stalled(stall))
 
     def tick() -> None:
         if workers.alive():
@@ -132,9 +154,10 @@ def _pipelines(
     api: QcApi,
     shutdown: Shutdown,
     clock: Callable[[], float] = time.monotonic,
+    metrics: Metrics | None = None,
 ) -> list[Pipeline]:
     """Files and stdout share cursors (stdout last: it gets a line once files have it);
-    ``clock`` times the followers' drains."""
+    ``clock`` times the followers' drains; ``metrics`` counts what each output gets."""
     output = config.output
     outputs: list[Sink] = []
     names: list[str] = []  # as a user knows them, in messages
@@ -156,14 +179,28 @@ def _pipelines(
     pipelines = []
     if outputs:
         name = " and ".join(names)
-        pipelines.append(
-            _pipeline(name, outputs, CursorStore(config.state.dir), config, api, clock)
-        )
+        store = CursorStore(config.state.dir)
+        pipelines.append(_pipeline(name, outputs, store, config, api, clock, metrics, names))
     if output.loki is not None:  # its own cursors: a Loki outage must not hold the files back
         loki = LokiSink(output.loki, sleep=shutdown.sleep)
         store = CursorStore(config.state.dir / "loki")
         # interruptible: a push cut short by a stop is re-pushed alike after the restart
-        pipelines.append(_pipeline("Loki", [loki], store, config, api, clock, interruptible=True))
+        pipelines.append(
+            _pipeline(
+                "Loki",
+                [loki],
+                store,
+                config,
+                api,
+                clock,
+                metrics,
+                ["loki"],
+                interruptible=True,
+                counts_gaps=not pipelines,  # the files' pipeline reads the same gaps
+            )
+        )
+    if metrics is not None:
+        metrics.outputs(label for pipeline in pipelines for label in pipeline.labels)
     if len(pipelines) > 1:
         api.cache_ttl = min(1.0, config.poll.interval / 2)  # one request serves both pipelines
     return pipelines
@@ -191,8 +228,11 @@ def _pipeline(
     config: Config,
     api: QcApi,
     clock: Callable[[], float],
+    metrics: Metrics | None,
+    labels: list[str],
     *,
     interruptible: bool = False,
+    counts_gaps: bool = True,
 ) -> Pipeline:
     saved = store.load_all()
     for output in outputs:
@@ -209,4 +249,7 @@ def _pipeline(
         saved=saved.keys(),
         unfinished=[key for key, cursor in saved.items() if not cursor.done],
         interruptible=interruptible,
+        metrics=metrics,
+        labels=labels,
+        counts_gaps=counts_gaps,
     )
