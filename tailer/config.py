@@ -1,11 +1,11 @@
 """TOML -> frozen dataclasses; every check and default lives here.
 
 ``load_config(path, env)`` reads the TOML file, applies the environment (``QC_BASE_URL``,
-``QC_USER_ID``, the API token sources) and returns a frozen ``Config``, or raises ``ConfigError``
-naming the file and the dotted key (``poll.interval``, ``follow[0].start``: array entries count
-from 0). Relative paths count from the config file's directory. Secrets are read here, only
-from files that their owner alone may read, and never appear in a repr. Empty environment
-variables count as unset.
+``QC_USER_ID``, the API token sources, ``QC_TAIL_METRICS_LISTEN``) and returns a frozen
+``Config``, or raises ``ConfigError`` naming the file and the dotted key (``poll.interval``,
+``follow[0].start``: array entries count from 0). Relative paths count from the config file's
+directory. Secrets are read here, only from files that their owner alone may read, and never
+appear in a repr. Empty environment variables count as unset.
 """
 
 from __future__ import annotations
@@ -511,11 +511,15 @@ def _parse_listen(value: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
-def _metrics(t: _Table) -> MetricsConfig:
+def _metrics(t: _Table, env: Mapping[str, str]) -> MetricsConfig:
     d = MetricsConfig()
     listen = t.string("listen", None, _listen)
     stall = t.number("stall", d.stall)
     t.done()
+    if env_listen := env.get("QC_TAIL_METRICS_LISTEN"):  # how the systemd unit turns it on
+        if problem := _listen(env_listen):
+            raise ConfigError(f"{problem}, got {_show(env_listen)}", key="QC_TAIL_METRICS_LISTEN")
+        listen = env_listen
     return MetricsConfig(None if listen is None else _parse_listen(listen), stall)
 
 
@@ -650,7 +654,7 @@ def load_config(path: Path | None, env: Mapping[str, str]) -> Config:
         discovery=_discovery(_section(root, "discovery")),
         follows=_follows(root),
         output=_output(_section(root, "output")),
-        metrics=_metrics(_section(root, "metrics")),
+        metrics=_metrics(_section(root, "metrics"), env),
         source=None if path is None else path.absolute(),
     )
     root.done()

@@ -207,3 +207,43 @@ def test_three_shards_split_thirty_projects_each_written_by_exactly_one(tmp_path
         assert project_id in owned[writers[0]]
     assert sorted(p for found in owned.values() for p in found) == list(projects)
     assert all(owned.values()), "every shard owns some of the 30 projects"
+
+
+def test_a_dropped_project_ends_with_its_status_and_its_series_go(tmp_path, emu):
+    emu.add_project(888, "momentum")
+    kept, stopping = emu.deploy(PROJECT), emu.deploy(888)
+    emu.write(PROJECT, ["kept 1"])
+    emu.write(888, ["stopping 1"])
+    emu.publish()
+    discovery = ["[discovery]", "enabled = true", "interval = 0.5"]
+    path = config(tmp_path, emu, *discovery, "[metrics]", 'listen = "127.0.0.1:0"')
+    daemon = Background(qc_tail("--config", str(path), "run"), cli_env(emu))
+    try:
+        port = port_of(daemon)
+        wait_until(lambda: written(tmp_path) == {PROJECT: ["kept 1"], 888: ["stopping 1"]})
+        before = scrape(port)
+        emu.stop_deployment(888, "RuntimeError")
+        wait_until(lambda: '"stopped_following"' in daemon.stderr())
+        wait_until(lambda: '"deployment_ended"' in daemon.stderr())
+        after = scrape(port)
+    finally:
+        code, stderr = daemon.stop(signal.SIGTERM)
+    assert code == 0, stderr
+
+    def series(samples: dict) -> list[tuple]:
+        return sorted(k[1] for k in samples if k[0] == "qc_tail_last_line_timestamp_seconds")
+
+    assert series(before) == [
+        (("name", "mean-reversion"), ("project_id", str(PROJECT))),
+        (("name", "momentum"), ("project_id", "888")),
+    ]
+    assert series(after) == [(("name", "mean-reversion"), ("project_id", str(PROJECT)))]
+    assert (before[("qc_tail_deployments", ())], after[("qc_tail_deployments", ())]) == (2, 1)
+    said = events(stderr)
+    begun = sorted((e["project"], e["deploy"]) for e in said if e["event"] == "deployment_started")
+    assert begun == [(PROJECT, kept), (888, stopping)]
+    ended = [e for e in said if e["event"] == "deployment_ended"]
+    assert [(e["project"], e["deploy"], e["status"]) for e in ended] == [
+        (888, stopping, "RuntimeError")
+    ]
+    assert [e["event"] for e in said][-1] == "stopping"
