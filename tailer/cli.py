@@ -200,6 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmarks: projects 1..K, each deployed with the --preload lines (default 0)",
     )
     emulator.add_argument(
+        "--active",
+        type=_count,
+        default=0,
+        metavar="K",
+        help="benchmarks: after SIGUSR2, projects 1..K get --active-lines new lines every "
+        "--active-every seconds (default 0)",
+    )
+    emulator.add_argument("--active-every", type=_positive_float, default=30.0, metavar="S")
+    emulator.add_argument("--active-lines", type=_positive_int, default=10, metavar="N")
+    emulator.add_argument(
         "--latency",
         type=_milliseconds,
         default=0.0,

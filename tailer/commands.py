@@ -230,6 +230,9 @@ def emulator(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
         stale_read_rate=args.stale_read_rate,
         lag_rate=args.lag_rate,
         lag_lines=args.lag_lines,
+        active=args.active,
+        active_every=args.active_every,
+        active_lines=args.active_lines,
         stop=shutdown.event,
         out=sys.stdout,
     )

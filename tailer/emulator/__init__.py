@@ -243,6 +243,9 @@ def serve(
     stale_read_rate: float = 0.0,
     lag_rate: float = 0.0,
     lag_lines: int = 20,
+    active: int = 0,
+    active_every: float = 30.0,
+    active_lines: int = 10,
 ) -> None:
     """Serve until ``stop`` is set, after printing how to point qc-tail at the emulator.
 
@@ -252,7 +255,9 @@ def serve(
     ones if empty); refused credentials take the ``auth_failure`` shape; the server's clock is
     ``skew`` seconds off; ``list_ignores_project`` and ``stale_read_rate`` are as in
     ``Emulator``; ``lag_rate`` of the log reads are stale, up to ``lag_lines`` rows behind.
-    SIGUSR1 prints ``stats requests=N logs_read=M`` (main thread only).
+    SIGUSR1 prints ``stats requests=N logs_read=M`` (main thread only). After SIGUSR2,
+    projects ``1..active`` each get ``active_lines`` new lines every ``active_every`` seconds
+    (a fleet benchmark's active share).
     """
     emulator = Emulator(
         user_id,
@@ -287,8 +292,14 @@ def serve(
         out.write(f"stats requests={stats.requests} logs_read={logs_read}\n")
         out.flush()
 
+    def activate(signum: int, frame: FrameType | None) -> None:
+        if active:
+            every = (active, active_every, active_lines)
+            threading.Thread(target=_activity, args=(emulator, stop, *every), daemon=True).start()
+
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGUSR1, report) if in_main else None
+    previous_usr2 = signal.signal(signal.SIGUSR2, activate) if in_main else None
     try:
         projects_text = " ".join(str(p) for p in emulator.project_ids) or "none (lively is off)"
         out.write(
@@ -300,6 +311,20 @@ def serve(
     finally:
         if in_main:
             signal.signal(signal.SIGUSR1, previous)
+            signal.signal(signal.SIGUSR2, previous_usr2)
         if scenery is not None:
             scenery.stop()
         emulator.stop()
+
+
+def _activity(
+    emulator: Emulator, stop: threading.Event, active: int, every: float, lines: int
+) -> None:
+    """Projects ``1..active`` each get ``lines`` new lines, published, every ``every`` s."""
+    written = 0
+    while not stop.is_set():
+        for project_id in range(1, active + 1):
+            emulator.write(project_id, [bench_line(written + i) for i in range(lines)])
+        written += lines
+        emulator.publish()
+        stop.wait(every)
