@@ -22,7 +22,7 @@ EXIT_CODES = {
     0: "ok; also after SIGTERM (a service stop) and `tail ... | head`",
     1: "the API said no (no such project); `run --once`: an output failed",
     2: "usage: a wrong option or argument",
-    69: "API (or Loki, for check) unreachable; the emulator's port in use",
+    69: "API (or Loki, for check) unreachable; the emulator's or metrics.listen's port in use",
     70: "internal error: a bug in qc-tail, please report it",
     73: "a state or output directory or file cannot be created or written",
     74: "I/O error: stdout failing, or closed as `run`'s only output; disk full",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -247,3 +248,15 @@ def test_a_dropped_project_ends_with_its_status_and_its_series_go(tmp_path, emu)
         (888, stopping, "RuntimeError")
     ]
     assert [e["event"] for e in said][-1] == "stopping"
+
+
+def test_a_metrics_address_in_use_exits_69_saying_which(tmp_path, emu):
+    emu.deploy(PROJECT)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        follow = ["[discovery]", "enabled = false", "[[follow]]", f"project_id = {PROJECT}"]
+        path = config(tmp_path, emu, *follow, "[metrics]", f'listen = "127.0.0.1:{port}"')
+        result = run(emu, "--config", str(path), "run", "--once")
+    assert result.returncode == 69
+    assert f"metrics.listen: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
