@@ -73,13 +73,13 @@ def _follow(
     verdicts: list[Callable[[], str | None]] = []  # the workers', once they run
     listen = config.metrics.listen
     exporter = None
-    if listen is not None:
-        exporter = Exporter(listen, metrics, lambda: verdicts[0]() if verdicts else None)
     shutdown.on_hangup(notifier.reloading)
     shutdown.on_hangup(lifecycle.reopened)
     discovery = Discovery(api, config.discovery) if config.discovery.enabled else None
-    lifecycle.started(config, list(metrics.lines_by_output()))
     try:
+        if listen is not None:
+            exporter = Exporter(listen, metrics, lambda: verdicts[0]() if verdicts else None)
+        lifecycle.started(config, list(metrics.lines_by_output()))
         if once:  # pipeline by pipeline: the files first, then Loki
             shutdown.heartbeat = notifier.watchdog
             shutdown.heartbeat_every = notifier.watchdog_interval
