@@ -48,8 +48,8 @@ class Pipeline:
         counts_gaps: bool = True,
     ) -> None:
         self.name = name
-        self.metrics = metrics  # with ``labels``, the outputs' names in it
-        self.labels = list(labels) or [type(output).__name__ for output in outputs]
+        self.metrics = metrics  # with ``labels``: each output's name there, in order
+        self.labels = list(labels)
         self._counts_gaps = counts_gaps  # of pipelines that read the same gaps, one counts
         self.interruptible = interruptible  # its writes are pushes that a stop may cut
         self.outputs = list(outputs)
@@ -84,13 +84,13 @@ class Pipeline:
         records: list[Record] = [b.record for b in group if b.record is not None]
         metrics = self.metrics
         lines = sum(batch.count for batch in group)
-        for output, label in zip(self.outputs, self.labels, strict=True):
+        for index, output in enumerate(self.outputs):
             if metrics is not None:
-                metrics.writing(label, lines)
+                metrics.writing(self.labels[index], lines)
             output.write(records)  # one at a time, in order: stdout (last) gets a line
             output.flush()  # only once the files have it durably, so a failed fsync,
             if metrics is not None:  # retried, does not print it twice
-                metrics.delivered(label, lines)
+                metrics.delivered(self.labels[index], lines)
         if metrics is not None:
             metrics.batches(group, gaps=self._counts_gaps)
 
