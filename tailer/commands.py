@@ -160,21 +160,26 @@ def check(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
             continue
         print(f"follow: project {entry.project_id} [{name}]: {target}, status {current.status}")
     if config.discovery.enabled:
-        running = api.list_live(status="Running")
-        discovery = Discovery(api, config.discovery)
-        found = [d for d in running if discovery.wants(d.project_id)]
-        k, n = config.discovery.shard
-        if n > 1:
-            limited = [d for d in running if discovery.limits(d.project_id)]
-            print(
-                f"discovery: shard {k}/{n} owns {len(found)} of {len(limited)} running "
-                "deployment(s); these would be followed"
-            )
-        else:
-            print(f"discovery: {len(found)} running deployment(s) would be followed")
-        for d in found:
-            print(f"  project {d.project_id} [{d.project_name or '-'}]: {d.deploy_id}")
+        _check_discovery(api, config)
     return problem
+
+
+def _check_discovery(api: QcApi, config: Config) -> None:
+    """The running deployments discovery would follow: this shard's, if sharded."""
+    running = api.list_live(status="Running")
+    discovery = Discovery(api, config.discovery)
+    found = [d for d in running if discovery.wants(d.project_id)]
+    k, n = config.discovery.shard
+    if n > 1:
+        limited = [d for d in running if discovery.limits(d.project_id)]
+        print(
+            f"discovery: shard {k}/{n} owns {len(found)} of {len(limited)} running "
+            "deployment(s); these would be followed"
+        )
+    else:
+        print(f"discovery: {len(found)} running deployment(s) would be followed")
+    for d in found:
+        print(f"  project {d.project_id} [{d.project_name or '-'}]: {d.deploy_id}")
 
 
 def demo(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import FrameType, TracebackType
-from typing import Self, TextIO
+from typing import Any, Self, TextIO
 
 from tailer.emulator.faults import Fault, Faults
 from tailer.emulator.lag import Lags
@@ -286,20 +286,10 @@ def serve(
         emulator.publish()
     scenery = Scenery(emulator).start() if lively else None
 
-    def report(signum: int, frame: FrameType | None) -> None:
-        stats = emulator.stats
-        logs_read = stats.by_path.get("/live/logs/read", 0)
-        out.write(f"stats requests={stats.requests} logs_read={logs_read}\n")
-        out.flush()
-
-    def activate(signum: int, frame: FrameType | None) -> None:
-        if active:
-            every = (active, active_every, active_lines)
-            threading.Thread(target=_activity, args=(emulator, stop, *every), daemon=True).start()
-
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGUSR1, report) if in_main else None
-    previous_usr2 = signal.signal(signal.SIGUSR2, activate) if in_main else None
+    activity = (emulator, stop, active, active_every, active_lines)
+    handlers = _bench_signals(emulator, out, activity) if in_main else {}
+    previous = _install(handlers)
     try:
         projects_text = " ".join(str(p) for p in emulator.project_ids) or "none (lively is off)"
         out.write(
@@ -309,12 +299,35 @@ def serve(
         out.flush()
         stop.wait()
     finally:
-        if in_main:
-            signal.signal(signal.SIGUSR1, previous)
-            signal.signal(signal.SIGUSR2, previous_usr2)
+        _install(previous)
         if scenery is not None:
             scenery.stop()
         emulator.stop()
+
+
+Handler = Callable[[int, FrameType | None], None]
+
+
+def _bench_signals(
+    emulator: Emulator, out: TextIO, activity: tuple[Any, ...]
+) -> dict[int, Handler]:
+    """SIGUSR1 prints the request counters; SIGUSR2 starts the active share's lines."""
+
+    def report(signum: int, frame: FrameType | None) -> None:
+        stats = emulator.stats
+        logs_read = stats.by_path.get("/live/logs/read", 0)
+        out.write(f"stats requests={stats.requests} logs_read={logs_read}\n")
+        out.flush()
+
+    def activate(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=_activity, args=activity, daemon=True).start()
+
+    return {signal.SIGUSR1: report, signal.SIGUSR2: activate}
+
+
+def _install(handlers: dict[int, Any]) -> dict[int, Any]:
+    """Install signal handlers; the ones they replace, to put back."""
+    return {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
 
 
 def _activity(
@@ -322,7 +335,7 @@ def _activity(
 ) -> None:
     """Projects ``1..active`` each get ``lines`` new lines, published, every ``every`` s."""
     written = 0
-    while not stop.is_set():
+    while active and not stop.is_set():
         for project_id in range(1, active + 1):
             emulator.write(project_id, [bench_line(written + i) for i in range(lines)])
         written += lines
