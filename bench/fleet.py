@@ -11,6 +11,7 @@ emulator's request counts (asked by SIGUSR1).
 
     python bench/fleet.py             # 500 deployments, 180 s measured
     python bench/fleet.py --quick     # 40 s measured
+    python bench/fleet.py --scale     # 2,000 deployments idle, then 10 % active (scale.py)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import scale
 from harness import USER_ID, EmulatorProcess, machine, qc_tail
 
 CPU_TARGET = 2.0  # % of one core
@@ -148,7 +150,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=35.0, help="seconds (default 35)")
     parser.add_argument("--projects", type=int, default=500)
     parser.add_argument("--interval", type=float, default=30.0, help="poll.interval, seconds")
+    parser.add_argument("--scale", action="store_true", help="2,000 deployments: scale.py")
+    scale.arguments(parser)
     args = parser.parse_args()
+    if args.scale:
+        if args.projects == 500:
+            args.projects = 2000
+        scale.main(args)
+        return
     duration = args.duration or (40.0 if args.quick else 180.0)
     interval = args.interval
 

@@ -59,8 +59,9 @@ class EmulatorProcess:
         projects: int | None = None,
         latency_ms: float = 0.0,
         publish_interval: float = 0.0,
+        extra: Sequence[str] = (),
     ) -> None:
-        self.command = [qc_tail(), "--log-level", "warning", "emulator", "--quiet"]
+        self.command = [qc_tail(), "--log-level", "warning", "emulator", "--quiet", *extra]
         self.command += ["--user-id", str(USER_ID), "--api-token", TOKEN]
         self.command += ["--latency", str(latency_ms), "--publish-interval", str(publish_interval)]
         if preload is not None:
@@ -115,6 +116,10 @@ class EmulatorProcess:
             return self._lines.get(timeout=timeout)
         except queue.Empty:
             raise RuntimeError("the emulator said nothing in time") from None
+
+    def signal(self, signum: int) -> None:
+        assert self._process is not None
+        self._process.send_signal(signum)
 
     def stats(self) -> dict[str, int]:
         """``{"requests": N, "logs_read": M}``, counted by the emulator since it started."""

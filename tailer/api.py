@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, TypeGuard
+from typing import IO, TYPE_CHECKING, Any, TypeGuard
 
 import structlog
 
@@ -24,6 +24,7 @@ from tailer.errors import (
     ExportError,
     NotFoundError,
     ProtocolError,
+    QcTailError,
     TransientError,
     UnreachableError,
     WindowTooLargeError,
@@ -38,6 +39,9 @@ from tailer.retry import (
     parse_retry_after,
     transient_retrying,
 )
+
+if TYPE_CHECKING:
+    from tailer.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -114,7 +118,9 @@ class QcApi:
         stop_event: threading.Event | None = None,
         ca_bundle: Path | None = None,
         http: HttpClient | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics  # counts every HTTP attempt by endpoint and outcome
         self.base_url = base_url.rstrip("/")
         self.auth = auth
         self.timeout = timeout
@@ -346,6 +352,23 @@ class QcApi:
             raise self._auth_error(str(exc)) from None
 
     def _post_once(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        if self.metrics is None:
+            return self._post(path, body)
+        try:
+            data = self._post(path, body)
+        except AuthRejected:
+            self.metrics.request(path, "auth")
+            raise
+        except TransientError as exc:
+            self.metrics.request(path, "throttled" if exc.status == 429 else "retried")
+            raise
+        except QcTailError:
+            self.metrics.request(path, "failed")
+            raise
+        self.metrics.request(path, "ok")
+        return data
+
+    def _post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         payload = json.dumps(body, separators=(",", ":")).encode()
         with self.budget.slot():
             try:

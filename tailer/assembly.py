@@ -15,6 +15,7 @@ from tailer.errors import ConfigError
 from tailer.export import Exporter
 from tailer.export_quota import ExportQuota
 from tailer.follower import ProjectFollower, Start
+from tailer.metrics import Metrics
 from tailer.prefetch import Prefetcher
 from tailer.retry import RetryPolicy
 from tailer.shutdown import Shutdown
@@ -26,7 +27,12 @@ FOLLOWING = RetryPolicy(max_attempts=4, cap=30.0)
 """For followers: a few quick retries per request; the scheduler backs off beyond that."""
 
 
-def build_api(config: Config, shutdown: Shutdown, policy: RetryPolicy = ONE_SHOT) -> QcApi:
+def build_api(
+    config: Config,
+    shutdown: Shutdown,
+    policy: RetryPolicy = ONE_SHOT,
+    metrics: Metrics | None = None,
+) -> QcApi:
     """The QuantConnect client, or a ConfigError saying which credential is missing."""
     api = config.api
     if api.user_id is None:
@@ -48,6 +54,7 @@ def build_api(config: Config, shutdown: Shutdown, policy: RetryPolicy = ONE_SHOT
         sleep=shutdown.sleep,
         stop_event=shutdown.event,
         ca_bundle=api.ca_bundle,
+        metrics=metrics,
     )
 
 

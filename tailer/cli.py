@@ -24,7 +24,7 @@ EXIT_CODES = {
     0: "ok; also after SIGTERM (a service stop) and `tail ... | head`",
     1: "the API said no (no such project); `run --once`: an output failed",
     2: "usage: a wrong option or argument; a project name matching none, or several",
-    69: "API (or Loki, for check) unreachable; the emulator's port in use",
+    69: "API (or Loki, for check) unreachable; the emulator's or metrics.listen's port in use",
     70: "internal error: a bug in qc-tail, please report it",
     73: "a state or output directory or file cannot be created or written",
     74: "I/O error: stdout failing, or closed as `run`'s only output; disk full",
@@ -296,6 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="benchmarks: projects 1..K, each deployed with the --preload lines (default 0)",
     )
+    emulator.add_argument(
+        "--active",
+        type=_count,
+        default=0,
+        metavar="K",
+        help="benchmarks: after SIGUSR2, projects 1..K get --active-lines new lines every "
+        "--active-every seconds (default 0)",
+    )
+    emulator.add_argument("--active-every", type=_positive_float, default=30.0, metavar="S")
+    emulator.add_argument("--active-lines", type=_positive_int, default=10, metavar="N")
     emulator.add_argument(
         "--latency",
         type=_milliseconds,

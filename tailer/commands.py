@@ -18,8 +18,10 @@ from tailer.assembly import FOLLOWING, ONE_SHOT, build_api
 from tailer.colour import Painter
 from tailer.config import Config, load_config
 from tailer.daemon import Notifier
+from tailer.discovery import Discovery
 from tailer.errors import ConfigError, NotFoundError
 from tailer.follower import ProjectFollower, Start
+from tailer.metrics import Metrics
 from tailer.pipeline import Pipeline
 from tailer.scheduler import Scheduler
 from tailer.shutdown import Shutdown
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
     log_file = Path(args.log_file).absolute() if args.log_file else None
     service.serve(
         config,
-        build_api(config, shutdown, FOLLOWING),
+        build_api(config, shutdown, FOLLOWING, Metrics()),
         shutdown,
         once=args.once,
         detach=pidfile if args.detach else None,
@@ -157,13 +159,26 @@ def check(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
             continue
         print(f"follow: project {entry.project_id} [{name}]: {target}, status {current.status}")
     if config.discovery.enabled:
-        running = api.list_live(status="Running")
-        limit = set(config.discovery.projects)
-        found = [d for d in running if not limit or d.project_id in limit]
-        print(f"discovery: {len(found)} running deployment(s) would be followed")
-        for d in found:
-            print(f"  project {d.project_id} [{d.project_name or '-'}]: {d.deploy_id}")
+        _check_discovery(api, config)
     return problem
+
+
+def _check_discovery(api: QcApi, config: Config) -> None:
+    """The running deployments discovery would follow: this shard's, if sharded."""
+    running = api.list_live(status="Running")
+    discovery = Discovery(api, config.discovery)
+    found = [d for d in running if discovery.wants(d.project_id)]
+    k, n = config.discovery.shard
+    if n > 1:
+        limited = [d for d in running if discovery.limits(d.project_id)]
+        print(
+            f"discovery: shard {k}/{n} owns {len(found)} of {len(limited)} running "
+            "deployment(s); these would be followed"
+        )
+    else:
+        print(f"discovery: {len(found)} running deployment(s) would be followed")
+    for d in found:
+        print(f"  project {d.project_id} [{d.project_name or '-'}]: {d.deploy_id}")
 
 
 def demo(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
@@ -248,6 +263,9 @@ def emulator(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
             "absolute_numbers": args.absolute_numbers,
             "bare_answers": args.bare_answers,
         },
+        active=args.active,
+        active_every=args.active_every,
+        active_lines=args.active_lines,
         stop=shutdown.event,
         out=sys.stdout,
     )

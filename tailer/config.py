@@ -1,11 +1,11 @@
 """TOML -> frozen dataclasses; every check and default lives here.
 
 ``load_config(path, env)`` reads the TOML file, applies the environment (``QC_BASE_URL``,
-``QC_USER_ID``, the API token sources) and returns a frozen ``Config``, or raises ``ConfigError``
-naming the file and the dotted key (``poll.interval``, ``follow[0].start``: array entries count
-from 0). Relative paths count from the config file's directory. Secrets are read here, only
-from files that their owner alone may read, and never appear in a repr. Empty environment
-variables count as unset.
+``QC_USER_ID``, the API token sources, ``QC_TAIL_METRICS_LISTEN``) and returns a frozen
+``Config``, or raises ``ConfigError`` naming the file and the dotted key (``poll.interval``,
+``follow[0].start``: array entries count from 0). Relative paths count from the config file's
+directory. Secrets are read here, only from files that their owner alone may read, and never
+appear in a repr. Empty environment variables count as unset.
 """
 
 from __future__ import annotations
@@ -102,6 +102,15 @@ class DiscoveryConfig:
     interval: float = 300.0
     projects: tuple[int, ...] = ()
     start: str = "deployment"
+    shard: tuple[int, int] = (1, 1)  # (K, N): this instance follows shard K of N
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """[metrics]: Prometheus metrics and /healthz; ``listen`` None: not served."""
+
+    listen: tuple[str, int] | None = None
+    stall: float = 120.0  # seconds without progress before /healthz answers 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +175,7 @@ class Config:
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     follows: tuple[FollowConfig, ...] = ()
     output: OutputConfig = field(default_factory=OutputConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: Path | None = None
 
 
@@ -480,8 +490,50 @@ def _discovery(t: _Table) -> DiscoveryConfig:
     interval = t.number("interval", d.interval)
     projects = tuple(dict.fromkeys(t.integers("projects", minimum=1)))
     start = t.string("start", d.start, _one_of(*STARTS))
+    shard = t.string("shard", None, _shard)
     t.done()
-    return DiscoveryConfig(enabled, interval, projects, start)
+    return DiscoveryConfig(enabled, interval, projects, start, _parse_shard(shard) or d.shard)
+
+
+def _shard(value: str) -> str | None:
+    if _parse_shard(value) is None:
+        return 'must be "K/N" with 1 <= K <= N (this instance\'s shard of N)'
+    return None
+
+
+def _parse_shard(value: str | None) -> tuple[int, int] | None:
+    match = re.fullmatch(r"([0-9]{1,6})/([0-9]{1,6})", value or "")
+    if match is None:
+        return None
+    k, n = int(match[1]), int(match[2])
+    return (k, n) if 1 <= k <= n else None
+
+
+def _listen(value: str) -> str | None:
+    if _parse_listen(value) is None:
+        return 'must be "HOST:PORT" (an IPv6 host in brackets), port 0 to 65535'
+    return None
+
+
+def _parse_listen(value: str) -> tuple[str, int] | None:
+    host, colon, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not colon or not host or not port.isdigit() or int(port) > 65535 or " " in host:
+        return None
+    return host, int(port)
+
+
+def _metrics(t: _Table, env: Mapping[str, str]) -> MetricsConfig:
+    d = MetricsConfig()
+    listen = t.string("listen", None, _listen)
+    stall = t.number("stall", d.stall)
+    t.done()
+    if env_listen := env.get("QC_TAIL_METRICS_LISTEN"):  # how the systemd unit turns it on
+        if problem := _listen(env_listen):
+            raise ConfigError(f"{problem}, got {_show(env_listen)}", key="QC_TAIL_METRICS_LISTEN")
+        listen = env_listen
+    return MetricsConfig(None if listen is None else _parse_listen(listen), stall)
 
 
 def _follow(t: _Table) -> FollowConfig:
@@ -615,6 +667,7 @@ def load_config(path: Path | None, env: Mapping[str, str]) -> Config:
         discovery=_discovery(_section(root, "discovery")),
         follows=_follows(root),
         output=_output(_section(root, "output")),
+        metrics=_metrics(_section(root, "metrics"), env),
         source=None if path is None else path.absolute(),
     )
     root.done()

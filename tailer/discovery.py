@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,6 +31,13 @@ class _Listing:
     lock: threading.Lock = field(default_factory=threading.Lock)  # held while asking
     answer: _Answer | None = None
     failing: bool = False
+
+
+def shard_of(project_id: int, shards: int) -> int:
+    """The shard (1 to ``shards``) that owns the project: a hash of its id that every
+    instance, on every host and Python version, computes alike (not ``hash()``, which is
+    salted per process for strings and may change between versions)."""
+    return zlib.crc32(str(project_id).encode()) % shards + 1
 
 
 class Discovery:
@@ -85,7 +93,13 @@ class Discovery:
         return answer[1]
 
     def wants(self, project_id: int) -> bool:
-        """Whether discovery may follow the project (``discovery.projects`` limits it)."""
+        """Whether discovery may follow the project: ``discovery.projects`` limits it, and
+        ``discovery.shard`` takes this instance's share of those."""
+        k, n = self.config.shard
+        return self.limits(project_id) and shard_of(project_id, n) == k
+
+    def limits(self, project_id: int) -> bool:
+        """Whether ``discovery.projects`` lets the project be followed (by some shard)."""
         return not self.config.projects or project_id in self.config.projects
 
     def _fresh(self, answer: _Answer | None) -> bool:

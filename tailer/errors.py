@@ -9,7 +9,7 @@
     │                              a full disk where a file had to be made at start
     ├── AuthError          (77)    credentials rejected even with a fresh, correctly timed hash
     ├── UnreachableError   (69)    transient failures outlasted the retry policy
-    ├── CannotListenError  (69)    the emulator cannot listen on its address (port in use)
+    ├── CannotListenError  (69)    the emulator or metrics.listen cannot listen (port in use)
     ├── UsageError          (2)    an argument names nothing, or more than one thing
     ├── ApiError            (1)    the API answered, but refused the request
     │   ├── NotFoundError          no such project or no live deployment
@@ -95,7 +95,7 @@ class UnreachableError(QcTailError):
 
 
 class CannotListenError(QcTailError):
-    """The emulator (or the demo's) cannot listen on the address it was given."""
+    """The emulator (or the demo's), or the metrics listener, cannot listen on its address."""
 
     exit_code = EX_UNAVAILABLE
 

@@ -157,6 +157,8 @@ class Exporter:
         if not self.quota.take():
             raise ExportError("quota", f"{self.quota.limit} exports spent in the last 30 minutes")
         self.calls += 1
+        if self.api.metrics is not None:
+            self.api.metrics.exported()
         try:
             spool = self._spool()
         except OSError as exc:

@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager
 from tailer.cursor import Cursor
 from tailer.errors import CursorSaveError
 from tailer.follower import ProjectFollower
+from tailer.metrics import Metrics
 from tailer.reader import Batch
 from tailer.sinks import Record, Sink
 
@@ -42,8 +43,14 @@ class Pipeline:
         saved: Iterable[tuple[int, str]] = (),
         unfinished: Iterable[tuple[int, str]] = (),
         interruptible: bool = False,
+        metrics: Metrics | None = None,
+        labels: Sequence[str] = (),
+        counts_gaps: bool = True,
     ) -> None:
         self.name = name
+        self.metrics = metrics  # with ``labels``: each output's name there, in order
+        self.labels = list(labels)
+        self._counts_gaps = counts_gaps  # of pipelines that read the same gaps, one counts
         self.interruptible = interruptible  # its writes are pushes that a stop may cut
         self.outputs = list(outputs)
         self.followers = list(followers)
@@ -75,9 +82,17 @@ class Pipeline:
 
     def _write(self, group: Sequence[Batch]) -> None:
         records: list[Record] = [b.record for b in group if b.record is not None]
-        for output in self.outputs:  # one at a time, in order: stdout (last) gets a line
-            output.write(records)  # only once the files have it durably, so a failed
-            output.flush()  # fsync, retried, does not print it twice
+        metrics = self.metrics
+        lines = sum(batch.count for batch in group)
+        for index, output in enumerate(self.outputs):
+            if metrics is not None:
+                metrics.writing(self.labels[index], lines)
+            output.write(records)  # one at a time, in order: stdout (last) gets a line
+            output.flush()  # only once the files have it durably, so a failed fsync,
+            if metrics is not None:  # retried, does not print it twice
+                metrics.delivered(self.labels[index], lines)
+        if metrics is not None:
+            metrics.batches(group, gaps=self._counts_gaps)
 
     def _save_latest(self, group: Sequence[Batch]) -> int:
         latest = {batch.cursor.deploy_id: batch.cursor for batch in group}

@@ -26,6 +26,7 @@ from tailer.errors import (
 )
 from tailer.follower import ProjectFollower
 from tailer.health import Health
+from tailer.lifecycle import Lifecycle
 from tailer.pipeline import Pipeline
 from tailer.polls import Polls, Result
 from tailer.reader import MAX_WINDOW, Batch
@@ -85,6 +86,7 @@ class Scheduler:
         auth_grace: float = 3600.0,
         health: Health | None = None,
         polls: int = 1,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         self.pipelines = list(pipelines)
         self.shutdown = shutdown
@@ -101,6 +103,7 @@ class Scheduler:
         self.delivered = 0
         self._phases = 0
         self.health = health or Health(auth_grace)  # shared by the workers, if several
+        self.lifecycle = lifecycle  # shared too: says when each deployment starts and ends
         self._on_progress: Callable[[], None] | None = None
         self._resumed = False  # projects left unfinished by the last run have followers
         # Side by side only once ``run`` has begun: ``poll_once`` polls (and begins) each
@@ -294,6 +297,11 @@ class Scheduler:
             slot.follower.begin()
         with self._outputs[slot.pipeline], self.shutdown.critical():
             self._save_started(slot)
+        self._observe(slot)
+
+    def _observe(self, slot: _Slot) -> None:
+        if self.lifecycle is not None:
+            self.lifecycle.observe(slot.pipeline.name, slot.follower)
 
     def _begun(self, slot: _Slot, result: Result) -> None:
         try:
@@ -368,6 +376,7 @@ class Scheduler:
             while follower.finished:
                 slot.pipeline.persist(follower.finished.pop(0))
             self.delivered += found
+        self._observe(slot)
         return found
 
     def _save_started(self, slot: _Slot) -> None:
@@ -407,6 +416,8 @@ class Scheduler:
                 slot.pipeline.persist(replace(reader.cursor, done=True))
         log.info("stopped_following", project=slot.follower.project_id, name=slot.follower.name)
         self.slots.remove(slot)
+        if self.lifecycle is not None:
+            self.lifecycle.dropped(slot.pipeline.name, slot.follower)
 
     def _succeeded(self) -> None:
         self.health.succeeded()

@@ -19,6 +19,9 @@ from tailer.discovery import Discovery
 from tailer.errors import WriteFailedError
 from tailer.export import Exporter
 from tailer.health import Health
+from tailer.lifecycle import Lifecycle
+from tailer.metrics import Metrics
+from tailer.metrics_listener import MetricsListener
 from tailer.pipeline import Pipeline
 from tailer.scheduler import Scheduler
 from tailer.shutdown import Shutdown
@@ -68,18 +71,30 @@ def serve(
 def _follow(
     config: Config, api: QcApi, shutdown: Shutdown, *, once: bool, notifier: Notifier
 ) -> None:
-    pipelines = _pipelines(config, api, shutdown)
+    metrics = api.metrics or Metrics()
+    lifecycle = Lifecycle(metrics)
+    pipelines = _pipelines(config, api, shutdown, metrics=metrics)
+    verdicts: list[Callable[[], str | None]] = []  # the workers', once they run
+    listen = config.metrics.listen
+    listener = None
     shutdown.on_hangup(notifier.reloading)
+    shutdown.on_hangup(lifecycle.reopened)
     discovery = Discovery(api, config.discovery) if config.discovery.enabled else None
     try:
+        if listen is not None:
+            listener = MetricsListener(listen, metrics, lambda: verdicts[0]() if verdicts else None)
+        lifecycle.started(config, list(metrics.lines_by_output()))
         if once:  # pipeline by pipeline: the files first, then Loki
             shutdown.heartbeat = notifier.watchdog
             shutdown.heartbeat_every = notifier.watchdog_interval
-            _scheduler(config, pipelines, shutdown, discovery).poll_once()
+            _scheduler(config, pipelines, shutdown, discovery, lifecycle=lifecycle).poll_once()
         else:
-            _work(config, pipelines, shutdown, discovery, notifier)
+            _work(config, pipelines, shutdown, discovery, notifier, lifecycle, verdicts)
     finally:
+        lifecycle.stopping()
         notifier.stopping()
+        if listener is not None:
+            listener.close()
         for pipeline in pipelines:
             pipeline.close()
 
@@ -90,6 +105,7 @@ def _scheduler(
     shutdown: Shutdown,
     discovery: Discovery | None,
     health: Health | None = None,
+    lifecycle: Lifecycle | None = None,
 ) -> Scheduler:
     return Scheduler(
         pipelines,
@@ -100,6 +116,7 @@ def _scheduler(
         discovery=discovery,
         health=health,
         polls=config.api.max_in_flight,  # a slow deployment holds back no other's polls
+        lifecycle=lifecycle,
     )
 
 
@@ -109,16 +126,21 @@ def _work(
     shutdown: Shutdown,
     discovery: Discovery | None,
     notifier: Notifier,
+    lifecycle: Lifecycle,
+    verdicts: list[Callable[[], str | None]],
 ) -> None:
     """Each pipeline on its own worker (a Loki that hangs holds back no file), sharing one
     discovery; this thread talks to systemd: READY once some poll succeeded, STATUS, and
-    WATCHDOG while every worker shows life."""
+    WATCHDOG while every worker shows life. /healthz applies the watchdog's rule, with
+    ``metrics.stall`` when systemd keeps no watchdog."""
     health = Health()
     schedulers = []
     for n, pipeline in enumerate(pipelines):
         view = discovery.share() if discovery is not None and n else discovery
-        schedulers.append(_scheduler(config, [pipeline], shutdown, view, health))
+        schedulers.append(_scheduler(config, [pipeline], shutdown, view, health, lifecycle))
     workers = Workers(schedulers, shutdown, stall=notifier.watchdog_interval)
+    stall = notifier.watchdog_interval or config.metrics.stall
+    verdicts.append(lambda: workers.stalled(stall))
 
     def tick() -> None:
         if workers.alive():
@@ -137,9 +159,10 @@ def _pipelines(
     api: QcApi,
     shutdown: Shutdown,
     clock: Callable[[], float] = time.monotonic,
+    metrics: Metrics | None = None,
 ) -> list[Pipeline]:
     """Files and stdout share cursors (stdout last: it gets a line once files have it);
-    ``clock`` times the followers' drains."""
+    ``clock`` times the followers' drains; ``metrics`` counts what each output gets."""
     output = config.output
     outputs: list[Sink] = []
     names: list[str] = []  # as a user knows them, in messages
@@ -162,16 +185,31 @@ def _pipelines(
     exporter = build_exporter(api, config, config.state.dir / EXPORT_QUOTA_FILE)  # one for all
     if outputs:
         name = " and ".join(names)
+        store = CursorStore(config.state.dir)
         pipelines.append(
-            _pipeline(name, outputs, CursorStore(config.state.dir), config, api, clock, exporter)
+            _pipeline(name, outputs, store, config, api, clock, metrics, names, exporter)
         )
     if output.loki is not None:  # its own cursors: a Loki outage must not hold the files back
         loki = LokiSink(output.loki, sleep=shutdown.sleep)
         store = CursorStore(config.state.dir / "loki")
         # interruptible: a push cut short by a stop is re-pushed alike after the restart
         pipelines.append(
-            _pipeline("Loki", [loki], store, config, api, clock, exporter, interruptible=True)
+            _pipeline(
+                "Loki",
+                [loki],
+                store,
+                config,
+                api,
+                clock,
+                metrics,
+                ["loki"],
+                exporter,
+                interruptible=True,
+                counts_gaps=not pipelines,  # the files' pipeline reads the same gaps
+            )
         )
+    if metrics is not None:
+        metrics.outputs(label for pipeline in pipelines for label in pipeline.labels)
     if len(pipelines) > 1:
         api.cache_ttl = min(1.0, config.poll.interval / 2)  # one request serves both pipelines
     return pipelines
@@ -199,9 +237,12 @@ def _pipeline(
     config: Config,
     api: QcApi,
     clock: Callable[[], float],
+    metrics: Metrics | None,
+    labels: list[str],
     exporter: Exporter | None = None,
     *,
     interruptible: bool = False,
+    counts_gaps: bool = True,
 ) -> Pipeline:
     saved = store.load_all()
     for output in outputs:
@@ -218,4 +259,7 @@ def _pipeline(
         saved=saved.keys(),
         unfinished=[key for key, cursor in saved.items() if not cursor.done],
         interruptible=interruptible,
+        metrics=metrics,
+        labels=labels,
+        counts_gaps=counts_gaps,
     )

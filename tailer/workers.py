@@ -94,6 +94,21 @@ class Workers:
         if worker is not None:
             worker.beat = self._clock()
 
+    def stalled(self, limit: float) -> str | None:
+        """Why the run is not making progress (a worker showed no life within ``limit``
+        seconds, or one failed), or None while it is: ``alive``'s rule, said in a line."""
+        if self._failure is not None:
+            return f"a worker failed: {self._failure}"
+        now = self._clock()
+        for worker in self._workers:
+            quiet = now - worker.beat
+            if quiet >= limit:
+                return (
+                    f"the worker of {self._names(worker)} has shown no progress for "
+                    f"{quiet:.0f} s (limit {limit:g} s)"
+                )
+        return None
+
     def alive(self) -> bool:
         """Whether every worker showed life within ``stall`` seconds (always, without one)."""
         if self.stall is None:

@@ -18,6 +18,7 @@ from tailer.config import (
     Config,
     FollowConfig,
     LokiConfig,
+    MetricsConfig,
     OutputConfig,
     PollConfig,
     load_config,
@@ -76,6 +77,8 @@ def test_the_example_loads_with_its_values() -> None:
     assert config.output.loki is not None
     assert dict(config.output.loki.labels) == {"job": "qc-tail"}
     assert config.output.loki.timezone == "America/New_York"
+    assert config.metrics == MetricsConfig(listen=("127.0.0.1", 9464), stall=120.0)
+    assert config.discovery.shard == (1, 1)
 
 
 @pytest.mark.parametrize(
@@ -87,6 +90,7 @@ def test_the_example_loads_with_its_values() -> None:
         *("stdout", "format", "directory", "url", "labels", "tenant_id", "batch_size"),
         *("timezone", "username", "password_file", "bearer_token_file", "query_url"),
         *("query_username", "query_password_file", "query_bearer_token_file"),
+        *("shard", "listen", "stall"),
     ],
 )
 def test_the_example_documents_every_key(key: str) -> None:
@@ -153,6 +157,15 @@ def test_a_bad_value_reads_like_the_spec_example(tmp_path: Path) -> None:
         ("[discovery]\nprojects = 5", "discovery.projects", "array of integers"),
         ("[discovery]\nprojects = [1, -2]", "discovery.projects[1]", "got -2"),
         ('[discovery]\nstart = "beginning"', "discovery.start", '"end", "deployment", "project"'),
+        ('[discovery]\nshard = "4/3"', "discovery.shard", '"K/N" with 1 <= K <= N'),
+        ('[discovery]\nshard = "0/3"', "discovery.shard", 'got "0/3"'),
+        ('[discovery]\nshard = "1"', "discovery.shard", '"K/N"'),
+        ("[discovery]\nshard = 2", "discovery.shard", "must be a string"),
+        ('[metrics]\nlisten = "9464"', "metrics.listen", '"HOST:PORT"'),
+        ('[metrics]\nlisten = "127.0.0.1:70000"', "metrics.listen", "port 0 to 65535"),
+        ('[metrics]\nlisten = ":9464"', "metrics.listen", '"HOST:PORT"'),
+        ("[metrics]\nstall = 0", "metrics.stall", "> 0"),
+        ("[metrics]\nlistne = 1", "metrics.listne", "unknown key"),
         ('[[follow]]\nname = "x"', "follow[0].project_id", "is required"),
         (
             "[[follow]]\nproject_id = 1\n[[follow]]\nproject_id = 2\n[[follow]]\nproject_id = 0",
@@ -726,3 +739,40 @@ def test_any_bytes_give_a_config_or_a_config_error(fuzz_dir: Path, data: bytes) 
         load_config(path, {})
     except ConfigError as error:
         assert str(error)
+
+
+# -- [metrics] and shards --------------------------------------------------------------------
+
+
+def test_metrics_are_off_unless_a_listen_address_is_given() -> None:
+    assert load_config(None, {}).metrics.listen is None
+
+
+@pytest.mark.parametrize(
+    ("listen", "address"),
+    [
+        ("127.0.0.1:9464", ("127.0.0.1", 9464)),
+        ("[::1]:9464", ("::1", 9464)),
+        ("localhost:0", ("localhost", 0)),
+    ],
+)
+def test_the_listen_address_is_host_and_port(tmp_path: Path, listen: str, address) -> None:
+    path = write(tmp_path / "config.toml", f'[metrics]\nlisten = "{listen}"\n')
+
+    assert load_config(path, {}).metrics.listen == address
+
+
+def test_the_environment_turns_metrics_on_over_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", '[metrics]\nlisten = "127.0.0.1:1"\n')
+
+    env = {"QC_TAIL_METRICS_LISTEN": "127.0.0.1:9464"}
+    assert load_config(path, env).metrics.listen == ("127.0.0.1", 9464)
+    assert load_config(path, {"QC_TAIL_METRICS_LISTEN": ""}).metrics.listen == ("127.0.0.1", 1)
+    error = refusal(path, {"QC_TAIL_METRICS_LISTEN": "nowhere"})
+    assert error.key == "QC_TAIL_METRICS_LISTEN"
+
+
+def test_a_shard_is_k_of_n(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", '[discovery]\nshard = "2/3"\n')
+
+    assert load_config(path, {}).discovery.shard == (2, 3)

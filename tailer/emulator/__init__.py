@@ -272,6 +272,9 @@ def serve(
     lag_rate: float = 0.0,
     lag_lines: int = 20,
     unknowns: Mapping[str, Any] = MappingProxyType({}),
+    active: int = 0,
+    active_every: float = 30.0,
+    active_lines: int = 10,
 ) -> None:
     """Serve until ``stop`` is set, after printing how to point qc-tail at the emulator.
 
@@ -283,7 +286,9 @@ def serve(
     ``Emulator``; ``lag_rate`` of the log reads are stale, up to ``lag_lines`` rows behind;
     ``unknowns`` holds the switches of ``Emulator`` for what the documentation leaves open.
     ``export`` is the export endpoint's over-quota shape (or ``off``) and its quota.
-    SIGUSR1 prints ``stats requests=N logs_read=M export=E`` (main thread only).
+    SIGUSR1 prints ``stats requests=N logs_read=M export=E`` (main thread only). After
+    SIGUSR2, projects ``1..active`` each get ``active_lines`` new lines every ``active_every``
+    seconds (a fleet benchmark's active share).
     """
     emulator = Emulator(
         user_id,
@@ -316,15 +321,10 @@ def serve(
         emulator.publish()
     scenery = Scenery(emulator).start() if lively else None
 
-    def report(signum: int, frame: FrameType | None) -> None:
-        stats = emulator.stats
-        logs_read = stats.by_path.get("/live/logs/read", 0)
-        exports = stats.by_path.get("/live/export/logs", 0)
-        out.write(f"stats requests={stats.requests} logs_read={logs_read} export={exports}\n")
-        out.flush()
-
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGUSR1, report) if in_main else None
+    activity = (emulator, stop, active, active_every, active_lines)
+    handlers = _bench_signals(emulator, out, activity) if in_main else {}
+    previous = _install(handlers)
     try:
         projects_text = " ".join(str(p) for p in emulator.project_ids) or "none (lively is off)"
         out.write(
@@ -334,8 +334,46 @@ def serve(
         out.flush()
         stop.wait()
     finally:
-        if in_main:
-            signal.signal(signal.SIGUSR1, previous)
+        _install(previous)
         if scenery is not None:
             scenery.stop()
         emulator.stop()
+
+
+Handler = Callable[[int, FrameType | None], None]
+
+
+def _bench_signals(
+    emulator: Emulator, out: TextIO, activity: tuple[Any, ...]
+) -> dict[int, Handler]:
+    """SIGUSR1 prints the request counters; SIGUSR2 starts the active share's lines."""
+
+    def report(signum: int, frame: FrameType | None) -> None:
+        stats = emulator.stats
+        logs_read = stats.by_path.get("/live/logs/read", 0)
+        exports = stats.by_path.get("/live/export/logs", 0)
+        out.write(f"stats requests={stats.requests} logs_read={logs_read} export={exports}\n")
+        out.flush()
+
+    def activate(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=_activity, args=activity, daemon=True).start()
+
+    return {signal.SIGUSR1: report, signal.SIGUSR2: activate}
+
+
+def _install(handlers: dict[int, Any]) -> dict[int, Any]:
+    """Install signal handlers; the ones they replace, to put back."""
+    return {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+
+
+def _activity(
+    emulator: Emulator, stop: threading.Event, active: int, every: float, lines: int
+) -> None:
+    """Projects ``1..active`` each get ``lines`` new lines, published, every ``every`` s."""
+    written = 0
+    while active and not stop.is_set():
+        for project_id in range(1, active + 1):
+            emulator.write(project_id, [bench_line(written + i) for i in range(lines)])
+        written += lines
+        emulator.publish()
+        stop.wait(every)

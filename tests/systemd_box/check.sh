@@ -59,6 +59,18 @@ P=$(prop MainPID)
 sleep 4
 log_lines=$(journal _TRANSPORT=stdout | grep -c '^\[')
 check "log lines reach journalctl -u qc-tail ($log_lines so far)" test "$log_lines" -gt 0
+get() { python3 -c 'import sys, urllib.request, urllib.error
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode(), end="")
+except urllib.error.HTTPError as e:
+    print(e.code)' "$1" 2>&1; }
+metrics=$(get http://127.0.0.1:9464/metrics)
+check "/metrics on 127.0.0.1:9464 (the unit's QC_TAIL_METRICS_LISTEN) counts lines delivered" \
+    grep -qE '^qc_tail_lines_total\{output="files"\} [1-9]' <<<"$metrics"
+check "/healthz says ok" test "$(get http://127.0.0.1:9464/healthz)" = ok
+events=$(journal)
+check "the journal says started" grep -q '"event": "started"' <<<"$events"
+check "the journal says deployment_started" grep -q '"event": "deployment_started"' <<<"$events"
 echo "online: $(systemd-analyze security qc-tail --no-pager | tail -1)"
 exposure=$(systemd-analyze security qc-tail --no-pager | sed -n 's/.*Overall exposure level for qc-tail.service: \([0-9.]*\).*/\1/p')
 check "systemd-analyze security qc-tail: $exposure <= 1.5" awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 1.5) }'
