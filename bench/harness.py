@@ -59,8 +59,9 @@ class EmulatorProcess:
         projects: int | None = None,
         latency_ms: float = 0.0,
         publish_interval: float = 0.0,
+        extra: Sequence[str] = (),
     ) -> None:
-        self.command = [qc_tail(), "--log-level", "warning", "emulator", "--quiet"]
+        self.command = [qc_tail(), "--log-level", "warning", "emulator", "--quiet", *extra]
         self.command += ["--user-id", str(USER_ID), "--api-token", TOKEN]
         self.command += ["--latency", str(latency_ms), "--publish-interval", str(publish_interval)]
         if preload is not None:

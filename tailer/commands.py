@@ -52,11 +52,12 @@ def tail(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
     )
     sink = StdoutSink(sys.stdout, format=args.format, prefix=args.prefix)
     interval = args.interval or config.poll.interval
-    scheduler = Scheduler(
+    scheduler = Scheduler(  # interactive: no idle backoff; --interval: a fixed pace
         [Pipeline([sink], [follower])],
         shutdown,
         interval=interval,
-        max_interval=args.interval or config.poll.max_interval,
+        max_interval=interval,
+        rhythmic=args.interval is None,
     )
     if args.follow:
         scheduler.run()
@@ -207,6 +208,9 @@ def emulator(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
         user_id=args.user_id,
         api_token=args.api_token or secrets.token_hex(16),
         publish_interval=args.publish_interval,
+        publish_jitter=args.publish_jitter,
+        publish_stamp=args.publish_stamp,
+        seed=args.seed,
         max_lines=args.max_lines,
         lively=not args.quiet,
         preload=args.preload,

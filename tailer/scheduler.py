@@ -22,6 +22,7 @@ from tailer.follower import ProjectFollower
 from tailer.health import Health
 from tailer.pipeline import Pipeline
 from tailer.reader import MAX_WINDOW, Batch
+from tailer.rhythm import Rhythm
 from tailer.shutdown import Shutdown
 
 log = structlog.get_logger(__name__)
@@ -45,6 +46,8 @@ class _Slot:
     ending_since: float | None = None  # discovery no longer sees it running
     phased: bool = False
     batches: Iterator[Batch] | None = None  # a poll its last turn left unfinished
+    rhythm: Rhythm | None = None  # when its deployment publishes (None: polled at the interval)
+    asked: float = 0.0  # when its poll in hand began
 
 
 class Scheduler:
@@ -72,8 +75,10 @@ class Scheduler:
         clock: Callable[[], float] = time.monotonic,
         auth_grace: float = 3600.0,
         health: Health | None = None,
+        rhythmic: bool = True,
     ) -> None:
         self.pipelines = list(pipelines)
+        self.rhythmic = rhythmic  # poll each deployment as it publishes, else at the interval
         self.shutdown = shutdown
         self.interval = interval
         self.max_interval = max(interval, max_interval)
@@ -81,7 +86,7 @@ class Scheduler:
         self.discovery = discovery
         self._clock = clock
         self.slots = [
-            _Slot(follower, pipeline, interval)
+            _Slot(follower, pipeline, interval, rhythm=self._rhythm())
             for pipeline in self.pipelines
             for follower in pipeline.followers
         ]
@@ -245,7 +250,9 @@ class Scheduler:
         for pipeline in self.pipelines:
             if pipeline.make_follower is not None:
                 follower = pipeline.make_follower(project_id, others)
-                slot = _Slot(follower, pipeline, self.interval, discovered=True)
+                slot = _Slot(
+                    follower, pipeline, self.interval, discovered=True, rhythm=self._rhythm()
+                )
                 self.slots.append(slot)
                 self._begin(slot)
 
@@ -264,7 +271,20 @@ class Scheduler:
         with self.shutdown.critical():
             self._save_started(slot)
 
+    def _rhythm(self) -> Rhythm | None:
+        return Rhythm(self.interval) if self.rhythmic else None
+
+    def periods(self) -> dict[int, float]:
+        """Each project's learned publishing period, in seconds, while it is followed."""
+        return {
+            slot.follower.project_id: slot.rhythm.period
+            for slot in list(self.slots)
+            if slot.rhythm is not None and slot.rhythm.following and slot.rhythm.period
+        }
+
     def _poll_guarded(self, slot: _Slot) -> None:
+        if slot.batches is None:  # a new poll (not the rest of one)
+            slot.asked = self._clock()
         try:
             found = self._poll(slot, turn=TURN_GROUPS)
         except _RECOVERABLE as exc:
@@ -280,12 +300,41 @@ class Scheduler:
             slot.due = self._clock()
             return
         slot.delay = self.interval if found else min(slot.delay * 2, self.max_interval)
-        slot.due = self._clock() + slot.delay + self._phase(slot)
+        due = self._rhythm_due(slot, found)
+        slot.due = self._clock() + slot.delay + self._phase(slot) if due is None else due
         if not found and self._ended(slot):
             try:
                 self._drop(slot)
             except CursorSaveError as exc:  # dropped at a later poll, once saved
                 self._failed(slot, exc)
+
+    def _rhythm_due(self, slot: _Slot, found: int) -> float | None:
+        """When the deployment's next snapshot is due to be polled, if it publishes in a
+        rhythm learned by now; None: at the interval. A deployment that is not Running
+        publishes only what is left: it is polled at the interval."""
+        rhythm = slot.rhythm
+        if rhythm is None:
+            return None
+        following = rhythm.following
+        rhythm.observe(slot.asked, found > 0)
+        if following:  # the window's quiet polls are no sign of an idle deployment
+            slot.delay = self.interval
+        deployment = slot.follower.deployment
+        if deployment is not None and deployment.status != "Running":
+            return None
+        due = rhythm.next_poll(self._clock())
+        if found:
+            log.debug(
+                "rhythm",
+                project=slot.follower.project_id,
+                name=slot.follower.name,
+                period=None if rhythm.period is None else round(rhythm.period, 1),
+                phase=None if rhythm.phase is None else round(rhythm.phase, 1),
+                spread=round(rhythm.spread, 1),
+                following=rhythm.following,
+                next_in=None if due is None else round(due - self._clock(), 1),
+            )
+        return due
 
     def _poll(self, slot: _Slot, turn: int | None = None) -> int:
         """Deliver a follower's new batches, several windows at a time, then commit them;
