@@ -46,6 +46,7 @@ class _Step:
     length: float
     error: float  # one sigma, from the sightings' brackets
     bound: float  # the most the brackets can put it off by
+    count: int  # periods between the sightings
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,7 @@ class Rhythm:
         self.burst = burst
         self.margin = margin  # seconds added to every window: answers take time
         self.coverage = coverage  # a window's half-width, in standard deviations of the jitter
-        self._sightings: deque[Sighting] = deque(maxlen=keep + 1)
+        self._sightings: deque[tuple[Sighting, int]] = deque(maxlen=keep + 1)  # periods counted
         self._steps: deque[_Step] = deque(maxlen=keep)
         self._last: float | None = None  # the last poll
         self._window: _Window | None = None
@@ -151,14 +152,16 @@ class Rhythm:
     # -- learning -------------------------------------------------------------------------
 
     def _sighted(self, sighting: Sighting) -> None:
-        previous = self._sightings[-1] if self._sightings else None
-        if previous is not None:
+        index = 0
+        if self._sightings:
+            previous, at = self._sightings[-1]
             step = self._step(previous, sighting)
             if step is None:  # off the rhythm: learn it again from here
                 self._forget()
             else:
                 self._steps.append(step)
-        self._sightings.append(sighting)
+                index = at + step.count
+        self._sightings.append((sighting, index))
         self.misses = 0
         self._learn()
 
@@ -168,13 +171,13 @@ class Rhythm:
         span = b.mid - a.mid
         error = math.hypot(a.half, b.half) / math.sqrt(3)  # uniform brackets' sigma
         count = 1
-        if self.period is not None:
-            count = max(1, round(span / self.period))
+        if self.period is not None and self._window is not None:  # (else: no multiples, or a
+            count = max(1, round(span / self.period))  # coarse first guess locks in its half)
             jitter = math.hypot(self._sigma_period() * count, self.spread * math.sqrt(count))
             allowed = a.half + b.half + self.coverage * jitter + self.margin
             if abs(span - count * self.period) > allowed:
                 return None
-        return _Step(span / count, error / count, (a.half + b.half) / count)
+        return _Step(span / count, error / count, (a.half + b.half) / count, count)
 
     def _learn(self) -> None:
         self._window, self._plan, self.expected = None, [], None
@@ -186,12 +189,18 @@ class Rhythm:
         period /= sum(weights)
         excess = [self._excess(step, period) for step in self._steps]
         self.period, self.spread = period, math.sqrt(sum(excess) / len(excess))
-        last = self._sightings[-1]
-        sigma = math.hypot(last.half / math.sqrt(3), self._sigma_period(), self.spread)
+        expected, sigma = self._project(period)
         half = self.coverage * sigma + self.margin
         if self._worth(period, half):
-            self.expected = last.mid + period
-            self._window = _Window(self.expected - half, self.expected + half, self._early >= 2)
+            self.expected = expected
+            self._window = _Window(expected - half, expected + half, self._early >= 2)
+
+    def _project(self, period: float) -> tuple[float, float]:
+        """The next snapshot's moment and its sigma: a period after the last one (the jitter
+        of a period, the error of the period and the last sighting's bracket add up)."""
+        last, _ = self._sightings[-1]
+        sigma = math.sqrt(last.half**2 / 3 + self.spread**2 + self._sigma_period() ** 2)
+        return last.mid + period, sigma
 
     def _excess(self, step: _Step, period: float) -> float:
         """The squared deviation of a step from the period beyond what its brackets explain.
