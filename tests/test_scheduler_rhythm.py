@@ -91,7 +91,7 @@ def follow(api: QcApi, time: Publishing, *, rhythmic: bool = True) -> Screen:
 def test_lines_reach_the_screen_just_after_each_snapshot_is_published(emu, api):
     emu.deploy(PROJECT)
     moments = [7.0 + PERIOD * k for k in range(1, 40)]
-    time = Publishing(emu, moments, until=moments[-1] + 1)
+    time = Publishing(emu, moments, until=moments[-1] + INTERVAL + 1)
     screen = follow(api, time)
     assert screen.getvalue().splitlines() == [f"snapshot {k}" for k in range(39)]
     delays = [a - p for a, p in zip(screen.arrivals, time.published, strict=True)][5:]
