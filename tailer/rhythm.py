@@ -124,21 +124,26 @@ class Rhythm:
             if window is not None and not self._plan and at > window.end:
                 self._missed(window)
             return
-        if last is None:  # rows already there when following began: no moment to learn
-            return
-        lo = last
-        if window is not None and not self.misses and last < window.start:
-            self._early += 1  # the window's first poll found them
-            if window.guarded:  # before the window: the rhythm is wrong
-                self._forget()
-            else:
-                lo = max(lo, min(window.start, at))
-        elif window is not None and not self.misses:
+        if last is not None:  # (else rows already there when following began: no moment)
+            self._sighted(Sighting(self._since(last, at, window), at))
+
+    def _since(self, last: float, at: float, window: _Window | None) -> float:
+        """Since when the rows found at ``at`` can have been published: the poll before, or
+        the start of the window they were due in (trusted unless twice in a row they came
+        at its first poll; a guard poll that finds them shows the rhythm wrong)."""
+        if window is None or self.misses:
+            return last
+        if last >= window.start:  # a poll inside the window found none: as the rhythm said
             self._early = 0
             self._kept += 1
-            if self._kept >= self._steps.maxlen:  # type: ignore[operator]
+            if self._kept >= (self._steps.maxlen or MIN_STEPS):
                 self._needed = MIN_STEPS
-        self._sighted(Sighting(lo, at))
+            return last
+        self._early += 1  # the window's first poll found them
+        if window.guarded:
+            self._forget()
+            return last
+        return max(last, min(window.start, at))
 
     def next_poll(self, now: float) -> float | None:
         """When to poll next, after ``now``; None: at the interval."""
