@@ -21,6 +21,14 @@ MIN_STEPS = 2
 """Periods measured before a rhythm is followed: one may be chance."""
 MAX_POLLS = 6
 """Polls in one window at most (a wide one, while the rhythm is still coarse)."""
+STEADY = 0.06
+"""The most a period may vary (one sigma, as a share of it) for publishing to count as a rhythm:
+snapshots every P seconds +/- 5 % vary by 3 %; irregular ones by tens of per cent."""
+LEARN_FOR = 600.0
+"""Seconds after a deployment's first snapshot seen during which, until its second, it is
+polled three times as often (and until its third, for half a period more than the first
+two were apart): the first brackets are then narrow enough to learn from. Once per
+deployment, and never before it publishes (idle ones cost nothing more)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +105,8 @@ class Rhythm:
         self._plan: list[float] = []  # the window's polls still to come
         self._early = 0  # windows in a row whose first poll found the rows
         self.misses = 0  # windows passed in a row without new rows
-        self._needed = MIN_STEPS  # periods to measure before following; more after each loss
+        self._needed = 1  # periods to measure before following; more after each loss
+        self._first: float | None = None  # the first sighting, while learning fast after it
         self._kept = 0  # windows in a row that found the rows inside them
         self.period: float | None = None
         self.spread = 0.0  # one sigma of the period's jitter, seconds
@@ -143,20 +152,31 @@ class Rhythm:
         if window.guarded:
             self._forget()
             return last
+        if len(self._steps) < MIN_STEPS:  # one period measured is no proof yet
+            return last
         return max(last, min(window.start, at))
 
     def next_poll(self, now: float) -> float | None:
         """When to poll next, after ``now``; None: at the interval."""
         if not self.following:
-            return None
+            return now + self.interval / 3 if self._learning_fast(now) else None
         self._plan = [t for t in self._plan if t > now]
         if not self._plan:
             self._plan_window(now)
         return self._plan[0] if self._plan else None
 
+    def _learning_fast(self, now: float) -> bool:
+        """From a deployment's first snapshot seen to its third (for ``LEARN_FOR`` seconds at
+        most), while no rhythm is followed: polls three times as often."""
+        return self._first is not None and now - self._first < LEARN_FOR
+
     # -- learning -------------------------------------------------------------------------
 
     def _sighted(self, sighting: Sighting) -> None:
+        if self._first is None:  # the very first: learn fast from here on
+            self._first = sighting.hi
+        elif len(self._sightings) >= 2:
+            self._first = -math.inf  # the third: fast no more
         index = 0
         if self._sightings:
             previous, at = self._sightings[-1]
@@ -229,6 +249,7 @@ class Rhythm:
             len(self._steps) >= self._needed
             and 2 * half < period
             and 2 * self.coverage * self.spread / self.burst < self.interval
+            and self.spread <= STEADY * period
         )
 
     def _polls(self, window: _Window) -> list[float]:
@@ -264,8 +285,9 @@ class Rhythm:
 
     def _forget(self) -> None:
         """Learn the rhythm again; the more often it was lost, the more periods it takes."""
-        self._needed = min(self._needed + 3, self._steps.maxlen or MIN_STEPS)
+        self._needed = min(max(self._needed, MIN_STEPS) + 3, self._steps.maxlen or MIN_STEPS)
         self._kept = self._early = 0
+        self._first = -math.inf  # no fast learning again
         self._sightings.clear()
         self._steps.clear()
         self._window, self._plan, self.expected, self.period = None, [], None, None
