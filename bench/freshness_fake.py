@@ -101,6 +101,7 @@ def follow(scenario: Scenario, seed: int, *, rhythmic: bool) -> Client:
             max_interval=INTERVAL,
             clock=clock.clock,
             rhythmic=rhythmic,
+            learn_fast=True,  # as tail -f
         ).run()
     return client
 

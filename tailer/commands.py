@@ -58,6 +58,7 @@ def tail(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
         interval=interval,
         max_interval=interval,
         rhythmic=args.interval is None,
+        learn_fast=True,
     )
     if args.follow:
         scheduler.run()

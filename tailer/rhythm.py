@@ -25,10 +25,10 @@ STEADY = 0.06
 """The most a period may vary (one sigma, as a share of it) for publishing to count as a rhythm:
 snapshots every P seconds +/- 5 % vary by 3 %; irregular ones by tens of per cent."""
 LEARN_FOR = 600.0
-"""Seconds after a deployment's first snapshot seen during which, until its second, it is
-polled three times as often (and until its third, for half a period more than the first
-two were apart): the first brackets are then narrow enough to learn from. Once per
-deployment, and never before it publishes (idle ones cost nothing more)."""
+"""With ``learn_fast`` (someone is watching): seconds after a deployment's first snapshot
+seen during which, until its third, it is polled three times as often, so that the first
+brackets are narrow enough to learn from. Once per deployment, and never before it
+publishes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +93,7 @@ class Rhythm:
         keep: int = 6,
         margin: float = 0.5,
         coverage: float = 2.5,
+        learn_fast: bool = False,
     ) -> None:
         self.interval = interval  # the fallback pace: a window must be finer to be worth it
         self.burst = burst
@@ -105,8 +106,10 @@ class Rhythm:
         self._plan: list[float] = []  # the window's polls still to come
         self._early = 0  # windows in a row whose first poll found the rows
         self.misses = 0  # windows passed in a row without new rows
-        self._needed = 1  # periods to measure before following; more after each loss
+        self._needed = 1 if learn_fast else MIN_STEPS  # periods measured before following
         self._first: float | None = None  # the first sighting, while learning fast after it
+        if not learn_fast:
+            self._first = -math.inf
         self._kept = 0  # windows in a row that found the rows inside them
         self.period: float | None = None
         self.spread = 0.0  # one sigma of the period's jitter, seconds
@@ -243,13 +246,15 @@ class Rhythm:
 
     def _worth(self, period: float, half: float) -> bool:
         """Whether the rhythm is learned well enough to follow: periods measured, a window
-        that leaves a quiet stretch before the next, and jitter small enough that a window's
-        polls come closer together than polling at the interval."""
+        that leaves a quiet stretch before the next, jitter small enough that a window's polls
+        come closer together than polling at the interval, and snapshots far enough apart
+        that a window costs no more requests than the interval would."""
         return (
             len(self._steps) >= self._needed
             and 2 * half < period
             and 2 * self.coverage * self.spread / self.burst < self.interval
             and self.spread <= STEADY * period
+            and (self.burst + 1) / 2 * self.interval <= 1.1 * period
         )
 
     def _polls(self, window: _Window) -> list[float]:

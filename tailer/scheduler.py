@@ -76,9 +76,11 @@ class Scheduler:
         auth_grace: float = 3600.0,
         health: Health | None = None,
         rhythmic: bool = True,
+        learn_fast: bool = False,
     ) -> None:
         self.pipelines = list(pipelines)
         self.rhythmic = rhythmic  # poll each deployment as it publishes, else at the interval
+        self.learn_fast = learn_fast  # someone watches: learn each rhythm at a faster pace
         self.shutdown = shutdown
         self.interval = interval
         self.max_interval = max(interval, max_interval)
@@ -272,7 +274,7 @@ class Scheduler:
             self._save_started(slot)
 
     def _rhythm(self) -> Rhythm | None:
-        return Rhythm(self.interval) if self.rhythmic else None
+        return Rhythm(self.interval, learn_fast=self.learn_fast) if self.rhythmic else None
 
     def periods(self) -> dict[int, float]:
         """Each project's learned publishing period, in seconds, while it is followed."""

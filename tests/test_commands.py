@@ -36,7 +36,7 @@ def tail(emu: Emulator, *argv: str) -> None:
 def test_tail_follow_polls_as_published_without_idle_backoff(emu, made):
     tail(emu, "-f", "-n", "0")
     (scheduler,) = made
-    assert scheduler.rhythmic
+    assert scheduler.rhythmic and scheduler.learn_fast
     assert scheduler.max_interval == scheduler.interval == 30.0
 
 

@@ -14,9 +14,9 @@ class Poller:
     """Polls as the scheduler does (when the rhythm says, else every ``INTERVAL``) a log that
     grows at the moments ``published``; time is only what it is told."""
 
-    def __init__(self, published: list[float], start: float = 1.0) -> None:
+    def __init__(self, published: list[float], start: float = 1.0, *, fast: bool = True) -> None:
         self.published = published
-        self.rhythm = Rhythm(INTERVAL)
+        self.rhythm = Rhythm(INTERVAL, learn_fast=fast)  # fast: as tail -f
         self.now = start
         self.seen = 0
         self.polls: list[float] = []
@@ -103,8 +103,8 @@ def test_a_drifting_period_is_followed():
 
 
 def test_a_missed_snapshot_falls_back_to_the_interval_then_the_rhythm_resumes():
-    missing = 67.0 + 60.0 * 11
-    published = [moment for moment in regular(60.0, 67.0) if moment != missing]
+    missing = 67.0 + 120.0 * 11
+    published = [moment for moment in regular(120.0, 67.0) if moment != missing]
     poller = Poller(published).until(11)  # the 11th seen is the one before the gap
     assert poller.rhythm.following
     while poller.rhythm.following:  # the window of the missing snapshot, and its late polls
@@ -113,7 +113,7 @@ def test_a_missed_snapshot_falls_back_to_the_interval_then_the_rhythm_resumes():
     assert poller.rhythm.misses == 1
     assert poller.rhythm.next_poll(poller.now) is None  # polled at the interval now
     poller.until(12)  # the snapshot after the gap, seen at the interval
-    assert poller.rhythm.period is not None and abs(poller.rhythm.period - 60.0) < 2.0
+    assert poller.rhythm.period is not None and abs(poller.rhythm.period - 120.0) < 2.0
     assert poller.rhythm.following  # it fits the rhythm: kept
     next_poll = poller.rhythm.next_poll(poller.now)
     assert next_poll is not None
@@ -121,7 +121,7 @@ def test_a_missed_snapshot_falls_back_to_the_interval_then_the_rhythm_resumes():
 
 
 def test_a_redeploy_shifts_the_phase_and_the_rhythm_is_learned_again():
-    published = regular(60.0, 67.0, count=12) + regular(60.0, 67.0 + 60 * 12 + 25.0, count=40)
+    published = regular(120.0, 67.0, count=12) + regular(120.0, 67.0 + 120 * 12 + 25.0, count=40)
     poller = Poller(published).until(12)
     assert poller.rhythm.following
     while poller.rhythm.following:  # the window where the next snapshot was due
@@ -153,7 +153,7 @@ def test_irregular_publishing_is_polled_at_the_interval():
 
 
 def test_the_first_rows_found_teach_nothing():
-    rhythm = Rhythm(INTERVAL)
+    rhythm = Rhythm(INTERVAL, learn_fast=True)
     rhythm.observe(5.0, True)  # rows there before following began: no moment to learn
     rhythm.observe(35.0, False)
     assert rhythm.period is None
@@ -161,7 +161,7 @@ def test_the_first_rows_found_teach_nothing():
 
 
 def test_a_deployment_that_never_published_is_polled_at_the_interval():
-    rhythm = Rhythm(INTERVAL)
+    rhythm = Rhythm(INTERVAL, learn_fast=True)
     for at in (1.0, 31.0, 61.0):
         rhythm.observe(at, False)
     assert rhythm.next_poll(61.0) is None
@@ -179,3 +179,21 @@ def test_from_its_first_snapshot_a_deployment_is_polled_faster_until_its_third()
     assert poller.rhythm.following
     next_poll = poller.rhythm.next_poll(poller.now)
     assert next_poll is not None and next_poll > poller.now + INTERVAL
+
+
+def test_without_someone_watching_the_rhythm_is_learned_at_the_interval():
+    published = regular(120.0, 67.0)
+    poller = Poller(published, fast=False).until(1)
+    assert poller.rhythm.next_poll(poller.now) is None
+    poller.until(12)
+    assert poller.rhythm.following
+    next_poll = poller.rhythm.next_poll(poller.now)
+    assert next_poll is not None
+    assert published[12] - 20.0 <= next_poll <= published[12] + 5.0
+
+
+def test_snapshots_as_frequent_as_the_interval_are_polled_at_the_interval():
+    published = regular(40.0, 67.0)  # a window would cost more requests than polling every 30 s
+    poller = Poller(published).until(30)
+    assert not poller.rhythm.following
+    assert poller.rhythm.next_poll(poller.now) is None
