@@ -238,8 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval",
         type=_positive_float,
         metavar="SECONDS",
-        help="seconds between polls of each deployment with -f (default: poll.interval, 30); "
-        "QuantConnect publishes new lines every few minutes",
+        help="poll every SECONDS, fixed (default: as the deployment publishes: its snapshot "
+        "rhythm is learned and each poll lands just after a snapshot is due; poll.interval "
+        "until there is one)",
     )
 
     daemon = command("run", "follow the configured deployments to the outputs", commands.run)
@@ -268,6 +269,21 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--user-id", type=int, default=1234)
     emulator.add_argument("--api-token", default=None, help="default: a random token")
     emulator.add_argument("--publish-interval", type=float, default=0.0, metavar="SECONDS")
+    emulator.add_argument(
+        "--publish-jitter",
+        type=_fraction,
+        default=0.0,
+        metavar="F",
+        help="each snapshot interval drawn from --publish-interval x (1 +/- F) (default 0; "
+        "e.g. 0.8 with 100 s: irregular, 20 to 180 s)",
+    )
+    emulator.add_argument(
+        "--publish-stamp",
+        action="store_true",
+        help="benchmarks: each snapshot adds to every project a line stamped with the "
+        "moment it is published (unix seconds)",
+    )
+    emulator.add_argument("--seed", type=int, default=0, help="for the jitter (default 0)")
     emulator.add_argument("--max-lines", type=int, default=100_000)
     emulator.add_argument(
         "--export",

@@ -142,6 +142,8 @@ class ProjectFollower:
             safe_end = min(safe_end, self._until)
         while batch is not None:
             yield batch
+            if reader.ahead.line_number(reader.offset) >= safe_end:
+                return  # all the answer promised is read: asking again would find no more
             batch = reader.read(limit=safe_end)
 
     def _drain_reader(

@@ -30,6 +30,7 @@ from tailer.lifecycle import Lifecycle
 from tailer.pipeline import Pipeline
 from tailer.polls import Polls, Result
 from tailer.reader import MAX_WINDOW, Batch
+from tailer.rhythm import Rhythm
 from tailer.shutdown import Shutdown
 
 log = structlog.get_logger(__name__)
@@ -53,6 +54,8 @@ class _Slot:
     ending_since: float | None = None  # discovery no longer sees it running
     phased: bool = False
     batches: Iterator[Batch] | None = None  # a poll its last turn left unfinished
+    rhythm: Rhythm | None = None  # when its deployment publishes (None: polled at the interval)
+    asked: float = 0.0  # when its poll in hand began
 
 
 class Scheduler:
@@ -87,8 +90,12 @@ class Scheduler:
         health: Health | None = None,
         polls: int = 1,
         lifecycle: Lifecycle | None = None,
+        rhythmic: bool = True,
+        learn_fast: bool = False,
     ) -> None:
         self.pipelines = list(pipelines)
+        self.rhythmic = rhythmic  # poll each deployment as it publishes, else at the interval
+        self.learn_fast = learn_fast  # someone watches: learn each rhythm at a faster pace
         self.shutdown = shutdown
         self.interval = interval
         self.max_interval = max(interval, max_interval)
@@ -96,7 +103,7 @@ class Scheduler:
         self.discovery = discovery
         self._clock = clock
         self.slots = [
-            _Slot(follower, pipeline, interval)
+            _Slot(follower, pipeline, interval, rhythm=self._rhythm())
             for pipeline in self.pipelines
             for follower in pipeline.followers
         ]
@@ -281,7 +288,9 @@ class Scheduler:
         for pipeline in self.pipelines:
             if pipeline.make_follower is not None:
                 follower = pipeline.make_follower(project_id, others)
-                slot = _Slot(follower, pipeline, self.interval, discovered=True)
+                slot = _Slot(
+                    follower, pipeline, self.interval, discovered=True, rhythm=self._rhythm()
+                )
                 self.slots.append(slot)
                 self._begin(slot)
 
@@ -313,6 +322,8 @@ class Scheduler:
 
     def _turn(self, slot: _Slot) -> Callable[[], int]:
         def turn() -> int:
+            if slot.batches is None:  # a new poll (not the rest of one): when it asked
+                slot.asked = self._clock()
             with self._requests(slot):
                 return self._poll(slot, turn=TURN_GROUPS)
 
@@ -324,6 +335,17 @@ class Scheduler:
         if self._polls.size > 1 and len(self.slots) > 1:
             return requests_of(slot.follower.project_id)
         return contextlib.nullcontext()
+
+    def _rhythm(self) -> Rhythm | None:
+        return Rhythm(self.interval, learn_fast=self.learn_fast) if self.rhythmic else None
+
+    def periods(self) -> dict[int, float]:
+        """Each project's learned publishing period, in seconds, while it is followed."""
+        return {
+            slot.follower.project_id: slot.rhythm.period
+            for slot in list(self.slots)
+            if slot.rhythm is not None and slot.rhythm.following and slot.rhythm.period
+        }
 
     def _polled(self, slot: _Slot, result: Result) -> None:
         try:
@@ -341,12 +363,41 @@ class Scheduler:
             slot.due = self._clock()
             return
         slot.delay = self.interval if found else min(slot.delay * 2, self.max_interval)
-        slot.due = self._clock() + slot.delay + self._phase(slot)
+        due = self._rhythm_due(slot, found)
+        slot.due = self._clock() + slot.delay + self._phase(slot) if due is None else due
         if not found and self._ended(slot):
             try:
                 self._drop(slot)
             except CursorSaveError as exc:  # dropped at a later poll, once saved
                 self._failed(slot, exc)
+
+    def _rhythm_due(self, slot: _Slot, found: int) -> float | None:
+        """When the deployment's next snapshot is due to be polled, if it publishes in a
+        rhythm learned by now; None: at the interval. A deployment that is not Running
+        publishes only what is left: it is polled at the interval."""
+        rhythm = slot.rhythm
+        if rhythm is None:
+            return None
+        following = rhythm.following
+        rhythm.observe(slot.asked, found > 0)
+        if following:  # the window's quiet polls are no sign of an idle deployment
+            slot.delay = self.interval
+        deployment = slot.follower.deployment
+        if deployment is not None and deployment.status != "Running":
+            return None
+        due = rhythm.next_poll(self._clock())
+        if found:
+            log.debug(
+                "rhythm",
+                project=slot.follower.project_id,
+                name=slot.follower.name,
+                period=None if rhythm.period is None else round(rhythm.period, 1),
+                phase=None if rhythm.phase is None else round(rhythm.phase, 1),
+                spread=round(rhythm.spread, 1),
+                following=rhythm.following,
+                next_in=None if due is None else round(due - self._clock(), 1),
+            )
+        return due
 
     def _poll(self, slot: _Slot, turn: int | None = None) -> int:
         """Deliver a follower's new batches, several windows at a time, then commit them;

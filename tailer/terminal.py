@@ -97,7 +97,9 @@ def tail(
         [pipeline],
         shutdown,
         interval=interval,
-        max_interval=options.interval or config.poll.max_interval,
+        max_interval=interval,  # someone is watching: no idle backoff
+        rhythmic=options.interval is None,  # --interval: a fixed pace
+        learn_fast=True,
         drain=config.poll.drain,
         discovery=discovery,
         polls=config.api.max_in_flight if several else 1,  # a slow target holds back no other

@@ -375,6 +375,26 @@ def test_periodic_snapshots_publish_on_their_own(make: Callable[..., Emulator]) 
     assert emu.visible(1) == ["soon"]
 
 
+def test_snapshot_intervals_are_jittered_reproducibly_by_the_seed() -> None:
+    drawn = [
+        Emulator(USER, TOKEN, publish_interval=100, publish_jitter=0.8, seed=7) for _ in range(2)
+    ]
+    first, second = ([emu.next_snapshot() for _ in range(200)] for emu in drawn)
+    assert first == second
+    assert 20 <= min(first) < 30 and 170 < max(first) <= 180
+    assert Emulator(USER, TOKEN, publish_interval=60).next_snapshot() == 60
+
+
+def test_stamped_snapshots_say_when_they_were_published(make: Callable[..., Emulator]) -> None:
+    emu = make(publish_interval=0.05, publish_stamp=True, clock=lambda: 1_780_000_000.25)
+    emu.add_project(1, "p")
+    emu.deploy(1)
+    deadline = time.monotonic() + 5
+    while not emu.visible(1) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert emu.visible(1)[0] == "2026-05-28 20:26:40 snapshot published 1780000000.250"
+
+
 def test_late_lines_of_a_stopped_deployment_shift_the_next_offset(
     make: Callable[..., Emulator],
 ) -> None:

@@ -221,3 +221,23 @@ def test_a_stale_current_deployment_does_not_end_a_pinned_one(
     for _ in range(2):
         daemon.poll()
     assert daemon.lines(pinned) == ["pinned 0", "pinned 1"]
+
+
+@pytest.mark.parametrize(("new", "windows"), [(1, 1), (100, 1), (600, 3)])
+def test_a_poll_reads_what_the_log_holds_and_asks_no_more(
+    emu: Emulator, api: QcApi, new: int, windows: int
+) -> None:
+    """Each window read is a request against the shared budget: once the rows the answers
+    promised are read, the poll is over (the next one looks for more)."""
+    emu.deploy(PROJECT)
+    emu.write(PROJECT, ["before"])
+    follower = ProjectFollower(api, PROJECT, start=Start("end"))
+    assert list(follower.poll()) == []
+    emu.write(PROJECT, [f"line {i}" for i in range(new)])
+    asked = emu.stats.by_path["/live/logs/read"]
+    lines = []
+    for batch in follower.poll():
+        lines += [line.text for line in batch.lines]
+        follower.commit(batch)
+    assert lines == [f"line {i}" for i in range(new)]
+    assert emu.stats.by_path["/live/logs/read"] - asked == windows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import random
 import secrets
 import signal
 import ssl
@@ -27,7 +28,10 @@ class Emulator:
     """The API emulator: a model of projects and deployments, served over HTTP on demand.
 
     ``publish_interval`` is the seconds between automatic snapshots (0: every write is
-    published at once); ``skew`` is added to the emulator's clock (its ``Date`` header and its
+    published at once), each drawn from ``publish_interval * (1 +/- publish_jitter)`` (by
+    ``seed``); with ``publish_stamp`` each snapshot first adds to every deployed project a
+    line stamped with the moment it is published (benchmarks measure freshness by it);
+    ``skew`` is added to the emulator's clock (its ``Date`` header and its
     timestamp check); ``latency`` is slept before every answer; ``tls`` serves HTTPS.
     ``list_ignores_project``: ``/live/list`` filters by ``status`` only, as documented, and
     answers every project's deployments whatever ``projectId`` asks. ``stale_read_rate``: the
@@ -49,6 +53,8 @@ class Emulator:
         api_token: str,
         *,
         publish_interval: float = 0.0,
+        publish_jitter: float = 0.0,
+        publish_stamp: bool = False,
         max_lines: int = 100_000,
         max_window: int = 250,
         auth_failure: str = "401",
@@ -67,6 +73,10 @@ class Emulator:
         self.user_id, self.api_token = user_id, api_token
         self.tls = tls  # serve HTTPS with this server-side context
         self.publish_interval = publish_interval
+        self.publish_jitter = publish_jitter
+        self.publish_stamp = publish_stamp
+        self._pacing = random.Random(seed)
+        self._clock = clock
         self.faults = Faults()
         self.model = Model(
             max_lines=max_lines,
@@ -128,8 +138,24 @@ class Emulator:
         self._threads.append(thread)
 
     def _publish_periodically(self) -> None:
-        while not self._stopping.wait(self.publish_interval):
+        while not self._stopping.wait(self.next_snapshot()):
+            if self.publish_stamp:
+                self._stamp()
             self.model.publish()
+
+    def next_snapshot(self) -> float:
+        """Seconds until the next periodic snapshot, jitter drawn."""
+        jitter = self.publish_jitter
+        return self.publish_interval * (1 + self._pacing.uniform(-jitter, jitter))
+
+    def _stamp(self) -> None:
+        now = self._clock()
+        text = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now))
+        for project_id in self.project_ids:
+            if self.model.deploy_ids(project_id):
+                self.model.write(
+                    project_id, [f"{text} snapshot published {now:.3f}"], None, publish=False
+                )
 
     def stop(self) -> None:
         """Stop serving: release stalled requests, cut kept-alive connections, join threads."""
@@ -275,6 +301,9 @@ def serve(
     active: int = 0,
     active_every: float = 30.0,
     active_lines: int = 10,
+    publish_jitter: float = 0.0,
+    publish_stamp: bool = False,
+    seed: int = 0,
 ) -> None:
     """Serve until ``stop`` is set, after printing how to point qc-tail at the emulator.
 
@@ -289,11 +318,15 @@ def serve(
     SIGUSR1 prints ``stats requests=N logs_read=M export=E`` (main thread only). After
     SIGUSR2, projects ``1..active`` each get ``active_lines`` new lines every ``active_every``
     seconds (a fleet benchmark's active share).
+    ``publish_jitter``, ``publish_stamp`` and ``seed`` pace the snapshots as in ``Emulator``.
     """
     emulator = Emulator(
         user_id,
         api_token,
         publish_interval=publish_interval,
+        publish_jitter=publish_jitter,
+        publish_stamp=publish_stamp,
+        seed=seed,
         max_lines=max_lines,
         latency=latency,
         auth_failure=auth_failure,
