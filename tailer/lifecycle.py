@@ -47,6 +47,12 @@ class Lifecycle:
         """After a follower began or polled: the deployments it reads now."""
         self._update(pipeline, follower, frozenset(r.deploy_id for r in follower.readers))
 
+    def rhythm(self, follower: ProjectFollower, period: float | None) -> None:
+        """The publishing period its polls follow now (None: none, polled at the interval)."""
+        if self.metrics is not None:
+            name = follower.name or str(follower.project_id)
+            self.metrics.period(follower.project_id, name, period)
+
     def dropped(self, pipeline: str, follower: ProjectFollower) -> None:
         """The pipeline no longer follows the project."""
         self._update(pipeline, follower, frozenset())

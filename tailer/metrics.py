@@ -58,6 +58,13 @@ class Metrics:
             registry=r,
         )
         self._exports = Counter("qc_tail_export_calls", "Calls to /live/export/logs", registry=r)
+        self._period = Gauge(
+            "qc_tail_publish_period_seconds",
+            "The project's learned publishing period, while its polls follow it",
+            ["project_id", "name"],
+            registry=r,
+        )
+        self._periods: dict[int, str] = {}  # the name label of each project's period series
         self._lock = threading.Lock()
         self._delivered: dict[str, int] = {}
         self._names: dict[int, str] = {}  # the name label of each project's series
@@ -107,6 +114,19 @@ class Metrics:
             name = self._names.pop(project_id, None)
         if name is not None:
             self._remove_last_line(project_id, name)
+        self.period(project_id, "", None)
+
+    def period(self, project_id: int, name: str, seconds: float | None) -> None:
+        """The project's learned publishing period; None: it has none (its series goes)."""
+        with self._lock:
+            old = self._periods.pop(project_id, None)
+            if seconds is not None:
+                self._periods[project_id] = name
+        if old is not None and (seconds is None or old != name):
+            with contextlib.suppress(KeyError):  # another thread removed it first
+                self._period.remove(str(project_id), old)
+        if seconds is not None:
+            self._period.labels(str(project_id), name).set(seconds)
 
     def _remove_last_line(self, project_id: int, name: str) -> None:
         with contextlib.suppress(KeyError):  # another thread removed it first

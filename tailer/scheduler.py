@@ -386,6 +386,8 @@ class Scheduler:
         if deployment is not None and deployment.status != "Running":
             return None
         due = rhythm.next_poll(self._clock())
+        if self.lifecycle is not None and (found or following != rhythm.following):
+            self.lifecycle.rhythm(slot.follower, rhythm.period if rhythm.following else None)
         if found:
             log.debug(
                 "rhythm",

@@ -8,12 +8,15 @@ import statistics
 from collections.abc import Callable
 
 import pytest
+from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
 from tailer.api import QcApi
 from tailer.auth import QcAuth
 from tailer.emulator import Emulator
 from tailer.follower import ProjectFollower, Start
+from tailer.lifecycle import Lifecycle
+from tailer.metrics import Metrics
 from tailer.pipeline import Pipeline
 from tailer.retry import RetryPolicy
 from tailer.scheduler import Scheduler
@@ -116,12 +119,14 @@ def test_the_learned_period_is_shown_and_exposed(emu, api):
     time = Publishing(emu, moments, until=moments[-1] + 1)
     screen = Screen(time)
     follower = ProjectFollower(api, PROJECT, start=Start("end"), clock=time.clock)
+    metrics = Metrics()
     scheduler = Scheduler(
         [Pipeline([StdoutSink(screen)], [follower])],
         time,
         interval=INTERVAL,
         max_interval=INTERVAL,
         clock=time.clock,
+        lifecycle=Lifecycle(metrics),
     )
     with capture_logs() as events:
         scheduler.run()
@@ -130,6 +135,12 @@ def test_the_learned_period_is_shown_and_exposed(emu, api):
     assert abs(learned[-1]["period"] - PERIOD) < 2.0
     assert learned[-1]["phase"] is not None
     assert abs(scheduler.periods()[PROJECT] - PERIOD) < 2.0
+    exported = metrics.registry.get_sample_value(
+        "qc_tail_publish_period_seconds", {"project_id": str(PROJECT), "name": follower.name}
+    )
+    assert exported == scheduler.periods()[PROJECT]
+    metrics.forget(PROJECT)  # dropped: its series goes
+    assert "qc_tail_publish_period_seconds{" not in generate_latest(metrics.registry).decode()
 
 
 def test_a_stopped_deployment_is_polled_at_the_interval(emu, api):
