@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tailer import cli, commands
+from tailer import cli, commands, terminal
 from tailer.emulator import Emulator
 from tailer.scheduler import Scheduler
 from tailer.shutdown import Shutdown
@@ -22,7 +22,7 @@ def made(monkeypatch: pytest.MonkeyPatch) -> list[Scheduler]:
             super().__init__(*args, **options)  # type: ignore[arg-type]
             built.append(self)
 
-    monkeypatch.setattr(commands, "Scheduler", Recorded)
+    monkeypatch.setattr(terminal, "Scheduler", Recorded)
     return built
 
 
