@@ -29,6 +29,8 @@ _AGAIN = object()  # read again now
 _WAIT = object()  # lines said gone by answers that a later one must confirm: read again later
 _LATER = object()  # nothing to read until the caller knows more (at its next poll)
 _RECHECK = object()  # the successor's offset is below lines read: ask it again, a little later
+RETENTION = 100_000
+"""A project's most rows: one that has them loses its oldest at every publication."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +93,12 @@ class DeploymentReader:
     first line, apart); the numbers say how far the lines moved at least (the length's fall
     beyond the older deployments' share); and where neither can place the cursor, the reader
     resumes at the highest place it can be and reports a gap of unknown size, never guessing.
-    Still invisible, as content and numbers are all the API offers: a shift inside a run that
-    reaches back to the deployment's first line (or to a gap), or by a multiple of a pattern
-    of more than three lines, while as many new lines were published.
+    Invisible to content and numbers alike: a shift inside a run that reaches back to the
+    deployment's first line (or to a gap), or by a multiple of a pattern of more than three
+    lines, while as many new lines were published. Where retention is known to act on the
+    deployment (its first lines are gone, the offset fell, or the project is at its most
+    rows) and its last lines read could have moved so, new lines after a publication are
+    preceded by a gap of unknown size: a possible one, said rather than kept silent.
     """
 
     def __init__(
@@ -121,6 +126,8 @@ class DeploymentReader:
         self._known = False  # offset and length come from an answer
         self._waited = False  # lines said gone await a later answer's confirmation
         self._rechecked = True  # the successor's offset was asked again during this read
+        self._trims_seen = False  # retention was seen removing rows of the project
+        self._doubt_said = False  # a possible gap was reported since the reader caught up
 
     @property
     def deploy_id(self) -> str:
@@ -174,6 +181,7 @@ class DeploymentReader:
             plan = self._plan(bound)
             if plan is None:
                 self.caught_up = limit is None  # a limit is not the deployment's end
+                self._doubt_said = False
                 return None
             basis = self._basis.pop((plan.start, plan.stop), (self.offset, self.length))
             window = self._fetch_unless_too_large(plan.start, plan.stop)
@@ -224,11 +232,12 @@ class DeploymentReader:
             if moved:
                 return _AGAIN
         if self._aligned(window, plan) and not self._surprised(window, basis, plan):
-            return window
+            return self._possible_gap(plan) if self._doubtful(plan, window) else window
         window = realign.settle(
             self._fresh, plan.start, plan.stop, window, plan.checked, self.deploy_id
         )
         least = realign.least_shift(self.offset, self.length, window)
+        self._trims_seen |= least > 0 or window.deployment_offset < self.offset
         if window.deployment_offset != self.offset:
             log.info(
                 "offset_moved", deploy=self.deploy_id, was=self.offset, now=window.deployment_offset
@@ -260,6 +269,8 @@ class DeploymentReader:
         if end is not None:  # aligned, and the successor marks the end: the size is known
             self.ahead = replace(plan.cursor, total=plan.cursor.trimmed + end - self.offset)
         self.caught_up = not rows and limit is None
+        if not rows:
+            self._doubt_said = False  # new lines from here on came with a new publication
         return self._batch(rows, plan.first) if rows else None
 
     def _accept(self, window: LogWindow) -> None:
@@ -289,6 +300,38 @@ class DeploymentReader:
             and pair.length >= window.length
             and tuple(fingerprint(row) for row in pair.logs) == plan.pair
         )
+
+    def _doubtful(self, plan: _Plan, window: LogWindow) -> bool:
+        """Whether the answer, aligned, may still show the last lines delivered where a trim
+        moved copies of them: retention acts on this deployment (its offset is 0: no older
+        rows are left to go first), and those lines repeat back to its first line or a gap,
+        or read the same further down (a longer pattern). Asked once per catch-up."""
+        if self._doubt_said or plan.checked == 0 or plan.pair is not None:
+            return False
+        if window.deployment_offset > 0 or len(window.logs) <= plan.checked:
+            return False
+        trimming = self._trims_seen or plan.cursor.trimmed > 0 or window.length >= RETENTION
+        if not trimming:
+            return False
+        if not plan.unique:
+            return True
+        below = max(window.deployment_offset, plan.start - self.window + plan.checked)
+        return realign.repeats(self._fresh, plan.prints[-plan.checked :], below, plan.first - 1)
+
+    def _possible_gap(self, plan: _Plan) -> Batch:
+        """A gap of unknown size before the next lines: some may have gone unseen."""
+        self._doubt_said = True
+        cursor = plan.cursor
+        gap = Gap(self.project_id, self.deploy_id, self.name, None, cursor.position)
+        log.warning(
+            "gap",
+            deploy=self.deploy_id,
+            name=self.name,
+            lost="unknown",
+            hint="retention removes this deployment's oldest lines, and its last lines read "
+            "repeat: whether unread lines went with them cannot be told, so a gap is said",
+        )
+        return Batch(None, gap, cursor, cursor)
 
     def _surprised(self, window: LogWindow, basis: tuple[int, int], plan: _Plan) -> bool:
         """Whether the answer's numbers say the lines moved since ``basis`` was known, where
@@ -511,6 +554,7 @@ class DeploymentReader:
         after = self.ahead = replace(cursor, trimmed=cursor.trimmed + shift)
         if sure:
             return None
+        self._doubt_said = True
         gap = Gap(self.project_id, self.deploy_id, self.name, None, cursor.position)
         log.warning(
             "gap",
@@ -554,6 +598,7 @@ class DeploymentReader:
             counted = cursor.total - self.visible(end) - cursor.position
             lost = counted if counted > 0 else None
         position = cursor.position + (lost or 0)
+        self._doubt_said = True
         gap = Gap(self.project_id, self.deploy_id, self.name, lost, position)
         after = self.ahead = replace(
             cursor, position=position, trimmed=position, tail=(), run=0, anchor=None
