@@ -232,12 +232,11 @@ class DeploymentReader:
             if moved:
                 return _AGAIN
         if self._aligned(window, plan) and not self._surprised(window, basis, plan):
-            return self._possible_gap(plan) if self._doubtful(plan, window) else window
+            return self._unless_doubtful(plan, window)
         window = realign.settle(
             self._fresh, plan.start, plan.stop, window, plan.checked, self.deploy_id
         )
-        least = realign.least_shift(self.offset, self.length, window)
-        self._trims_seen |= least > 0 or window.deployment_offset < self.offset
+        least = self._least_shift(window)
         if window.deployment_offset != self.offset:
             log.info(
                 "offset_moved", deploy=self.deploy_id, was=self.offset, now=window.deployment_offset
@@ -300,6 +299,16 @@ class DeploymentReader:
             and pair.length >= window.length
             and tuple(fingerprint(row) for row in pair.logs) == plan.pair
         )
+
+    def _least_shift(self, window: LogWindow) -> int:
+        """``realign.least_shift`` from the numbers known, noting whether retention acts."""
+        least = realign.least_shift(self.offset, self.length, window)
+        self._trims_seen |= least > 0 or window.deployment_offset < self.offset
+        return least
+
+    def _unless_doubtful(self, plan: _Plan, window: LogWindow) -> LogWindow | Batch:
+        """The aligned answer, or first a possible gap (see ``_doubtful``)."""
+        return self._possible_gap(plan) if self._doubtful(plan, window) else window
 
     def _doubtful(self, plan: _Plan, window: LogWindow) -> bool:
         """Whether the answer, aligned, may still show the last lines delivered where a trim
