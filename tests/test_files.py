@@ -453,7 +453,7 @@ def test_recover_never_overwrites_a_file_set_aside_before(out, sink):
     os.link(path, path.with_name("kept"))  # its inode is not given to a replacement
     for n in range(3):
         replacement = path.with_name("replacement")
-        replacement.write_bytes(raw(texts(f"other{n}", 2)))
+        replacement.write_bytes(raw(texts(f"other{n}", 5)))
         replacement.replace(path)
         FileSink(out).recover([cursor])
     assert [p.name for p in set_aside(path)] == [
@@ -462,7 +462,7 @@ def test_recover_never_overwrites_a_file_set_aside_before(out, sink):
         "L-a.log.unverified.3",
     ]
     assert [p.read_bytes() for p in set_aside(path)] == [
-        raw(texts(f"other{n}", 2)) for n in range(3)
+        raw(texts(f"other{n}", 5)) for n in range(3)
     ]
 
 

@@ -643,7 +643,8 @@ class TailerModel(RuleBasedStateMachine):
             os.truncate(path, 0)
             o.rotated.append(copy)
             cursor = saved.get((self.project, deploy_id))
-            if cursor is not None and cursor.file_inode == path.stat().st_ino:
+            inode = self.original(path.stat().st_ino)
+            if cursor is not None and self.original(cursor.file_inode or -1) == inode:
                 o.emptied = (cursor.file_size, cursor.file_inode)
 
     @rule(rename=st.booleans())

@@ -122,7 +122,7 @@ class FileSink:
                 log.info("output_cut_back", path=str(path), bytes=stat.st_size - keep)
         elif cursor.done:
             log.info("output_unverified", path=str(path), reason=reason, hint="left as it is")
-        elif stat.st_ino == cursor.file_inode:  # changed in place: emptied, then written
+        elif stat.st_ino == cursor.file_inode or stat.st_size < keep:  # emptied, then written?
             os.fsync(fd)  # what it holds is matched as delivered: on disk, as if flushed
             saved = (cursor.file_size, cursor.file_inode, cursor.file_last)
             self._emptied[(cursor.project_id, cursor.deploy_id)] = Emptied(stat.st_size, saved)
