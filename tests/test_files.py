@@ -319,15 +319,16 @@ def test_recover_sets_aside_a_replaced_file_it_cannot_verify_and_says_so(out, si
     restarted = FileSink(out)
     with capture_logs() as events:
         restarted.recover([cursor])
+        assert path.read_bytes() == raw(texts("other", 10))  # not one byte cut
+        restarted.write(lines("L-a", texts("a", 2, start=3), start=3))  # delivery goes on
     aside = path.with_name("L-a.log.unverified")
     assert set_aside(path) == [aside]
-    assert aside.read_bytes() == raw(texts("other", 10))  # not one byte cut
-    assert not path.exists()
-    [warning] = [e for e in events if e["log_level"] == "warning"]
-    assert warning["event"] == "output_set_aside"
-    assert warning["path"] == str(path) and warning["moved_to"] == str(aside)
-    assert str(aside) in warning["hint"] and str(path) in warning["hint"]
-    restarted.write(lines("L-a", texts("a", 2, start=3), start=3))  # delivery goes on afresh
+    assert aside.read_bytes() == raw(texts("other", 10))  # all of it, once it differs
+    unproven_, moved = [e for e in events if e["log_level"] == "warning"]
+    assert unproven_["event"] == "output_unproven" and unproven_["path"] == str(path)
+    assert moved["event"] == "output_set_aside"
+    assert moved["path"] == str(path) and moved["moved_to"] == str(aside)
+    assert str(aside) in moved["hint"] and str(path) in moved["hint"]
     restarted.flush()
     restarted.close()
     assert path.read_bytes() == raw(texts("a", 2, start=3))
@@ -404,7 +405,7 @@ def test_a_crash_after_copytruncate_neither_duplicates_nor_sets_aside_the_lines(
     restarted = FileSink(out)
     with capture_logs() as events:
         restarted.recover([before])
-    assert [e["event"] for e in events if e["log_level"] == "warning"] == ["output_emptied"]
+    assert [e["event"] for e in events if e["log_level"] == "warning"] == ["output_unproven"]
     assert path.read_bytes() == raw(after)
     assert restarted.position(PROJECT, "L-a")[0] == before.file_size  # as saved, till matched
     later = texts("a", 4, start=100 + after_lines)
@@ -455,7 +456,10 @@ def test_recover_never_overwrites_a_file_set_aside_before(out, sink):
         replacement = path.with_name("replacement")
         replacement.write_bytes(raw(texts(f"other{n}", 5)))
         replacement.replace(path)
-        FileSink(out).recover([cursor])
+        restarted = FileSink(out)
+        restarted.recover([cursor])
+        restarted.write(lines("L-a", texts("a", 1, start=3), start=3))
+        restarted.close()
     assert [p.name for p in set_aside(path)] == [
         "L-a.log.unverified",
         "L-a.log.unverified.2",
@@ -513,7 +517,9 @@ def test_recover_without_lines_to_recognise_trusts_only_the_same_file(out, sink)
     FileSink(out).recover([cursor])
     assert path.read_bytes() == raw(first)  # the same inode: cut back as before
     copied_away_and_back(path)
-    FileSink(out).recover([cursor])
+    restarted = FileSink(out)
+    restarted.recover([cursor])
+    restarted.write(lines("L-a", texts("a", 1, start=3), start=3))
     assert [p.read_bytes() for p in set_aside(path)] == [raw(first)]
 
 

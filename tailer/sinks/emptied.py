@@ -13,11 +13,11 @@ Position = tuple[int | None, int | None, str | None]
 
 @dataclass(slots=True)
 class Emptied:
-    """An output file found shorter than its cursor says (or not ending where it says), in
-    the same inode: emptied under qc-tail (``: > file``, logrotate's ``copytruncate``), then
-    written after the last cursor save, before a crash. None of its bytes is counted by the
-    cursor, so its lines are read again: those it already holds are matched, not written
-    twice, and the file is cut nowhere until they disagree.
+    """An output file that does not end where its cursor says: emptied under qc-tail
+    (``: > file``, logrotate's ``copytruncate``), then written after the last cursor save,
+    before a crash; or replaced. If emptied, none of its bytes is counted by the cursor, so
+    its lines are read again: those it already holds are matched, not written twice, and
+    the file is cut nowhere until they disagree.
     """
 
     size: int  # its length at the restart: the bytes still to be matched

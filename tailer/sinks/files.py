@@ -86,9 +86,11 @@ class FileSink:
         """Cut files back to what their saved cursors account for (a crash left more).
 
         Only a file whose content proves it is the one its cursor counts is cut (see
-        ``unproven``). One that cannot be proven (replaced, shortened, edited) is never cut:
-        it is renamed ``<deploy_id>.log.unverified`` and a fresh file takes the new lines;
-        a finished deployment's is left as it is (nothing more will be written to it).
+        ``unproven``). One that cannot be proven (emptied and written again, replaced,
+        shortened, edited) is never cut: the lines read again are compared with it (see
+        ``Emptied``), and from the first difference on its bytes are moved to
+        ``<deploy_id>.log.unverified``; a finished deployment's is left as it is (nothing
+        more will be written to it).
         """
         for cursor in cursors:
             if cursor.file_size is None:
@@ -122,41 +124,19 @@ class FileSink:
                 log.info("output_cut_back", path=str(path), bytes=stat.st_size - keep)
         elif cursor.done:
             log.info("output_unverified", path=str(path), reason=reason, hint="left as it is")
-        elif stat.st_ino == cursor.file_inode or stat.st_size < keep:  # emptied, then written?
+        else:  # emptied in place and written before a crash, or replaced: content tells
             os.fsync(fd)  # what it holds is matched as delivered: on disk, as if flushed
             saved = (cursor.file_size, cursor.file_inode, cursor.file_last)
             self._emptied[(cursor.project_id, cursor.deploy_id)] = Emptied(stat.st_size, saved)
             log.warning(
-                "output_emptied",
+                "output_unproven",
                 path=str(path),
                 reason=reason,
-                hint=f"{path} was emptied or cut in place since its cursor was saved (by hand, "
-                "or logrotate's copytruncate): the lines delivered before are no longer in it. "
-                "What it holds now is compared with the lines read again, which are not "
-                "written twice.",
+                hint=f"{path} is not as its cursor left it: emptied in place (by hand, or "
+                "logrotate's copytruncate) and written before a crash, or replaced. It is kept "
+                "and compared with the lines read again: those it holds are not written twice; "
+                f"from the first difference on, what it holds is moved to {path.name}.unverified.",
             )
-        else:
-            aside = self._set_aside(path)
-            log.warning(
-                "output_set_aside",
-                path=str(path),
-                moved_to=str(aside),
-                reason=reason,
-                hint=f"{path} was not cut: it was renamed {aside.name}, and new lines go to a "
-                f"fresh {path}. Compare the end of {aside} with the start of {path}: lines "
-                "written just before a crash can be in both, and lines missing from a "
-                "shortened or replaced file are not fetched again.",
-            )
-
-    def _set_aside(self, path: Path) -> Path:
-        """Rename a file to ``<name>.unverified`` (``.2``, ``.3``, ... if taken)."""
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        try:
-            name = _free_name(path.name, dir_fd)
-            os.rename(path.name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        finally:
-            os.close(dir_fd)
-        return path.with_name(name)
 
     def _unmatched(self, key: tuple[int, str], handle: _Open, data: bytes) -> bytes:
         """What of ``data`` a file emptied in place (see ``Emptied``) does not hold yet.
@@ -175,9 +155,11 @@ class FileSink:
                 "output_set_aside",
                 path=str(self.path(*key)),
                 moved_to=str(aside),
-                reason="what it held after it was emptied is not the lines read again",
-                hint=f"its last {emptied.size - emptied.matched} bytes were moved to {aside}: "
-                "they were written after its cursor was saved, or by someone else.",
+                reason="what it holds is not the lines read again",
+                hint=f"its last {emptied.size - emptied.matched} bytes were moved to {aside}, "
+                f"and new lines follow in {self.path(*key)}. Compare the two: lines written "
+                "just before a crash can be in both, and lines missing from a shortened or "
+                "replaced file are not fetched again.",
             )
         if taken is None:  # nothing of it is left past the lines matched
             taken, emptied.matched = 0, emptied.size
