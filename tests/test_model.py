@@ -636,11 +636,13 @@ class TailerModel(RuleBasedStateMachine):
     def empty(self) -> None:
         """logrotate ``copytruncate`` under the running daemon: each file is copied away,
         then emptied in place (``: > file``); no SIGHUP. Its saved cursor still counts the
-        bytes it held, until a later save (a kill -9 can come first)."""
+        bytes it held, until a later save (a kill -9 can come first). Not a file a restart
+        found unproven, before a poll compared it with the lines read again: the copy would
+        keep lines not delivered yet (written before a kill -9), and they come again."""
         saved = self.store.load_all()
         for deploy_id in self.deployments:
             path = self.files.path(self.project, deploy_id)
-            if not path.exists() or path.stat().st_size == 0:
+            if not path.exists() or path.stat().st_size == 0 or self.unproven(deploy_id):
                 continue
             note("a file emptied in place")
             o = self.out(deploy_id)
