@@ -658,12 +658,13 @@ class TailerModel(RuleBasedStateMachine):
     @rule(rename=st.booleans())
     @guarded
     def rotate(self, rename: bool) -> None:
-        """logrotate ``create``: rename the files away, then SIGHUP (or only the SIGHUP)."""
+        """logrotate ``create``: rename the files away, then SIGHUP (or only the SIGHUP).
+        Not a file a restart found unproven (see ``empty``)."""
         assert self.live is not None
         if rename:
             for deploy_id in self.deployments:
                 path = self.files.path(self.project, deploy_id)
-                if path.exists():
+                if path.exists() and not self.unproven(deploy_id):
                     moved = path.with_name(f"{path.name}.{len(self.out(deploy_id).rotated)}")
                     path.rename(moved)
                     self.out(deploy_id).rotated.append(moved)
