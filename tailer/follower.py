@@ -161,11 +161,21 @@ class ProjectFollower:
         one (``redeployed``: the chain is extended), or an older one (``stale``: a replica
         that has not seen a redeploy yet; deployments only move forward, so it is ignored)."""
         current = self.api.read_live(self.project_id)
+        listed = self._listed()  # a lagging /live/read names an older one: this one tells
         if current.deploy_id == reader.deploy_id:
-            self.deployment = current
-            return "latest"
-        listed = self._listed()
-        if self._before(current, reader, listed):
+            later = _launched_after(reader, listed)
+            if not later:
+                self.deployment = current
+                return "latest"
+            log.info(
+                "stale_deployment",
+                project=self.project_id,
+                named=current.deploy_id,
+                listed=later[-1].deploy_id,
+                hint="/live/list shows a later deployment than /live/read: a redeploy",
+            )
+            current = later[-1]
+        elif self._before(current, reader, listed):
             log.info(
                 "stale_deployment",
                 project=self.project_id,
@@ -364,3 +374,19 @@ class ProjectFollower:
             self.chain.pop(0)
             del self._superseded[oldest.deploy_id]
             self.finished.append(replace(oldest.cursor, done=True))
+
+
+def _launched_after(reader: DeploymentReader, listed: list[Deployment]) -> list[Deployment]:
+    """The deployments ``listed`` (oldest first) launched after ``reader``'s, in order: a
+    replica that lags cannot list one that does not exist yet."""
+    ids = [deployment.deploy_id for deployment in listed]
+    if reader.deploy_id in ids:
+        later = listed[ids.index(reader.deploy_id) + 1 :]
+    else:
+        since = reader.cursor.launched
+        later = [d for d in listed if since is not None and _launched(d) > since]
+    return [deployment for deployment in later if deployment.launched is not None]
+
+
+def _launched(deployment: Deployment) -> float:
+    return deployment.launched.timestamp() if deployment.launched else float("-inf")

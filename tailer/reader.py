@@ -30,6 +30,8 @@ _AGAIN = object()  # read again now
 _WAIT = object()  # lines said gone by answers that a later one must confirm: read again later
 _LATER = object()  # nothing to read until the caller knows more (at its next poll)
 _RECHECK = object()  # the successor's offset is below lines read: ask it again, a little later
+RETENTION = 100_000
+"""A project's most rows: one that has them loses its oldest at every publication."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +94,12 @@ class DeploymentReader:
     first line, apart); the numbers say how far the lines moved at least (the length's fall
     beyond the older deployments' share); and where neither can place the cursor, the reader
     resumes at the highest place it can be and reports a gap of unknown size, never guessing.
-    Still invisible, as content and numbers are all the API offers: a shift inside a run that
-    reaches back to the deployment's first line (or to a gap), or by a multiple of a pattern
-    of more than three lines, while as many new lines were published.
+    Invisible to content and numbers alike: a shift inside a run that reaches back to the
+    deployment's first line (or to a gap), or by a multiple of a pattern of more than three
+    lines, while as many new lines were published. Where retention is known to act on the
+    deployment (its first lines are gone, the offset fell, or the project is at its most
+    rows) and its last lines read could have moved so, new lines after a publication are
+    preceded by a gap of unknown size: a possible one, said rather than kept silent.
     """
 
     def __init__(
@@ -132,6 +137,8 @@ class DeploymentReader:
         # it just said would only cost a request.
         self._shown: tuple[Cursor, bool, int] | None = None
         self._unserved = False  # a read found no row served below the length: a gap if again
+        self._trims_seen = False  # retention was seen removing rows of the project
+        self._doubt_said = False  # a possible gap was reported since the reader caught up
 
     @property
     def deploy_id(self) -> str:
@@ -195,6 +202,7 @@ class DeploymentReader:
             if plan is None:
                 self.caught_up = limit is None  # a limit is not the deployment's end
                 self._export, self._export_declined = None, False
+                self._doubt_said = False
                 return None
             self._consider_export(plan, bound)
             basis = self._basis.pop((plan.start, plan.stop), (self.offset, self.length))
@@ -331,11 +339,11 @@ class DeploymentReader:
             if moved:
                 return _AGAIN
         if self._aligned(window, plan) and not self._surprised(window, basis, plan):
-            return window
+            return self._unless_doubtful(plan, window)
         window = realign.settle(
             self._fresh, plan.start, plan.stop, window, plan.checked, self.deploy_id
         )
-        least = realign.least_shift(self.offset, self.length, window)
+        least = self._least_shift(window)
         if window.deployment_offset != self.offset:
             log.info(
                 "offset_moved", deploy=self.deploy_id, was=self.offset, now=window.deployment_offset
@@ -372,6 +380,7 @@ class DeploymentReader:
         self._unserved = False
         if not rows:  # this catch-up is over: the next may read an export again
             self._export_declined = False
+            self._doubt_said = False  # new lines from here on came with a new publication
             return None
         batch = self._batch(rows, plan.first)
         # An answer shorter than one before may be a lagging replica's: its end is not the end.
@@ -406,6 +415,48 @@ class DeploymentReader:
             and pair.length >= window.length
             and tuple(fingerprint(row) for row in pair.logs) == plan.pair
         )
+
+    def _least_shift(self, window: LogWindow) -> int:
+        """``realign.least_shift`` from the numbers known, noting whether retention acts."""
+        least = realign.least_shift(self.offset, self.length, window)
+        self._trims_seen |= least > 0 or window.deployment_offset < self.offset
+        return least
+
+    def _unless_doubtful(self, plan: _Plan, window: LogWindow) -> LogWindow | Batch:
+        """The aligned answer, or first a possible gap (see ``_doubtful``)."""
+        return self._possible_gap(plan) if self._doubtful(plan, window) else window
+
+    def _doubtful(self, plan: _Plan, window: LogWindow) -> bool:
+        """Whether the answer, aligned, may still show the last lines delivered where a trim
+        moved copies of them: retention acts on this deployment (its offset is 0: no older
+        rows are left to go first), and those lines repeat back to its first line or a gap,
+        or read the same further down (a longer pattern). Asked once per catch-up."""
+        if self._doubt_said or plan.checked == 0 or plan.pair is not None:
+            return False
+        if window.deployment_offset > 0 or len(window.logs) <= plan.checked:
+            return False
+        trimming = self._trims_seen or plan.cursor.trimmed > 0 or window.length >= RETENTION
+        if not trimming:
+            return False
+        if not plan.unique:
+            return True
+        below = max(window.deployment_offset, plan.start - self.window + plan.checked)
+        return realign.repeats(self._fresh, plan.prints[-plan.checked :], below, plan.first - 1)
+
+    def _possible_gap(self, plan: _Plan) -> Batch:
+        """A gap of unknown size before the next lines: some may have gone unseen."""
+        self._doubt_said = True
+        cursor = plan.cursor
+        gap = Gap(self.project_id, self.deploy_id, self.name, None, cursor.position)
+        log.warning(
+            "gap",
+            deploy=self.deploy_id,
+            name=self.name,
+            lost="unknown",
+            hint="retention removes this deployment's oldest lines, and its last lines read "
+            "repeat: whether unread lines went with them cannot be told, so a gap is said",
+        )
+        return Batch(None, gap, cursor, cursor)
 
     def _surprised(self, window: LogWindow, basis: tuple[int, int], plan: _Plan) -> bool:
         """Whether the answer's numbers say the lines moved since ``basis`` was known, where
@@ -658,6 +709,7 @@ class DeploymentReader:
         after = self.ahead = replace(cursor, trimmed=cursor.trimmed + shift)
         if sure:
             return None
+        self._doubt_said = True
         gap = Gap(self.project_id, self.deploy_id, self.name, None, cursor.position)
         log.warning(
             "gap",
@@ -701,6 +753,7 @@ class DeploymentReader:
             counted = cursor.total - self.visible(end) - cursor.position
             lost = counted if counted > 0 else None
         position = cursor.position + (lost or 0)
+        self._doubt_said = True
         gap = Gap(self.project_id, self.deploy_id, self.name, lost, position)
         after = self.ahead = replace(
             cursor, position=position, trimmed=position, tail=(), run=0, anchor=None

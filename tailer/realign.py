@@ -93,6 +93,16 @@ def search(
     return None, 0
 
 
+def repeats(fetch: Fetch, prints: Sequence[str], lo: int, end: int) -> bool:
+    """Whether ``prints`` also occur, in rows ``[lo, end)``, ending below ``end - 1``: lines
+    that, moved down by a trim, would read the same at the place of those."""
+    if end - lo <= len(prints):
+        return False
+    found = [fingerprint(row) for row in fetch(lo, end - 1).logs]
+    n = len(prints)
+    return any(tuple(found[i - n : i]) == tuple(prints) for i in range(n, len(found) + 1))
+
+
 def sure(prints: Sequence[str], matched: int) -> bool:
     """Whether a match of ``matched`` of ``prints`` (from Cursor.signature: lines that do not
     repeat within themselves, or a run with its anchor) places them: at least two lines, all

@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 from structlog.testing import capture_logs
@@ -318,28 +319,40 @@ def test_recover_sets_aside_a_replaced_file_it_cannot_verify_and_says_so(out, si
     restarted = FileSink(out)
     with capture_logs() as events:
         restarted.recover([cursor])
+        assert path.read_bytes() == raw(texts("other", 10))  # not one byte cut
+        restarted.write(lines("L-a", texts("a", 2, start=3), start=3))  # delivery goes on
     aside = path.with_name("L-a.log.unverified")
     assert set_aside(path) == [aside]
-    assert aside.read_bytes() == raw(texts("other", 10))  # not one byte cut
-    assert not path.exists()
-    [warning] = [e for e in events if e["log_level"] == "warning"]
-    assert warning["event"] == "output_set_aside"
-    assert warning["path"] == str(path) and warning["moved_to"] == str(aside)
-    assert str(aside) in warning["hint"] and str(path) in warning["hint"]
-    restarted.write(lines("L-a", texts("a", 2, start=3), start=3))  # delivery goes on afresh
+    assert aside.read_bytes() == raw(texts("other", 10))  # all of it, once it differs
+    unproven_, moved = [e for e in events if e["log_level"] == "warning"]
+    assert unproven_["event"] == "output_unproven" and unproven_["path"] == str(path)
+    assert moved["event"] == "output_set_aside"
+    assert moved["path"] == str(path) and moved["moved_to"] == str(aside)
+    assert str(aside) in moved["hint"] and str(path) in moved["hint"]
     restarted.flush()
     restarted.close()
     assert path.read_bytes() == raw(texts("a", 2, start=3))
 
 
-def test_recover_sets_aside_a_shortened_file_and_never_extends_it(out, sink):
+def test_a_file_shortened_in_place_is_set_aside_from_where_it_differs_never_extended(out, sink):
+    """Cut in place to 30 bytes: the restart cannot tell that from a file emptied and written
+    again, so it keeps it until the lines read again show what it holds: not them. Those
+    bytes are moved to ``.unverified``; the file is never cut below them, nor stretched."""
     cursor = delivered(sink, texts("a", 3))
     sink.close()
     path = sink.path(PROJECT, "L-a")
-    os.truncate(path, 5)
-    FileSink(out).recover([cursor])
-    assert [p.read_bytes() for p in set_aside(path)] == [raw(texts("a", 3))[:5]]
-    assert not path.exists()
+    os.truncate(path, 30)
+    restarted = FileSink(out)
+    restarted.recover([cursor])
+    assert path.read_bytes() == raw(texts("a", 3))[:30]
+    after = texts("a", 2, start=3)
+    with capture_logs() as events:
+        restarted.write(lines("L-a", after, start=3))
+    restarted.flush()
+    assert [p.read_bytes() for p in set_aside(path)] == [raw(texts("a", 3))[:30]]
+    assert path.read_bytes() == raw(after)
+    assert [e["event"] for e in events if e["log_level"] == "warning"] == ["output_set_aside"]
+    assert restarted.position(PROJECT, "L-a")[0] == len(raw(after))
 
 
 def test_recover_leaves_an_emptied_file_as_it_is(out, sink):
@@ -357,37 +370,103 @@ def test_recover_leaves_an_emptied_file_as_it_is(out, sink):
 
 def test_recover_after_copytruncate_keeps_what_the_emptied_file_took_since(out, sink):
     """logrotate ``copytruncate``: the file is emptied under qc-tail, which goes on writing
-    at its start (O_APPEND). Saved since: recognised and kept; killed before the save: the
-    file is shorter than its cursor says, so it is set aside whole, never cut or stretched."""
+    at its start (O_APPEND), and says so. Saved since: recognised and kept."""
     path = sink.path(PROJECT, "L-a")
     before = delivered(sink, texts("a", 100))
     os.truncate(path, 0)
     after = texts("a", 3, start=100)
-    sink.write(lines("L-a", after, start=100))
+    with capture_logs() as events:
+        sink.write(lines("L-a", after, start=100))
     sink.flush()
+    [warning] = [e for e in events if e["log_level"] == "warning"]
+    assert warning["event"] == "output_emptied" and warning["path"] == str(path)
     saved = sink.stamp(before.advance(after))
     sink.close()
     FileSink(out).recover([saved])
     assert path.read_bytes() == raw(after)
-    FileSink(out).recover([before])  # as if killed before that save
-    assert [p.read_bytes() for p in set_aside(path)] == [raw(after)]
-    assert not path.exists()
+
+
+@pytest.mark.parametrize("after_lines", [3, 150])  # the file ends below, or past, the old size
+def test_a_crash_after_copytruncate_neither_duplicates_nor_sets_aside_the_lines(
+    out, sink, after_lines
+):
+    """Emptied under qc-tail, written, then killed before the cursor was saved: the file
+    holds only lines its cursor does not count, shorter than (or not ending where) it says.
+    Those lines are read again: matched against the file, they are not written twice, and
+    nothing is set aside; the emptying is reported once."""
+    path = sink.path(PROJECT, "L-a")
+    before = delivered(sink, texts("a", 100))
+    os.truncate(path, 0)
+    after = texts("a", after_lines, start=100)
+    sink.write(lines("L-a", after, start=100))
+    sink.flush()
+    sink.close()  # killed before the cursor was saved
+    inode = path.stat().st_ino
+    restarted = FileSink(out)
+    with capture_logs() as events:
+        restarted.recover([before])
+    assert [e["event"] for e in events if e["log_level"] == "warning"] == ["output_unproven"]
+    assert path.read_bytes() == raw(after)
+    assert restarted.position(PROJECT, "L-a")[0] == before.file_size  # as saved, till matched
+    later = texts("a", 4, start=100 + after_lines)
+    restarted.write(lines("L-a", after[:2], start=100))  # read again, a window at a time
+    restarted.flush()
+    assert restarted.position(PROJECT, "L-a") == (len(raw(after[:2])), inode, ANY)
+    restarted.write(lines("L-a", after[2:] + later, start=102))
+    restarted.flush()
+    restarted.close()
+    assert path.read_bytes() == raw(after + later)
+    assert path.stat().st_ino == inode
+    assert set_aside(path) == []
+    assert restarted.position(PROJECT, "L-a")[0] == len(raw(after + later))
+
+
+def test_a_crash_while_matching_an_emptied_file_resumes_from_the_lines_matched(out, sink):
+    """The cursor saved while the lines read again are being matched counts the lines
+    matched: a restart then cuts the file back there, like any file, and reads on."""
+    path = sink.path(PROJECT, "L-a")
+    before = delivered(sink, texts("a", 100))
+    os.truncate(path, 0)
+    after = texts("a", 5, start=100)
+    sink.write(lines("L-a", after, start=100))
+    sink.flush()
+    sink.close()
+    restarted = FileSink(out)
+    restarted.recover([before])
+    restarted.write(lines("L-a", after[:2], start=100))
+    restarted.flush()
+    saved = restarted.stamp(before.advance(after[:2]))
+    restarted.close()
+    again = FileSink(out)
+    again.recover([saved])
+    assert path.read_bytes() == raw(after[:2])
+    again.write(lines("L-a", after[2:], start=102))
+    again.flush()
+    again.close()
+    assert path.read_bytes() == raw(after)
+    assert set_aside(path) == []
 
 
 def test_recover_never_overwrites_a_file_set_aside_before(out, sink):
     path = sink.path(PROJECT, "L-a")
     cursor = delivered(sink, texts("a", 3))
     sink.close()
+    os.link(path, path.with_name("kept"))  # its inode is not given to a replacement
     for n in range(3):
-        path.write_bytes(raw(texts(f"other{n}", 2)))
-        FileSink(out).recover([cursor])
+        replacement = path.with_name("replacement")
+        replacement.write_bytes(raw(texts(f"other{n}", 5)))
+        replacement.replace(path)
+        restarted = FileSink(out)
+        restarted.recover([cursor])
+        restarted.write(lines("L-a", texts("a", 1, start=3), start=3))
+        restarted.close()
     assert [p.name for p in set_aside(path)] == [
         "L-a.log.unverified",
         "L-a.log.unverified.2",
         "L-a.log.unverified.3",
     ]
     assert [p.read_bytes() for p in set_aside(path)] == [
-        raw(texts(f"other{n}", 2)) for n in range(3)
+        raw(texts(f"other{n}", 5)) for n in range(3)
     ]
 
 
@@ -438,7 +517,9 @@ def test_recover_without_lines_to_recognise_trusts_only_the_same_file(out, sink)
     FileSink(out).recover([cursor])
     assert path.read_bytes() == raw(first)  # the same inode: cut back as before
     copied_away_and_back(path)
-    FileSink(out).recover([cursor])
+    restarted = FileSink(out)
+    restarted.recover([cursor])
+    restarted.write(lines("L-a", texts("a", 1, start=3), start=3))
     assert [p.read_bytes() for p in set_aside(path)] == [raw(first)]
 
 

@@ -151,6 +151,31 @@ def test_a_stale_current_deployment_does_not_send_the_follower_backwards(
     assert [e["event"] for e in events if e["event"] == "stale_deployment"] == ["stale_deployment"]
 
 
+def test_a_stale_current_deployment_does_not_hide_a_redeploy_not_seen_yet(
+    emu: Emulator, api: QcApi, tmp_path: Path
+) -> None:
+    """D1 is followed; D2 is launched, and the next ``/live/read`` answers still name D1 (a
+    lagging replica, before the follower ever saw D2). Alone, that answer reads like the
+    truth, and D2's lines would be taken for D1's. ``/live/list`` shows D2: D1 ends at D2's
+    offset, and each file holds its deployment's lines once."""
+    old = emu.deploy(PROJECT)
+    emu.write(PROJECT, [f"old {i}" for i in range(20)])
+    daemon = Daemon(api, tmp_path, "deployment")
+    daemon.poll()
+    new = emu.deploy(PROJECT)
+    emu.write(PROJECT, [f"new {i}" for i in range(30)])
+    emu.write(PROJECT, ["old late"], deploy_id=old)
+    emu.stale_live_read(PROJECT, answers=3)
+    with capture_logs() as events:
+        for _ in range(3):
+            daemon.poll()
+    assert daemon.lines(old) == emu.published(PROJECT, old)
+    assert daemon.lines(new) == emu.published(PROJECT, new)
+    assert len(daemon.lines(new)) == 30
+    assert [e for e in events if e["event"] == "gap"] == []
+    assert "stale_deployment" in [e["event"] for e in events]
+
+
 def test_a_list_of_every_projects_deployments_is_not_chained_into_this_one(
     tmp_path: Path,
 ) -> None:

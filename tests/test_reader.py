@@ -522,3 +522,64 @@ def test_the_end_a_lagging_answer_shows_is_not_taken_for_the_end(emu, api):
     reader.commit(first)
     emu.lag(PROJECT, lines=20)  # the next answer shows the log 20 rows short
     assert texts([first, *drain(reader)]) == expected
+
+
+def test_a_trim_inside_a_run_from_the_deployments_first_line_is_said_as_a_possible_gap(
+    emu, api, pauses
+):
+    """The deployment's lines so far are one repeated line, and retention, seen at work
+    already, takes three more while as many are published: the answer reads exactly as if
+    nothing had moved, so three unread lines would be skipped in silence. Where a shift
+    cannot be seen, a gap of unknown size is said before the next lines; no line twice."""
+    deploy_id = emu.deploy(PROJECT)
+    emu.write(PROJECT, [SAME] * 10)
+    emu.publish()
+    reader = new_reader(api, deploy_id)
+    drain(reader)
+    emu.trim(PROJECT, 2)  # seen: the length fell
+    assert texts(drain(reader)) == []
+    emu.write(PROJECT, [SAME] * 3)
+    emu.publish()
+    emu.trim(PROJECT, 3)
+    emu.write(PROJECT, [stamp(1)])
+    emu.publish()
+    batches = drain(reader)
+    assert (gaps(batches), texts(batches)) == ([None], [stamp(1)])
+    emu.write(PROJECT, [stamp(2)])  # distinct lines from here on: placed, nothing more to say
+    emu.publish()
+    batches = drain(reader)
+    assert (gaps(batches), texts(batches)) == ([], [stamp(2)])
+
+
+def test_a_trim_by_a_longer_repeating_pattern_is_said_as_a_possible_gap(emu, api):
+    """Five lines logged over and over: the four compared read the same five rows lower.
+    Retention, seen at work already, takes one round of five while as many are published:
+    the answer reads as if nothing had moved. The lines compared also read the same further
+    down, so a gap of unknown size is said before the next lines."""
+    pattern = [stamp(i) for i in range(5)]
+    deploy_id = emu.deploy(PROJECT)
+    emu.write(PROJECT, pattern * 4)
+    emu.publish()
+    reader = new_reader(api, deploy_id)
+    drain(reader)
+    emu.trim(PROJECT, 2)  # seen, and placed by content
+    assert drain(reader) == []
+    emu.write(PROJECT, [*pattern, stamp(99)])
+    emu.publish()
+    emu.trim(PROJECT, 5)
+    batches = drain(reader)
+    assert (gaps(batches), texts(batches)) == ([None], [stamp(99)])
+
+
+def test_a_repeated_run_where_retention_was_never_seen_is_delivered_without_a_gap(emu, api):
+    """The doubt is said only where retention acts on the deployment: a young project that
+    logs one line over and over gets no gap at every publication."""
+    deploy_id = emu.deploy(PROJECT)
+    emu.write(PROJECT, [SAME] * 10)
+    emu.publish()
+    reader = new_reader(api, deploy_id)
+    drain(reader)
+    emu.write(PROJECT, [SAME] * 3)
+    emu.publish()
+    batches = drain(reader)
+    assert (gaps(batches), texts(batches)) == ([], [SAME] * 3)

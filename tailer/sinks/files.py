@@ -19,6 +19,7 @@ from tailer.directories import open_files_limit, too_many_open_files
 from tailer.errors import OutputError
 from tailer.records import escaped_lines, texts_of
 from tailer.sinks import Record
+from tailer.sinks.emptied import Emptied
 from tailer.sinks.recovery import last_line_print, unproven
 from tailer.store import safe_name
 
@@ -34,6 +35,7 @@ Write = Callable[[int, memoryview], int]
 
 FILE_MODE = 0o640
 DIR_MODE = 0o750
+_COPY_CHUNK = 1 << 20
 MAX_OPEN = 256
 """Output files kept open at most (fewer under a low open-files limit): a daemon follows
 thousands of deployments, most of them quiet for hours."""
@@ -73,6 +75,7 @@ class FileSink:
         self._open: OrderedDict[tuple[int, str], _Open] = OrderedDict()  # least recent first
         self._touched: set[tuple[int, str]] = set()
         self._closed: dict[tuple[int, str], _Position] = {}
+        self._emptied: dict[tuple[int, str], Emptied] = {}  # found so at the restart
         self._reopen = False
         self._short_of_files = False  # said so; until a file opens again
 
@@ -83,9 +86,11 @@ class FileSink:
         """Cut files back to what their saved cursors account for (a crash left more).
 
         Only a file whose content proves it is the one its cursor counts is cut (see
-        ``unproven``). One that cannot be proven (replaced, shortened, edited) is never cut:
-        it is renamed ``<deploy_id>.log.unverified`` and a fresh file takes the new lines;
-        a finished deployment's is left as it is (nothing more will be written to it).
+        ``unproven``). One that cannot be proven (emptied and written again, replaced,
+        shortened, edited) is never cut: the lines read again are compared with it (see
+        ``Emptied``), and from the first difference on its bytes are moved to
+        ``<deploy_id>.log.unverified``; a finished deployment's is left as it is (nothing
+        more will be written to it).
         """
         for cursor in cursors:
             if cursor.file_size is None:
@@ -119,26 +124,68 @@ class FileSink:
                 log.info("output_cut_back", path=str(path), bytes=stat.st_size - keep)
         elif cursor.done:
             log.info("output_unverified", path=str(path), reason=reason, hint="left as it is")
-        else:
-            aside = self._set_aside(path)
+        else:  # emptied in place and written before a crash, or replaced: content tells
+            os.fsync(fd)  # what it holds is matched as delivered: on disk, as if flushed
+            saved = (cursor.file_size, cursor.file_inode, cursor.file_last)
+            self._emptied[(cursor.project_id, cursor.deploy_id)] = Emptied(stat.st_size, saved)
             log.warning(
-                "output_set_aside",
+                "output_unproven",
                 path=str(path),
-                moved_to=str(aside),
                 reason=reason,
-                hint=f"{path} was not cut: it was renamed {aside.name}, and new lines go to a "
-                f"fresh {path}. Compare the end of {aside} with the start of {path}: lines "
-                "written just before a crash can be in both, and lines missing from a "
-                "shortened or replaced file are not fetched again.",
+                hint=f"{path} is not as its cursor left it: emptied in place (by hand, or "
+                "logrotate's copytruncate) and written before a crash, or replaced. It is kept "
+                "and compared with the lines read again: those it holds are not written twice; "
+                f"from the first difference on, what it holds is moved to {path.name}.unverified.",
             )
 
-    def _set_aside(self, path: Path) -> Path:
-        """Rename a file to ``<name>.unverified`` (``.2``, ``.3``, ... if taken)."""
+    def _unmatched(self, key: tuple[int, str], handle: _Open, data: bytes) -> bytes:
+        """What of ``data`` a file emptied in place (see ``Emptied``) does not hold yet.
+
+        Where it holds something else, that rest of it is moved to ``<name>.unverified``
+        (copied, then cut off: the file keeps the lines matched) and ``data`` is written.
+        """
+        emptied = self._emptied.get(key)
+        if emptied is None:
+            return data
+        taken = emptied.match(handle.fd, data)
+        if taken is None and os.fstat(handle.fd).st_size > emptied.matched:
+            aside = self._split_off(self.path(*key), handle.fd, emptied.matched)
+            os.ftruncate(handle.fd, emptied.matched)
+            log.warning(
+                "output_set_aside",
+                path=str(self.path(*key)),
+                moved_to=str(aside),
+                reason="what it holds is not the lines read again",
+                hint=f"its last {emptied.size - emptied.matched} bytes were moved to {aside}, "
+                f"and new lines follow in {self.path(*key)}. Compare the two: lines written "
+                "just before a crash can be in both, and lines missing from a shortened or "
+                "replaced file are not fetched again.",
+            )
+        if taken is None:  # nothing of it is left past the lines matched
+            taken, emptied.matched = 0, emptied.size
+        if emptied.settled:
+            del self._emptied[key]
+            size = os.fstat(handle.fd).st_size
+            handle.committed, handle.start = size, size
+            handle.last = emptied.last if size == emptied.matched else None
+        return data[taken:]
+
+    def _split_off(self, path: Path, fd: int, at: int) -> Path:
+        """Copy the bytes of ``fd`` past ``at`` to a new ``<name>.unverified`` file (synced),
+        then cut them off ``fd``."""
         dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
-            names = (f"{path.name}.unverified{f'.{n}' if n > 1 else ''}" for n in count(1))
-            name = next(name for name in names if not _exists(name, dir_fd))
-            os.rename(path.name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            name = _free_name(path.name, dir_fd)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            out = os.open(name, flags, FILE_MODE, dir_fd=dir_fd)
+            try:
+                while chunk := os.pread(fd, _COPY_CHUNK, at):
+                    _write_all(out, chunk, os.write)
+                    at += len(chunk)
+                os.fsync(out)
+            finally:
+                os.close(out)
+            os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
         return path.with_name(name)
@@ -158,7 +205,12 @@ class FileSink:
             try:
                 handle = self._handle(key)
                 size = os.fstat(handle.fd).st_size  # less than committed if emptied under us
+                if size < handle.committed and key not in self._touched:
+                    _emptied_under_us(self.path(*key), handle.committed - size)
                 handle.start = min(handle.start, size) if key in self._touched else size
+                data = self._unmatched(key, handle, data)
+                if not data:
+                    continue
                 self._touched.add(key)
                 _write_all(handle.fd, data, self._write)
                 handle.pending = last_line_print(data)
@@ -204,6 +256,9 @@ class FileSink:
         """The flushed length, inode and last line's fingerprint of a deployment's file, for
         its cursor (kept after a SIGHUP closed the file: the cursor still describes it)."""
         handle = self._open.get((project_id, deploy_id))
+        emptied = self._emptied.get((project_id, deploy_id))
+        if emptied is not None:
+            return emptied.position(handle.inode if handle else emptied.saved[1] or 0)
         if handle is not None:
             return handle.committed, handle.inode, handle.last
         if (project_id, deploy_id) in self._closed:
@@ -228,11 +283,11 @@ class FileSink:
             return handle
         self._make_room(self.max_open - 1)
         try:
-            fd = self._open_fd(key, create=True)
+            fd = self._open_fd(key, create=True, read=key in self._emptied)
         except OSError as exc:  # the process's limit, reached with sockets and all
             if too_many_open_files(exc) is None or not self._make_room(0):
                 raise
-            fd = self._open_fd(key, create=True)
+            fd = self._open_fd(key, create=True, read=key in self._emptied)
         self._short_of_files = False
         try:
             stat = os.fstat(fd)
@@ -320,6 +375,23 @@ def _write_all(fd: int, data: bytes, write: Write) -> None:
     view = memoryview(data)
     while view:
         view = view[write(fd, view) :]
+
+
+def _emptied_under_us(path: Path, lost: int) -> None:
+    log.warning(
+        "output_emptied",
+        path=str(path),
+        bytes=lost,
+        hint=f"{path} was emptied or cut while qc-tail wrote to it (by hand, or logrotate's "
+        "copytruncate): new lines follow what is left. Rotate with logrotate's create and a "
+        "SIGHUP instead.",
+    )
+
+
+def _free_name(name: str, dir_fd: int) -> str:
+    """``<name>.unverified`` (``.2``, ``.3``, ... if taken) in the directory ``dir_fd``."""
+    names = (f"{name}.unverified{f'.{n}' if n > 1 else ''}" for n in count(1))
+    return next(name for name in names if not _exists(name, dir_fd))
 
 
 def _exists(name: str, dir_fd: int) -> bool:
