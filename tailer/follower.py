@@ -161,7 +161,10 @@ class ProjectFollower:
         one (``redeployed``: the chain is extended), or an older one (``stale``: a replica
         that has not seen a redeploy yet; deployments only move forward, so it is ignored)."""
         current = self.api.read_live(self.project_id)
-        listed = self._listed()  # a lagging /live/read names an older one: this one tells
+        # A lagging /live/read names an older deployment: /live/list tells. A snapshot ends
+        # where it began, so a redeploy after it need not be asked about.
+        ended = self._snapshot and current.deploy_id == reader.deploy_id
+        listed: list[Deployment] = [] if ended else self._listed()
         if current.deploy_id == reader.deploy_id:
             later = _launched_after(reader, listed)
             if not later:

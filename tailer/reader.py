@@ -386,6 +386,8 @@ class DeploymentReader:
         # An answer shorter than one before may be a lagging replica's: its end is not the end.
         at_end = plan.start + len(window.logs) >= window.length >= known
         self._shown = (self.ahead, at_end, plan.first + len(rows))
+        if at_end:  # the catch-up is over even if no empty read is asked to show it
+            self._export_declined = self._doubt_said = False
         return batch
 
     def _accept(self, window: LogWindow) -> None:
