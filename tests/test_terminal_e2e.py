@@ -422,7 +422,7 @@ def test_every_command_help_ends_with_examples_and_exit_codes(command, capsys):
 
 
 def test_interval_has_help_text(capsys):
-    assert re.search(r"--interval SECONDS\s+seconds between polls", help_of("tail", capsys))
+    assert re.search(r"--interval SECONDS\s+poll every SECONDS, fixed", help_of("tail", capsys))
 
 
 def test_readme_examples_name_projects_of_the_emulator():
