@@ -23,6 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleet import cpu_seconds, memory_mb
 from harness import USER_ID, EmulatorProcess, machine, qc_tail
 
 CPU_TARGET = 3.0  # % of one core, idle
@@ -37,24 +38,6 @@ class Point:
     cpu: float
     requests: int
     logs_read: int
-
-
-def cpu_seconds(pid: int) -> float:
-    import os
-
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def memory_mb(pid: int) -> dict[str, float]:
-    found = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            if name in ("VmHWM", "VmRSS"):
-                found[name] = int(value.split()[0]) / 1024
-    return found
 
 
 def point(emu: EmulatorProcess, pid: int, started: float) -> Point:

@@ -447,18 +447,19 @@ class DeploymentReader:
 
     def _possible_gap(self, plan: _Plan) -> Batch:
         """A gap of unknown size before the next lines: some may have gone unseen."""
-        self._doubt_said = True
-        cursor = plan.cursor
-        gap = Gap(self.project_id, self.deploy_id, self.name, None, cursor.position)
-        log.warning(
-            "gap",
-            deploy=self.deploy_id,
-            name=self.name,
-            lost="unknown",
-            hint="retention removes this deployment's oldest lines, and its last lines read "
+        return self._unknown_gap(
+            plan.cursor,
+            plan.cursor,
+            "retention removes this deployment's oldest lines, and its last lines read "
             "repeat: whether unread lines went with them cannot be told, so a gap is said",
         )
-        return Batch(None, gap, cursor, cursor)
+
+    def _unknown_gap(self, cursor: Cursor, after: Cursor, hint: str) -> Batch:
+        """A gap of unknown size at ``cursor``, said once until the reader catches up."""
+        self._doubt_said = True
+        gap = Gap(self.project_id, self.deploy_id, self.name, None, cursor.position)
+        log.warning("gap", deploy=self.deploy_id, name=self.name, lost="unknown", hint=hint)
+        return Batch(None, gap, after, cursor)
 
     def _surprised(self, window: LogWindow, basis: tuple[int, int], plan: _Plan) -> bool:
         """Whether the answer's numbers say the lines moved since ``basis`` was known, where
@@ -711,17 +712,12 @@ class DeploymentReader:
         after = self.ahead = replace(cursor, trimmed=cursor.trimmed + shift)
         if sure:
             return None
-        self._doubt_said = True
-        gap = Gap(self.project_id, self.deploy_id, self.name, None, cursor.position)
-        log.warning(
-            "gap",
-            deploy=self.deploy_id,
-            name=self.name,
-            lost="unknown",
-            hint="the API removed lines (retention) where they repeat: how many were unread "
+        return self._unknown_gap(
+            cursor,
+            after,
+            "the API removed lines (retention) where they repeat: how many were unread "
             "cannot be told",
         )
-        return Batch(None, gap, after, cursor)
 
     def _find(
         self, plan: _Plan, expected: int, end: int | None, answer: LogWindow
