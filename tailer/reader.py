@@ -229,6 +229,11 @@ class DeploymentReader:
     ) -> tuple[_Plan, LogWindow] | object:
         """The plan and answer to deliver from; else a Batch (a gap), or whether to read again
         (``_AGAIN``, ``_RECHECK``) or at the next poll (``_LATER``)."""
+        if not self._known:  # the first answer says where the deployment is
+            moved = window.deployment_offset != self.offset
+            self._accept(window)
+            if moved:  # the plan's numbers came from a guessed offset: rows missing from
+                return _AGAIN  # its window may be an older deployment's, not lost lines
         cut = _cut(plan, window)
         if cut:
             front = self._below_trim(plan, window, cut, end)
@@ -333,11 +338,6 @@ class DeploymentReader:
         or ``_RECHECK`` with the successor's offset asked again) or at the next poll
         (``_LATER``). ``basis`` is the offset and length known when the window was asked for
         (a prefetched one's answer may be older than the latest)."""
-        if not self._known:  # the first answer says where the deployment is
-            moved = window.deployment_offset != self.offset
-            self._accept(window)
-            if moved:
-                return _AGAIN
         if self._aligned(window, plan) and not self._surprised(window, basis, plan):
             return self._unless_doubtful(plan, window)
         window = realign.settle(

@@ -1052,3 +1052,17 @@ def test_a_file_emptied_then_killed_then_copied_back_is_matched_not_set_aside(
     burst = [("burst", {"size": 249})]
     down = [("empty", {}), ("crash", {"copied": True, "garbage": "next", "which": 0})]
     replay(emulator, root, BEGIN + burst + POLL + burst + down + POLL)
+
+
+def test_a_restart_takes_no_older_deployments_trim_for_lines_lost(
+    emulator: Emulator, root: Path
+) -> None:
+    """The follower began with a deployment after one of 249 lines; retention takes that
+    older one's first line while the daemon is down. The restarted reader, from its saved
+    cursor, knows no offset yet and placed its first window at line 0: with numbers kept,
+    the window came back a row short, and that row was reported as this deployment's gap
+    of 1, then its own first line skipped."""
+    crash = [("crash", {"garbage": "none", "which": 0})]
+    burst = [("burst", {"size": 249})]
+    steps = begin("deployment") + burst + REDEPLOY + POLL + burst + trim(1) + crash + POLL
+    replay(emulator, root, steps)

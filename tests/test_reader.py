@@ -583,3 +583,38 @@ def test_a_repeated_run_where_retention_was_never_seen_is_delivered_without_a_ga
     emu.publish()
     batches = drain(reader)
     assert (gaps(batches), texts(batches)) == ([], [SAME] * 3)
+
+
+@pytest.mark.parametrize("read", [0, 100], ids=["none-read", "some-read"])
+@pytest.mark.parametrize("emu", **VARIANTS, indirect=True)
+def test_a_reader_resumed_from_disk_takes_no_older_deployments_trim_for_its_own(emu, api, read):
+    """A reader built from a saved cursor knows no offset until its first answer. Retention
+    took rows of an older deployment: with numbers kept, the first window (placed as if
+    the deployment began at line 0) comes back short, and those rows must not be counted as
+    this deployment's lost lines."""
+    emu.deploy(PROJECT)
+    write(emu, 0, 249)
+    current = emu.deploy(PROJECT)
+    lines = write(emu, 1000, read)
+    saved = drain(new_reader(api, current))[-1].cursor if read else Cursor(PROJECT, current)
+    lines += write(emu, 2000, 249)
+    emu.trim(PROJECT, 150)  # the older deployment's first rows, past the cursor's number
+    batches = drain(DeploymentReader(api, saved, "p"))  # as a restart builds it: no probe
+    assert gaps(batches) == []
+    assert texts(batches) == lines[read:]
+    assert batches[0].lines[0].number == emu.deployment_offset(PROJECT, current) + read
+
+
+@pytest.mark.parametrize("emu", **VARIANTS, indirect=True)
+def test_a_resumed_reader_of_a_superseded_deployment_without_lines_finds_no_gap(emu, api):
+    """As above, for a deployment that never had a line, between two that did: the rows the
+    first window lacks are the older deployment's, and nothing of this one was lost."""
+    emu.deploy(PROJECT)
+    write(emu, 0, 249)
+    empty = emu.deploy(PROJECT)
+    current = emu.deploy(PROJECT)
+    write(emu, 1000, 249)
+    emu.trim(PROJECT, 1)
+    reader = DeploymentReader(api, Cursor(PROJECT, empty), "p")  # resumed: no probe
+    assert drain(reader, emu.deployment_offset(PROJECT, current)) == []
+    assert reader.cursor.position == 0
