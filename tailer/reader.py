@@ -285,9 +285,10 @@ class DeploymentReader:
         on meanwhile. No row served at all may be a broken answer as well as retention of
         every row: only a later read (``_LATER``) that finds the same takes it as a gap."""
         at = plan.start + cut  # the first row still served, unless the window had none
-        if not window.logs and at < window.length:
-            at = self._first_served(at, window.length)
-        if at >= window.length:
+        top = window.length if end is None else min(end, window.length)  # past it: not ours
+        if not window.logs and at < top:
+            at = self._first_served(at, top)
+        if at >= top:
             if not self._unserved:
                 self._unserved = True
                 log.info("nothing_served", deploy=self.deploy_id, length=window.length)
@@ -321,7 +322,9 @@ class DeploymentReader:
 
     def _first_served(self, lo: int, hi: int) -> int:
         """The first row still served in ``[lo, hi)`` (``hi`` if none), all below ``lo`` being
-        gone: bisected, one row per read, however far retention went."""
+        gone: bisected, one row per read, however far retention went. ``hi`` is where the
+        deployment's rows end: past it are a newer one's, served or not, which would mislead
+        the bisection (its lines trimmed, rows this deployment still has would look gone)."""
         while lo < hi:
             mid = (lo + hi) // 2
             if self._fresh(mid, mid + 1).logs:
@@ -338,7 +341,12 @@ class DeploymentReader:
         or ``_RECHECK`` with the successor's offset asked again) or at the next poll
         (``_LATER``). ``basis`` is the offset and length known when the window was asked for
         (a prefetched one's answer may be older than the latest)."""
-        if self._aligned(window, plan) and not self._surprised(window, basis, plan):
+        past_end = end is not None and plan.first > end  # compared rows a newer one's
+        if (
+            self._aligned(window, plan)
+            and not past_end
+            and not self._surprised(window, basis, plan)
+        ):
             return self._unless_doubtful(plan, window)
         window = realign.settle(
             self._fresh, plan.start, plan.stop, window, plan.checked, self.deploy_id
@@ -352,7 +360,9 @@ class DeploymentReader:
             if least == 0 or plan.checked == 0:  # the offset's fall is the whole shift
                 self._accept(window)
                 return _AGAIN
-        if plan.checked == 0 or ((plan.unique or least == 0) and self._aligned(window, plan)):
+        if plan.checked == 0 or (
+            (plan.unique or least == 0) and not past_end and self._aligned(window, plan)
+        ):
             return window  # one answer's surprise: a lagging replica's, or an old prefetch
         outcome = self._realign(end, window, least, plan)
         if outcome is _WAIT or outcome is _RECHECK:
