@@ -15,7 +15,7 @@ from tailer.cursor import Cursor
 from tailer.errors import NotFoundError
 from tailer.export import Exporter
 from tailer.prefetch import Prefetcher
-from tailer.reader import Batch, DeploymentReader
+from tailer.reader import Batch, DeploymentReader, RowsMissingInside
 from tailer.since import first_since
 
 log = structlog.get_logger(__name__)
@@ -128,7 +128,14 @@ class ProjectFollower:
             yield from self._drain_reader(reader, self._successor)
             return
         before = reader.ahead
-        batch = reader.read(limit=self._until)
+        try:
+            batch = reader.read(limit=self._until)
+        except RowsMissingInside:  # a newer deployment's trimmed rows, if there is one
+            if self._newer_deployment(reader) != "redeployed":
+                raise
+            reader.ahead = before
+            yield from self._poll_chain()
+            return
         if batch is None:
             return
         answer = self._newer_deployment(reader)  # lines or a gap: either may be a newer one's

@@ -34,6 +34,13 @@ RETENTION = 100_000
 """A project's most rows: one that has them loses its oldest at every publication."""
 
 
+class RowsMissingInside(ProtocolError):
+    """An answer lacks rows inside its window, not at its front. With line numbers kept
+    across retention, a newer deployment's trimmed rows leave such a hole past this one's
+    last row: a reader that does not know its deployment ends there must learn where it
+    does before anything in the window is taken as its own."""
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Lines (or a gap) ready for the outputs, and the cursor to save once they have them."""
@@ -296,7 +303,12 @@ class DeploymentReader:
         else:
             confirm = self._fresh(at - 1, at + 1)
             if len(confirm.logs) != 1 or confirm.deployment_offset != window.deployment_offset:
-                return plan, window  # the row before is there after all: the usual checks judge
+                # The row before is there after all: rows are missing past the window's
+                # first ones (a server's page cap), judged as usual, or inside it.
+                hole = len(confirm.logs) == 2 and not self._aligned(window, plan)
+                if end is None and hole:
+                    raise RowsMissingInside(f"{self.deploy_id}: the answer lacks rows inside")
+                return plan, window
             if window.logs and confirm.logs[0] != window.logs[0]:
                 return _AGAIN
         self._unserved = False

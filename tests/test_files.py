@@ -421,6 +421,39 @@ def test_a_crash_after_copytruncate_neither_duplicates_nor_sets_aside_the_lines(
     assert restarted.position(PROJECT, "L-a")[0] == len(raw(after + later))
 
 
+@pytest.mark.parametrize("junk", [b"", b"torn line, never a delivered one\n"])
+def test_an_emptied_file_rotated_before_the_first_write_is_still_matched(out, sink, junk):
+    """Emptied, written, killed before the save; then, after the restart and before any
+    line is read again, logrotate's ``create`` renames the file away and sends SIGHUP. The
+    lines read again are matched against the renamed file, which holds them: they are not
+    written twice into the new one. What it holds past them (a torn write) is moved to
+    ``.unverified``, as it would be from the file not renamed."""
+    path = sink.path(PROJECT, "L-a")
+    before = delivered(sink, texts("a", 100))
+    os.truncate(path, 0)
+    after = texts("a", 5, start=100)
+    sink.write(lines("L-a", after, start=100))
+    sink.flush()
+    sink.close()  # killed before the cursor was saved
+    with path.open("ab") as f:
+        f.write(junk)
+    restarted = FileSink(out)
+    restarted.recover([before])
+    rotated = path.with_name(f"{path.name}.1")
+    path.rename(rotated)
+    restarted.reopen()
+    later = texts("a", 3, start=105)
+    restarted.write(lines("L-a", after[:2], start=100))
+    restarted.flush()
+    assert restarted.position(PROJECT, "L-a") == (len(raw(after[:2])), rotated.stat().st_ino, ANY)
+    restarted.write(lines("L-a", after[2:] + later, start=102))
+    restarted.flush()
+    restarted.close()
+    assert rotated.read_bytes() + path.read_bytes() == raw(after + later)
+    assert path.read_bytes() == raw(later)
+    assert [p.read_bytes() for p in set_aside(path)] == ([junk] if junk else [])
+
+
 def test_a_crash_while_matching_an_emptied_file_resumes_from_the_lines_matched(out, sink):
     """The cursor saved while the lines read again are being matched counts the lines
     matched: a restart then cuts the file back there, like any file, and reads on."""

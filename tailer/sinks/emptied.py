@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -22,29 +23,46 @@ class Emptied:
 
     size: int  # its length at the restart: the bytes still to be matched
     saved: Position  # what its cursor said of it
+    fd: int  # the file found at the restart, read and cut through this descriptor: renamed
+    inode: int  # away by a rotation before its lines are read again, it still holds them
     matched: int = 0  # bytes matched so far, from its start
     last: str | None = None  # fingerprint of the last line matched
 
-    def position(self, inode: int) -> Position:
+    def position(self) -> Position:
         """What a cursor saved now says of the file: until a line is matched, what it said
         (a restart then finds the file as this one did), then the lines matched."""
         if self.matched == 0:
             return self.saved
-        return self.matched, inode, self.last
+        return self.matched, self.inode, self.last
 
-    def match(self, fd: int, data: bytes) -> int | None:
-        """How many leading bytes of ``data`` (whole lines, delivered next) the file holds
-        already, from where matching stands; None if it holds something else there."""
+    def match(self, data: bytes) -> tuple[int, bool]:
+        """How many leading bytes of ``data`` (lines delivered next) the file holds already,
+        from where matching stands, and whether it holds something else after them: then
+        matching is over, and the whole lines that agree are kept."""
         wanted = min(len(data), self.size - self.matched)
-        held = os.pread(fd, wanted, self.matched)
-        if len(held) < wanted or not data.startswith(held):  # not as it was at the restart
-            return None
-        self.matched += len(held)
-        if held.endswith(b"\n"):
-            self.last = last_line_print(held)
-        return len(held)
+        held = os.pread(self.fd, wanted, self.matched)
+        differs = len(held) < wanted or not data.startswith(held)  # else a torn line completes
+        same = _common_lines(held, data) if differs else len(held)
+        self.matched += same
+        if same and held[:same].endswith(b"\n"):
+            self.last = last_line_print(held[:same])
+        return same, differs
 
     @property
     def settled(self) -> bool:
         """Whether every byte it held at the restart has been matched."""
         return self.matched >= self.size
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def _common_lines(held: bytes, data: bytes) -> int:
+    """The length of the whole lines ``held`` and ``data`` both begin with."""
+    same = 0
+    for mine, theirs in zip(held.split(b"\n")[:-1], data.split(b"\n")[:-1], strict=False):
+        if mine != theirs:
+            break
+        same += len(mine) + 1
+    return same

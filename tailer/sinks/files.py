@@ -105,18 +105,20 @@ class FileSink:
             except OSError as exc:  # a symlink planted where our file should be, say
                 raise _output_error(self.path(*key), exc) from None
             try:
-                self._recover(fd, cursor)
+                kept = self._recover(fd, cursor)
             except OSError as exc:
+                os.close(fd)
                 raise _output_error(self.path(*key), exc) from None
-            finally:
+            if not kept:
                 os.close(fd)
 
-    def _recover(self, fd: int, cursor: Cursor) -> None:
+    def _recover(self, fd: int, cursor: Cursor) -> bool:
+        """Cut the file back, or keep it to match (then its descriptor too: True)."""
         path = self.path(cursor.project_id, cursor.deploy_id)
         stat = os.fstat(fd)
         keep = cursor.file_size or 0
         if stat.st_size == 0 or (cursor.done and stat.st_size <= keep):
-            return  # nothing to cut (an emptied file holds nothing to protect either)
+            return False  # nothing to cut (an emptied file holds nothing to protect either)
         reason = unproven(fd, stat, cursor)
         if reason is None:
             if stat.st_size > keep:
@@ -127,7 +129,8 @@ class FileSink:
         else:  # emptied in place and written before a crash, or replaced: content tells
             os.fsync(fd)  # what it holds is matched as delivered: on disk, as if flushed
             saved = (cursor.file_size, cursor.file_inode, cursor.file_last)
-            self._emptied[(cursor.project_id, cursor.deploy_id)] = Emptied(stat.st_size, saved)
+            emptied = Emptied(stat.st_size, saved, fd, stat.st_ino)
+            self._emptied[(cursor.project_id, cursor.deploy_id)] = emptied
             log.warning(
                 "output_unproven",
                 path=str(path),
@@ -137,6 +140,8 @@ class FileSink:
                 "and compared with the lines read again: those it holds are not written twice; "
                 f"from the first difference on, what it holds is moved to {path.name}.unverified.",
             )
+            return True
+        return False
 
     def _unmatched(self, key: tuple[int, str], handle: _Open, data: bytes) -> bytes:
         """What of ``data`` a file emptied in place (see ``Emptied``) does not hold yet.
@@ -147,10 +152,10 @@ class FileSink:
         emptied = self._emptied.get(key)
         if emptied is None:
             return data
-        taken = emptied.match(handle.fd, data)
-        if taken is None and os.fstat(handle.fd).st_size > emptied.matched:
-            aside = self._split_off(self.path(*key), handle.fd, emptied.matched)
-            os.ftruncate(handle.fd, emptied.matched)
+        taken, differs = emptied.match(data)
+        if differs and os.fstat(emptied.fd).st_size > emptied.matched:
+            aside = self._split_off(self.path(*key), emptied.fd, emptied.matched)
+            os.ftruncate(emptied.fd, emptied.matched)
             log.warning(
                 "output_set_aside",
                 path=str(self.path(*key)),
@@ -161,13 +166,15 @@ class FileSink:
                 "just before a crash can be in both, and lines missing from a shortened or "
                 "replaced file are not fetched again.",
             )
-        if taken is None:  # nothing of it is left past the lines matched
-            taken, emptied.matched = 0, emptied.size
+        if differs:  # nothing of it is left past the lines matched
+            emptied.matched = emptied.size
         if emptied.settled:
             del self._emptied[key]
-            size = os.fstat(handle.fd).st_size
+            emptied.close()
+            size = os.fstat(handle.fd).st_size  # a new file, if that one was rotated away
             handle.committed, handle.start = size, size
-            handle.last = emptied.last if size == emptied.matched else None
+            same = handle.inode == emptied.inode and size == emptied.matched
+            handle.last = emptied.last if same else None
         return data[taken:]
 
     def _split_off(self, path: Path, fd: int, at: int) -> Path:
@@ -258,7 +265,7 @@ class FileSink:
         handle = self._open.get((project_id, deploy_id))
         emptied = self._emptied.get((project_id, deploy_id))
         if emptied is not None:
-            return emptied.position(handle.inode if handle else emptied.saved[1] or 0)
+            return emptied.position()
         if handle is not None:
             return handle.committed, handle.inode, handle.last
         if (project_id, deploy_id) in self._closed:
@@ -275,6 +282,9 @@ class FileSink:
 
     def close(self) -> None:
         self._close_all()
+        for emptied in self._emptied.values():
+            emptied.close()
+        self._emptied.clear()
 
     def _handle(self, key: tuple[int, str]) -> _Open:
         handle = self._open.get(key)
@@ -283,11 +293,11 @@ class FileSink:
             return handle
         self._make_room(self.max_open - 1)
         try:
-            fd = self._open_fd(key, create=True, read=key in self._emptied)
+            fd = self._open_fd(key, create=True)
         except OSError as exc:  # the process's limit, reached with sockets and all
             if too_many_open_files(exc) is None or not self._make_room(0):
                 raise
-            fd = self._open_fd(key, create=True, read=key in self._emptied)
+            fd = self._open_fd(key, create=True)
         self._short_of_files = False
         try:
             stat = os.fstat(fd)
