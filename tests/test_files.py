@@ -241,6 +241,18 @@ def delivered(sink: FileSink, new: list[str], deploy_id: str = "L-a", **cursor) 
     return sink.stamp(Cursor(PROJECT, deploy_id, **cursor).advance(new))
 
 
+def emptied_then_killed(sink: FileSink, after: list[str]) -> tuple[Path, Cursor]:
+    """100 lines delivered (the cursor saved then, returned), the file emptied in place,
+    ``after`` written and flushed, then a kill before the next save."""
+    path = sink.path(PROJECT, "L-a")
+    before = delivered(sink, texts("a", 100))
+    os.truncate(path, 0)
+    sink.write(lines("L-a", after, start=100))
+    sink.flush()
+    sink.close()
+    return path, before
+
+
 def copied_away_and_back(path: Path) -> None:
     """What a restore, an rsync or ``cp -a`` across file systems does: same bytes, new inode."""
     inode = path.stat().st_ino
@@ -394,13 +406,8 @@ def test_a_crash_after_copytruncate_neither_duplicates_nor_sets_aside_the_lines(
     holds only lines its cursor does not count, shorter than (or not ending where) it says.
     Those lines are read again: matched against the file, they are not written twice, and
     nothing is set aside; the emptying is reported once."""
-    path = sink.path(PROJECT, "L-a")
-    before = delivered(sink, texts("a", 100))
-    os.truncate(path, 0)
     after = texts("a", after_lines, start=100)
-    sink.write(lines("L-a", after, start=100))
-    sink.flush()
-    sink.close()  # killed before the cursor was saved
+    path, before = emptied_then_killed(sink, after)
     inode = path.stat().st_ino
     restarted = FileSink(out)
     with capture_logs() as events:
@@ -428,13 +435,8 @@ def test_an_emptied_file_rotated_before_the_first_write_is_still_matched(out, si
     lines read again are matched against the renamed file, which holds them: they are not
     written twice into the new one. What it holds past them (a torn write) is moved to
     ``.unverified``, as it would be from the file not renamed."""
-    path = sink.path(PROJECT, "L-a")
-    before = delivered(sink, texts("a", 100))
-    os.truncate(path, 0)
     after = texts("a", 5, start=100)
-    sink.write(lines("L-a", after, start=100))
-    sink.flush()
-    sink.close()  # killed before the cursor was saved
+    path, before = emptied_then_killed(sink, after)
     with path.open("ab") as f:
         f.write(junk)
     restarted = FileSink(out)
@@ -457,13 +459,8 @@ def test_an_emptied_file_rotated_before_the_first_write_is_still_matched(out, si
 def test_a_crash_while_matching_an_emptied_file_resumes_from_the_lines_matched(out, sink):
     """The cursor saved while the lines read again are being matched counts the lines
     matched: a restart then cuts the file back there, like any file, and reads on."""
-    path = sink.path(PROJECT, "L-a")
-    before = delivered(sink, texts("a", 100))
-    os.truncate(path, 0)
     after = texts("a", 5, start=100)
-    sink.write(lines("L-a", after, start=100))
-    sink.flush()
-    sink.close()
+    path, before = emptied_then_killed(sink, after)
     restarted = FileSink(out)
     restarted.recover([before])
     restarted.write(lines("L-a", after[:2], start=100))
