@@ -103,6 +103,32 @@ def repeats(fetch: Fetch, prints: Sequence[str], lo: int, end: int) -> bool:
     return any(tuple(found[i - n : i]) == tuple(prints) for i in range(n, len(found) + 1))
 
 
+End = tuple[int, int, int, tuple[str, ...]]
+"""How the log ends: the first row read, the deployment's offset, the project's length, and
+the rows' prints."""
+
+
+def log_end(fetch: Fetch, length: int, rows: int, who: str, known: End | None = None) -> End | None:
+    """How the log ends now: its last ``rows`` rows as of ``length`` (those of ``known``, if
+    given). A publication changes them or the length, even one that retention balances by
+    trimming as many rows: all of them move down. Unless they repeat within themselves (then
+    None): more of the same, published and balanced, would leave them as they were. An
+    answer unlike ``known`` is confirmed by a second (one may be a lagging replica's)."""
+    start = max(0, length - rows) if known is None else known[0]
+    stop = max(start + 1, length) if known is None else start + max(1, len(known[3]))
+    answer = fetch(start, stop)
+    if _end(start, answer) != known:
+        answer = settle(fetch, start, stop, answer, stop - start, who)
+    return _end(start, answer)
+
+
+def _end(start: int, answer: LogWindow) -> End | None:
+    prints = tuple(fingerprint(row) for row in answer.logs)
+    if len(prints) > 1 and period(prints) is not None:
+        return None
+    return start, answer.deployment_offset, answer.length, prints
+
+
 def sure(prints: Sequence[str], matched: int) -> bool:
     """Whether a match of ``matched`` of ``prints`` (from Cursor.signature: lines that do not
     repeat within themselves, or a run with its anchor) places them: at least two lines, all
