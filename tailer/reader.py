@@ -108,13 +108,13 @@ class DeploymentReader:
     log's last rows show that a publication landed between two windows (one balanced by a
     trim leaves the numbers as they were, not those rows).
 
-    Left unsaid, as no answer can show them: a trim of a deployment younger than retention's
-    year (or of unknown launch) in a project below its most rows (documented retention makes
-    none; were one made
-    inside such a run, every answer would read as in a history without it, and a gap said
-    for it would be said at every new line of every young run), and a publication between
-    two windows of a catch-up when the log's last rows repeat within themselves and the
-    publication adds more of the same.
+    Left unsaid: a trim of a deployment younger than retention's year (or of unknown launch)
+    in a project below its most rows (documented retention makes none; were one made inside
+    such a run, every answer would read as in a history without it, and a gap said for it
+    would be said at every new line of every young run); and, between two windows of a
+    catch-up, a publication of more of the same where the log, from its end back over five
+    windows, is one line or a few over and over (no answer shows it where that reaches back
+    to the first row served; the reader searches no further back).
     """
 
     def __init__(
@@ -491,8 +491,9 @@ class DeploymentReader:
 
     def _published_since(self) -> bool:
         """Whether the log's end moved since the last gap of unknown size was said: rows
-        published, maybe as many trimmed. A log whose last rows repeat within themselves
-        cannot show a publication of more of the same: that one goes unseen."""
+        published, maybe as many trimmed. A log that repeats from its end back over a few
+        windows cannot show a publication of more of the same (see ``realign.log_end``):
+        that one goes unseen."""
         end = self._end
         if end is None:
             return False

@@ -680,38 +680,74 @@ def test_a_first_trim_of_a_young_deployment_is_invisible_to_the_reader(emu, api)
         assert other.visible(PROJECT) == emu.visible(PROJECT)
 
 
-@pytest.mark.parametrize("ahead", [0, 2], ids=["one-by-one", "prefetched"])
-def test_a_trim_between_two_windows_of_a_catch_up_inside_a_run_is_said_as_a_possible_gap(
-    emu, api, ahead
-):
-    """Retention acts on the deployment (a trim was seen); a catch-up reads through a run of
-    identical lines from its first line, and between two of its windows a publication lands
-    and retention takes as many rows: the next window's first rows read as the last lines
-    delivered, though five unread lines went. The possible gap said when the catch-up began
-    does not cover them: one is said again, before the lines that follow. Windows read
-    ahead may show the log before the trim or after it, whichever: the same."""
-    deploy_id = emu.deploy(PROJECT)
+HEARTBEAT = "heartbeat"
+
+
+def catch_up_into_a_run(emu: Emulator, reader: DeploymentReader, rest: list[str]) -> list[Batch]:
+    """Ten identical lines from the deployment's first are read, retention is seen to take
+    two, then a catch-up begins (1,200 more of them and ``rest``): its first window read."""
     emu.write(PROJECT, [SAME] * 10)
     emu.publish()
-    prefetcher = Prefetcher(ahead) if ahead else None
-    reader = DeploymentReader(api, Cursor(PROJECT, deploy_id), "p", prefetcher=prefetcher)
-    reader.probe()
     drain(reader)
     emu.trim(PROJECT, 2)  # seen: the length fell
     assert texts(drain(reader)) == []
-    emu.write(PROJECT, [SAME] * 1200 + [stamp(1)])
+    emu.write(PROJECT, [SAME] * 1200 + rest)
     emu.publish()
-    batches = []
+    batches: list[Batch] = []
     while sum(batch.count for batch in batches) < 249:  # the catch-up's first window
         batch = reader.read()
         assert batch is not None
         reader.commit(batch)
         batches.append(batch)
-    assert gaps(batches) == [None]  # retention acts: said as the catch-up begins
-    emu.write(PROJECT, [stamp(i) for i in range(2, 7)])
+    return batches
+
+
+@pytest.mark.parametrize(
+    ("rest", "published"),
+    [
+        ([stamp(1)], [stamp(i) for i in range(2, 7)]),
+        ([stamp(1)] + [HEARTBEAT] * 300, [HEARTBEAT] * 5),  # the log ends in a run, too
+    ],
+    ids=["distinct-end", "repeated-end"],
+)
+@pytest.mark.parametrize("ahead", [0, 2], ids=["one-by-one", "prefetched"])
+def test_a_trim_between_two_windows_of_a_catch_up_inside_a_run_is_said_as_a_possible_gap(
+    emu, api, ahead, rest, published
+):
+    """Retention acts on the deployment (a trim was seen); a catch-up reads through a run of
+    identical lines from its first line, and between two of its windows a publication lands
+    and retention takes as many rows: the next window's first rows read as the last lines
+    delivered, though five unread lines went. The possible gap said when the catch-up began
+    does not cover them: the log's last rows (or, where they repeat, the row where their
+    repetition begins) moved, so one is said again, before the lines that follow. Windows
+    read ahead may show the log before the trim or after it, whichever: the same."""
+    deploy_id = emu.deploy(PROJECT)
+    prefetcher = Prefetcher(ahead) if ahead else None
+    reader = DeploymentReader(api, Cursor(PROJECT, deploy_id), "p", prefetcher=prefetcher)
+    reader.probe()
+    assert gaps(catch_up_into_a_run(emu, reader, rest)) == [None]  # said as it begins
+    emu.write(PROJECT, published)
     emu.publish()
     emu.trim(PROJECT, 5)
     later = drain(reader)
     assert gaps(later) == [None]
-    assert texts(later)[-6:] == [stamp(i) for i in range(1, 7)]
     assert later[0].gap is not None  # before any line read after the trim
+    assert texts(later)[-len(rest) - 5 :] == rest + published
+
+
+def test_a_trim_between_two_windows_where_the_whole_log_is_one_line_is_invisible(emu, api):
+    """The documented limit within a catch-up: the whole log served is one line repeated;
+    a publication of five more of it, balanced by a trim, leaves every row, the length and
+    the offset as they were, so nothing tells that five unread lines went. The gap said as
+    the catch-up began is the only one."""
+    deploy_id = emu.deploy(PROJECT)
+    reader = new_reader(api, deploy_id)
+    assert gaps(catch_up_into_a_run(emu, reader, [])) == [None]
+    before = emu.visible(PROJECT)
+    emu.write(PROJECT, [SAME] * 5)
+    emu.publish()
+    emu.trim(PROJECT, 5)
+    assert emu.visible(PROJECT) == before
+    later = drain(reader)
+    assert gaps(later) == []
+    assert reader.cursor.position == 1210  # five fewer than the 1,215 lines logged
