@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
@@ -32,6 +33,9 @@ _LATER = object()  # nothing to read until the caller knows more (at its next po
 _RECHECK = object()  # the successor's offset is below lines read: ask it again, a little later
 RETENTION = 100_000
 """A project's most rows: one that has them loses its oldest at every publication."""
+AGED_OUT = 360 * 86400
+"""Retention's other limit, lines older than a year: a deployment launched longer ago than
+this (a little less, for clocks that disagree) may lose its first lines at any publication."""
 
 
 class RowsMissingInside(ProtocolError):
@@ -103,10 +107,21 @@ class DeploymentReader:
     resumes at the highest place it can be and reports a gap of unknown size, never guessing.
     Invisible to content and numbers alike: a shift inside a run that reaches back to the
     deployment's first line (or to a gap), or by a multiple of a pattern of more than three
-    lines, while as many new lines were published. Where retention is known to act on the
-    deployment (its first lines are gone, the offset fell, or the project is at its most
-    rows) and its last lines read could have moved so, new lines after a publication are
-    preceded by a gap of unknown size: a possible one, said rather than kept silent.
+    lines, while as many new lines were published. Where retention may act on the
+    deployment (its first lines are gone, the offset fell, the project is at its most rows,
+    or the deployment is old enough for its lines to age out) and its last lines read could
+    have moved so, new lines after a publication are preceded by a gap of unknown size: a
+    possible one, said rather than kept silent. Within a catch-up it is said again when the
+    log's last rows show that a publication landed between two windows (one balanced by a
+    trim leaves the numbers as they were, not those rows).
+
+    Left unsaid: a trim of a deployment younger than retention's year (or of unknown launch)
+    in a project below its most rows (documented retention makes none; were one made inside
+    such a run, every answer would read as in a history without it, and a gap said for it
+    would be said at every new line of every young run); and, between two windows of a
+    catch-up, a publication of more of the same where the log, from its end back over five
+    windows, is one line or a few over and over (no answer shows it where that reaches back
+    to the first row served; the reader searches no further back).
     """
 
     def __init__(
@@ -119,8 +134,10 @@ class DeploymentReader:
         window: int = MAX_WINDOW,
         prefetcher: Prefetcher | None = None,
         exporter: Exporter | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.api = api
+        self.clock = clock
         self.exporter = exporter
         self._export: PlacedExport | None = None  # an export placed: windows answered from it
         self._export_declined = False  # tried in this catch-up; windows until caught up
@@ -146,6 +163,8 @@ class DeploymentReader:
         self._unserved = False  # a read found no row served below the length: a gap if again
         self._trims_seen = False  # retention was seen removing rows of the project
         self._doubt_said = False  # a possible gap was reported since the reader caught up
+        self._end: realign.End | None = None  # how the log ended when that gap was said
+        self._doubted: Cursor | None = None  # the cursor that gap was said before
 
     @property
     def deploy_id(self) -> str:
@@ -448,40 +467,76 @@ class DeploymentReader:
 
     def _unless_doubtful(self, plan: _Plan, window: LogWindow) -> LogWindow | Batch:
         """The aligned answer, or first a possible gap (see ``_doubtful``)."""
-        return self._possible_gap(plan) if self._doubtful(plan, window) else window
+        return self._possible_gap(plan, window.length) if self._doubtful(plan, window) else window
 
     def _doubtful(self, plan: _Plan, window: LogWindow) -> bool:
         """Whether the answer, aligned, may still show the last lines delivered where a trim
         moved copies of them: retention acts on this deployment (its offset is 0: no older
         rows are left to go first), and those lines repeat back to its first line or a gap,
-        or read the same further down (a longer pattern). Asked once per catch-up."""
-        if self._doubt_said or plan.checked == 0 or plan.pair is not None:
+        or read the same further down (a longer pattern). Asked as a catch-up begins (the
+        publication that brought its lines may have trimmed), then at each window only if a
+        publication landed since the gap was said: a trim balanced by as many new rows
+        leaves the numbers as they were, not the log's last rows."""
+        if plan.checked == 0 or plan.pair is not None:
             return False
         if window.deployment_offset > 0 or len(window.logs) <= plan.checked:
             return False
-        trimming = self._trims_seen or plan.cursor.trimmed > 0 or window.length >= RETENTION
-        if not trimming:
+        if not self._retention_acts(plan.cursor, window):
             return False
+        if self._doubt_said and (plan.cursor is self._doubted or not self._published_since()):
+            return False  # said before this very window (read again since), or nothing new
         if not plan.unique:
             return True
         below = max(window.deployment_offset, plan.start - self.window + plan.checked)
-        return realign.repeats(self._fresh, plan.prints[-plan.checked :], below, plan.first - 1)
+        if realign.repeats(self._fresh, plan.prints[-plan.checked :], below, plan.first - 1):
+            return True
+        if self._doubt_said:  # placed by content after a publication: compare with it now
+            self._note_end(window.length)
+        return False
 
-    def _possible_gap(self, plan: _Plan) -> Batch:
+    def _retention_acts(self, cursor: Cursor, window: LogWindow) -> bool:
+        """Whether retention may remove this deployment's lines: it was seen to, the project
+        is at its most rows, or the deployment is old enough for lines to age out."""
+        if self._trims_seen or cursor.trimmed > 0 or window.length >= RETENTION:
+            return True
+        return cursor.launched is not None and self.clock() - cursor.launched >= AGED_OUT
+
+    def _published_since(self) -> bool:
+        """Whether the log's end moved since the last gap of unknown size was said: rows
+        published, maybe as many trimmed. A log that repeats from its end back over a few
+        windows cannot show a publication of more of the same (see ``realign.log_end``):
+        that one goes unseen."""
+        end = self._end
+        if end is None:
+            return False
+        return realign.log_end(self._fresh, 0, 0, self.deploy_id, end) != end
+
+    def _possible_gap(self, plan: _Plan, length: int) -> Batch:
         """A gap of unknown size before the next lines: some may have gone unseen."""
         return self._unknown_gap(
             plan.cursor,
             plan.cursor,
             "retention removes this deployment's oldest lines, and its last lines read "
             "repeat: whether unread lines went with them cannot be told, so a gap is said",
+            length,
         )
 
-    def _unknown_gap(self, cursor: Cursor, after: Cursor, hint: str) -> Batch:
-        """A gap of unknown size at ``cursor``, said once until the reader catches up."""
-        self._doubt_said = True
+    def _unknown_gap(self, cursor: Cursor, after: Cursor, hint: str, length: int) -> Batch:
+        """A gap of unknown size at ``cursor``, said once until the reader catches up or a
+        publication lands (see ``_doubtful``)."""
+        self._note_end(length)
+        self._doubted = after
         gap = Gap(self.project_id, self.deploy_id, self.name, None, cursor.position)
         log.warning("gap", deploy=self.deploy_id, name=self.name, lost="unknown", hint=hint)
         return Batch(None, gap, after, cursor)
+
+    def _note_end(self, length: int) -> None:
+        """How the log ends now (``length`` rows, as last answered), to tell whether a
+        publication lands before a later window. Windows prefetched before may show the log
+        as it was: dropped."""
+        self._end = realign.log_end(self._fresh, length, self.window, self.deploy_id)
+        self._forget_prefetched()
+        self._doubt_said = True
 
     def _surprised(self, window: LogWindow, basis: tuple[int, int], plan: _Plan) -> bool:
         """Whether the answer's numbers say the lines moved since ``basis`` was known, where
@@ -731,15 +786,19 @@ class DeploymentReader:
         """The lines delivered last are ``shift`` rows lower: None (read on from there), or,
         if content could not be sure, a gap of unknown size before reading on."""
         log.warning("realigned", deploy=self.deploy_id, shift=shift, position=cursor.position)
-        after = self.ahead = replace(cursor, trimmed=cursor.trimmed + shift)
+        after = replace(cursor, trimmed=cursor.trimmed + shift)
         if sure:
+            self.ahead = after
             return None
-        return self._unknown_gap(
+        gap = self._unknown_gap(
             cursor,
             after,
             "the API removed lines (retention) where they repeat: how many were unread "
             "cannot be told",
+            self.length,
         )
+        self.ahead = after
+        return gap
 
     def _find(
         self, plan: _Plan, expected: int, end: int | None, answer: LogWindow
@@ -767,13 +826,13 @@ class DeploymentReader:
 
     def _gap(self, end: int | None) -> Batch:
         """The last line delivered is gone: what follows it, up to the first line left, is lost."""
+        self._note_end(self.length)
         cursor = self.ahead
         lost: int | None = None
         if cursor.total is not None:  # the size known when aligned; late lines may have grown it
             counted = cursor.total - self.visible(end) - cursor.position
             lost = counted if counted > 0 else None
         position = cursor.position + (lost or 0)
-        self._doubt_said = True
         gap = Gap(self.project_id, self.deploy_id, self.name, lost, position)
         after = self.ahead = replace(
             cursor, position=position, trimmed=position, tail=(), run=0, anchor=None

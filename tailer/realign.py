@@ -103,6 +103,65 @@ def repeats(fetch: Fetch, prints: Sequence[str], lo: int, end: int) -> bool:
     return any(tuple(found[i - n : i]) == tuple(prints) for i in range(n, len(found) + 1))
 
 
+End = tuple[int, int, int, tuple[str, ...]]
+"""How the log ends: the first row read, the deployment's offset, the project's length, and
+the rows' prints."""
+
+
+END_SEARCH = 4
+"""Windows read back, at most, for where the repetition of the log's last rows begins."""
+
+
+def log_end(fetch: Fetch, length: int, rows: int, who: str, known: End | None = None) -> End | None:
+    """How the log ends now, in rows that a publication moves (those of ``known``, if given):
+    the last ``rows`` rows as of ``length``, or, where those repeat within themselves, rows
+    from the one where that repetition begins. A publication changes them or the length,
+    even one that retention balances by trimming as many rows: every row moves down. None
+    where no row breaks the repetition a few windows back: a publication of more of the same,
+    balanced, could leave the log as it was. An answer unlike ``known`` is confirmed by a
+    second (one may be a lagging replica's)."""
+    if known is None:
+        span = _watched(fetch, length, rows)
+        if span is None:
+            return None
+        start, stop = span
+    else:
+        start, stop = known[0], known[0] + max(1, len(known[3]))
+    answer = fetch(start, stop)
+    if _end(start, answer) != known:
+        answer = settle(fetch, start, stop, answer, stop - start, who)
+    return _end(start, answer)
+
+
+def _watched(fetch: Fetch, length: int, rows: int) -> tuple[int, int] | None:
+    """The rows ``log_end`` watches: the last ``rows``, or ``rows`` from the row that breaks
+    their repetition (None if none does within ``END_SEARCH`` windows back)."""
+    stop = max(1, length)
+    lo = max(0, stop - rows)
+    prints = [fingerprint(row) for row in fetch(lo, stop).logs]
+    q = period(prints) if len(prints) > 1 else None
+    if q is None:
+        return lo, stop
+    for _ in range(END_SEARCH):
+        below = max(0, lo - rows)
+        more = [fingerprint(row) for row in fetch(below, lo).logs] if below < lo else []
+        if not more or len(more) != lo - below:  # the first row, or rows no longer served
+            return None
+        prints = more + prints
+        for j in range(len(more) - 1, -1, -1):
+            if prints[j] != prints[j + q]:
+                return below + j, min(below + j + rows, stop)
+        lo = below
+    return None
+
+
+def _end(start: int, answer: LogWindow) -> End | None:
+    prints = tuple(fingerprint(row) for row in answer.logs)
+    if len(prints) > 1 and period(prints) is not None:
+        return None
+    return start, answer.deployment_offset, answer.length, prints
+
+
 def sure(prints: Sequence[str], matched: int) -> bool:
     """Whether a match of ``matched`` of ``prints`` (from Cursor.signature: lines that do not
     repeat within themselves, or a run with its anchor) places them: at least two lines, all

@@ -618,3 +618,136 @@ def test_a_resumed_reader_of_a_superseded_deployment_without_lines_finds_no_gap(
     reader = DeploymentReader(api, Cursor(PROJECT, empty), "p")  # resumed: no probe
     assert drain(reader, emu.deployment_offset(PROJECT, current)) == []
     assert reader.cursor.position == 0
+
+
+# -- issue 12 hole 7: trims no content can see ------------------------------------------------
+
+YEAR = 365 * 86400
+LAUNCHED = 1_000_000.0  # a fixed launch time: the readers below are given their own clock
+
+
+def aged_reader(api: QcApi, deploy_id: str, age: float) -> DeploymentReader:
+    """A reader of a deployment launched ``age`` seconds before the reader's (fixed) clock."""
+    cursor = Cursor(PROJECT, deploy_id, launched=LAUNCHED)
+    reader = DeploymentReader(api, cursor, "p", clock=lambda: LAUNCHED + age)
+    reader.probe()
+    return reader
+
+
+def balanced_trim_in_a_run(emu: Emulator, reader: DeploymentReader) -> list[Batch]:
+    """Ten identical lines from the deployment's first one are read; then three more are
+    published and retention takes three (the length is unchanged, the rows read the same),
+    and a distinct line comes."""
+    emu.write(PROJECT, [SAME] * 10)
+    emu.publish()
+    drain(reader)
+    emu.write(PROJECT, [SAME] * 3)
+    emu.publish()
+    emu.trim(PROJECT, 3)
+    emu.write(PROJECT, [stamp(1)])
+    emu.publish()
+    return drain(reader)
+
+
+def test_a_first_trim_of_a_deployment_older_than_a_year_is_said_as_a_possible_gap(emu, api):
+    """Retention removes lines older than a year as well as past the most rows: a deployment
+    launched more than a year ago may lose its first lines at any publication, though none
+    was seen to go yet and the project is small. Its first balanced trim, inside a run of
+    identical lines from its first line, reads exactly as if nothing moved: a possible gap
+    is said before the new lines, never silence."""
+    reader = aged_reader(api, emu.deploy(PROJECT), age=YEAR + 86400)
+    batches = balanced_trim_in_a_run(emu, reader)
+    assert (gaps(batches), texts(batches)) == ([None], [stamp(1)])
+
+
+def test_a_first_trim_of_a_young_deployment_is_invisible_to_the_reader(emu, api):
+    """The documented limit: a deployment younger than a year, in a project below the most
+    rows, cannot lose lines to retention as documented. Should it all the same (here the
+    emulator trims at will), its first balanced trim inside a run of identical lines from the
+    deployment's first line gives answers identical to a history without any trim (three of
+    the run fewer from the start): no reader can tell them apart, and a gap said here would be
+    said at every new line of every young run. The lines are skipped without a gap."""
+    trimmed = emu.deploy(PROJECT)
+    reader = aged_reader(api, trimmed, age=30 * 86400)
+    batches = balanced_trim_in_a_run(emu, reader)
+    assert (gaps(batches), texts(batches)) == ([], [stamp(1)])
+    assert emu.trimmed(PROJECT, trimmed) == 3  # three unread lines went, unsaid
+    with Emulator(user_id=USER_ID, api_token=TOKEN).start() as other:  # no trim at all
+        other.add_project(PROJECT, "p")
+        other.deploy(PROJECT)
+        other.write(PROJECT, [SAME] * 10 + [stamp(1)])
+        other.publish()
+        assert other.visible(PROJECT) == emu.visible(PROJECT)
+
+
+HEARTBEAT = "heartbeat"
+
+
+def catch_up_into_a_run(emu: Emulator, reader: DeploymentReader, rest: list[str]) -> list[Batch]:
+    """Ten identical lines from the deployment's first are read, retention is seen to take
+    two, then a catch-up begins (1,200 more of them and ``rest``): its first window read."""
+    emu.write(PROJECT, [SAME] * 10)
+    emu.publish()
+    drain(reader)
+    emu.trim(PROJECT, 2)  # seen: the length fell
+    assert texts(drain(reader)) == []
+    emu.write(PROJECT, [SAME] * 1200 + rest)
+    emu.publish()
+    batches: list[Batch] = []
+    while sum(batch.count for batch in batches) < 249:  # the catch-up's first window
+        batch = reader.read()
+        assert batch is not None
+        reader.commit(batch)
+        batches.append(batch)
+    return batches
+
+
+@pytest.mark.parametrize(
+    ("rest", "published"),
+    [
+        ([stamp(1)], [stamp(i) for i in range(2, 7)]),
+        ([stamp(1)] + [HEARTBEAT] * 300, [HEARTBEAT] * 5),  # the log ends in a run, too
+    ],
+    ids=["distinct-end", "repeated-end"],
+)
+@pytest.mark.parametrize("ahead", [0, 2], ids=["one-by-one", "prefetched"])
+def test_a_trim_between_two_windows_of_a_catch_up_inside_a_run_is_said_as_a_possible_gap(
+    emu, api, ahead, rest, published
+):
+    """Retention acts on the deployment (a trim was seen); a catch-up reads through a run of
+    identical lines from its first line, and between two of its windows a publication lands
+    and retention takes as many rows: the next window's first rows read as the last lines
+    delivered, though five unread lines went. The possible gap said when the catch-up began
+    does not cover them: the log's last rows (or, where they repeat, the row where their
+    repetition begins) moved, so one is said again, before the lines that follow. Windows
+    read ahead may show the log before the trim or after it, whichever: the same."""
+    deploy_id = emu.deploy(PROJECT)
+    prefetcher = Prefetcher(ahead) if ahead else None
+    reader = DeploymentReader(api, Cursor(PROJECT, deploy_id), "p", prefetcher=prefetcher)
+    reader.probe()
+    assert gaps(catch_up_into_a_run(emu, reader, rest)) == [None]  # said as it begins
+    emu.write(PROJECT, published)
+    emu.publish()
+    emu.trim(PROJECT, 5)
+    later = drain(reader)
+    assert gaps(later) == [None]
+    assert later[0].gap is not None  # before any line read after the trim
+    assert texts(later)[-len(rest) - 5 :] == rest + published
+
+
+def test_a_trim_between_two_windows_where_the_whole_log_is_one_line_is_invisible(emu, api):
+    """The documented limit within a catch-up: the whole log served is one line repeated;
+    a publication of five more of it, balanced by a trim, leaves every row, the length and
+    the offset as they were, so nothing tells that five unread lines went. The gap said as
+    the catch-up began is the only one."""
+    deploy_id = emu.deploy(PROJECT)
+    reader = new_reader(api, deploy_id)
+    assert gaps(catch_up_into_a_run(emu, reader, [])) == [None]
+    before = emu.visible(PROJECT)
+    emu.write(PROJECT, [SAME] * 5)
+    emu.publish()
+    emu.trim(PROJECT, 5)
+    assert emu.visible(PROJECT) == before
+    later = drain(reader)
+    assert gaps(later) == []
+    assert reader.cursor.position == 1210  # five fewer than the 1,215 lines logged
