@@ -255,12 +255,14 @@ class DeploymentReader:
     ) -> tuple[_Plan, LogWindow] | object:
         """The plan and answer to deliver from; else a Batch (a gap), or whether to read again
         (``_AGAIN``, ``_RECHECK``) or at the next poll (``_LATER``)."""
-        if not self._known:  # the first answer says where the deployment is
-            moved = window.deployment_offset != self.offset
-            self._accept(window)
-            if moved:  # the plan's numbers came from a guessed offset: rows missing from
-                return _AGAIN  # its window may be an older deployment's, not lost lines
+        moved = window.deployment_offset != self.offset
         cut = _cut(plan, window)
+        if moved and (cut or not self._known):  # the plan's numbers came from another offset
+            self._accept(window)  # (guessed, or before late lines of an older deployment):
+            self._forget_prefetched()  # rows its window lacks may not be this one's at all
+            return _AGAIN
+        if not self._known:  # the first answer says where the deployment is
+            self._accept(window)
         if cut:
             front = self._below_trim(plan, window, cut, end)
             if not isinstance(front, tuple):

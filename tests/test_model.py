@@ -539,13 +539,15 @@ class TailerModel(RuleBasedStateMachine):
         The README says so; the model does not kill then."""
         return any(self.unproven(deploy_id) for deploy_id in self.rotated_unproven)
 
-    @precondition(lambda self: not self.rotated_unmatched())
     @rule(garbage=st.sampled_from(GARBAGE), which=st.integers(0, 3), copied=st.booleans())
     @guarded
     def crash(self, garbage: str, which: int, copied: bool = False) -> None:
         """kill -9 between polls (``none``), or inside a poll's first write (see Torn); then,
         if ``copied``, the files copied away and back while it is down (a restore, rsync,
         ``cp -a``: the same bytes in new inodes); then start from disk."""
+        if self.rotated_unmatched():  # (not a precondition: matching is up to the threads)
+            note("no kill: a file rotated away is still matched")
+            return
         if garbage != "none":
             assert self.live is not None
             self.live[1][0].outputs.insert(0, Torn(self.files, garbage, which))
@@ -1155,5 +1157,27 @@ def test_a_newer_deployments_trimmed_rows_inside_a_window_are_not_a_broken_answe
         ("burst", {"size": 249}),
         *append("new", "new", late=1),
         ("trim", {"n": 1, "share": 0.5}),
+    ]
+    replay(emulator, root, steps)
+
+
+@pytest.mark.parametrize(
+    "emulator", [UNKNOWNS["absolute-numbers"]], indirect=True, ids=["absolute"]
+)
+def test_late_lines_of_an_older_deployment_are_not_a_gap_in_the_next_ones_trimmed_rows(
+    emulator: Emulator, root: Path
+) -> None:
+    """With numbers kept across retention: every line read of the current deployment is
+    trimmed, and a late line published into the one before moves its rows one higher. The
+    reader planned its window from the offset it knew: finding no row served up to the
+    length, it reported the one row the offset moved as a line lost. An answer that lacks
+    rows and names another offset is read again from that offset first."""
+    steps: Steps = [
+        *begin("deployment"),
+        *REDEPLOY,
+        ("burst", {"size": 249}),
+        *append("new", late=1),
+        *POLL,
+        ("trim", {"n": 1, "share": 1.0}),
     ]
     replay(emulator, root, steps)
