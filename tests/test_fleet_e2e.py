@@ -218,10 +218,15 @@ def test_a_dropped_project_ends_with_its_status_and_its_series_go(tmp_path, emu)
     emu.publish()
     discovery = ["[discovery]", "enabled = true", "interval = 0.5"]
     path = config(tmp_path, emu, *discovery, "[metrics]", 'listen = "127.0.0.1:0"')
+
+    def series(samples: dict) -> list[tuple]:
+        return sorted(k[1] for k in samples if k[0] == "qc_tail_last_line_timestamp_seconds")
+
     daemon = Background(qc_tail("--config", str(path), "run"), cli_env(emu))
     try:
         port = port_of(daemon)
         wait_until(lambda: written(tmp_path) == {PROJECT: ["kept 1"], 888: ["stopping 1"]})
+        wait_until(lambda: len(series(scrape(port))) == 2)  # counted once every output has them
         before = scrape(port)
         emu.stop_deployment(888, "RuntimeError")
         wait_until(lambda: '"stopped_following"' in daemon.stderr())
@@ -230,10 +235,6 @@ def test_a_dropped_project_ends_with_its_status_and_its_series_go(tmp_path, emu)
     finally:
         code, stderr = daemon.stop(signal.SIGTERM)
     assert code == 0, stderr
-
-    def series(samples: dict) -> list[tuple]:
-        return sorted(k[1] for k in samples if k[0] == "qc_tail_last_line_timestamp_seconds")
-
     assert series(before) == [
         (("name", "mean-reversion"), ("project_id", str(PROJECT))),
         (("name", "momentum"), ("project_id", "888")),
