@@ -156,6 +156,7 @@ class DeploymentReader:
         self._known = False  # offset and length come from an answer
         self._waited = False  # lines said gone await a later answer's confirmation
         self._rechecked = True  # the successor's offset was asked again during this read
+        self._probed = True  # this deployment's offset was asked again during this read
         # What the last answer delivered from showed: the cursor after it, whether it reached
         # the log's end, and up to which line it was read. Until a rewind, asking again what
         # it just said would only cost a request.
@@ -222,9 +223,10 @@ class DeploymentReader:
         deployment ends there (rows past it may belong to a newer deployment).
         """
         self._rechecked = recheck is None
+        self._probed = False
         for attempt in range(_ATTEMPTS):
             bound = min((b for b in (end, limit) if b is not None), default=None)
-            plan = None if attempt == 0 and self._seen(bound) else self._plan(bound)
+            plan = self._next_plan(attempt, bound, end)
             if plan is None:
                 self.caught_up = limit is None  # a limit is not the deployment's end
                 self._export, self._export_declined = None, False
@@ -249,6 +251,18 @@ class DeploymentReader:
             if outcome is _RECHECK and recheck is not None:
                 end = recheck()
         raise ProtocolError(f"{self.deploy_id}: the log keeps moving; retrying later")
+
+    def _next_plan(self, attempt: int, bound: int | None, end: int | None) -> _Plan | None:
+        """The next read (see ``_plan``). Where the successor begins before the next line by
+        the offset known, that offset is older than the successor's (rows of an older
+        deployment trimmed since): it is asked afresh, once per read, before nothing is read."""
+        plan = None if attempt == 0 and self._seen(bound) else self._plan(bound)
+        past = end is not None and self.ahead.line_number(self.offset) > end
+        if plan is None and past and not self._probed:
+            self._probed = True
+            self.reprobe()
+            plan = self._plan(bound)
+        return plan
 
     def _judge(
         self, plan: _Plan, window: LogWindow, end: int | None, basis: tuple[int, int]

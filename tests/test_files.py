@@ -456,6 +456,28 @@ def test_an_emptied_file_rotated_before_the_first_write_is_still_matched(out, si
     assert [p.read_bytes() for p in set_aside(path)] == ([junk] if junk else [])
 
 
+def test_a_torn_line_completed_while_matching_is_the_last_line_its_cursor_knows(out, sink):
+    """The crash tore the file's last line; read again, the line is completed in place. The
+    cursor saved then must know that whole line as the file's last (not the bytes that
+    completed it), or the next restart would find the file unproven and set it aside."""
+    after = texts("a", 5, start=100)
+    path, before = emptied_then_killed(sink, after)
+    os.truncate(path, len(raw(after)) - 5)  # torn inside its last line
+    restarted = FileSink(out)
+    restarted.recover([before])
+    restarted.write(lines("L-a", after, start=100))
+    restarted.flush()
+    saved = restarted.stamp(before.advance(after))
+    restarted.close()
+    again = FileSink(out)
+    with capture_logs() as events:
+        again.recover([saved])
+    again.close()
+    assert [e["event"] for e in events if e["log_level"] == "warning"] == []
+    assert path.read_bytes() == raw(after)
+    assert set_aside(path) == []
+
+
 def test_a_crash_while_matching_an_emptied_file_resumes_from_the_lines_matched(out, sink):
     """The cursor saved while the lines read again are being matched counts the lines
     matched: a restart then cuts the file back there, like any file, and reads on."""

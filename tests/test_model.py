@@ -1181,3 +1181,47 @@ def test_late_lines_of_an_older_deployment_are_not_a_gap_in_the_next_ones_trimme
         ("trim", {"n": 1, "share": 1.0}),
     ]
     replay(emulator, root, steps)
+
+
+def test_a_torn_line_completed_while_matching_an_emptied_file_does_not_unprove_it(
+    emulator: Emulator, root: Path
+) -> None:
+    """Emptied in place (copytruncate), written, torn by a kill inside a write: the lines
+    read again completed the torn line in place, and the cursor saved knew only the bytes
+    that completed it as the file's last line. The next restart found the file unproven
+    and set delivered lines aside as not delivered."""
+    steps: Steps = [
+        *BEGIN,
+        ("burst", {"size": 249}),
+        *POLL,
+        ("empty", {}),
+        ("burst", {"size": 249}),
+        ("crash", {"garbage": "partial", "which": 0}),
+        *POLL,
+        ("burst", {"size": 249}),
+        ("crash", {"garbage": "none", "which": 0}),
+    ]
+    replay(emulator, root, steps)
+
+
+@pytest.mark.parametrize("emulator", [UNKNOWNS["strict-window"]], indirect=True, ids=["strict"])
+def test_a_late_line_below_the_offset_a_trim_moved_is_read(emulator: Emulator, root: Path) -> None:
+    """A discovered deployment with no line yet, superseded twice while the daemon is down,
+    gets a late line; then retention trims the oldest deployment's first rows. Its reader,
+    by the offset it knew, found its next line past the successor's start and read nothing:
+    the late line was never delivered, no gap said. It asks its offset afresh first."""
+    steps: Steps = [
+        ("begin", {"deployed": False, "start": "deployment", "discover": True}),
+        *REDEPLOY,
+        ("faults", {"kind": "500", "n": 4}),
+        ("burst", {"size": 249}),
+        *POLL,
+        *REDEPLOY,
+        ("crash", {"garbage": "next", "which": 0}),
+        *REDEPLOY,
+        *REDEPLOY,
+        *append("new", late=2),
+        *POLL,
+        ("trim", {"n": 5, "share": 0.0}),
+    ]
+    replay(emulator, root, steps)

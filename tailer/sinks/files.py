@@ -215,12 +215,12 @@ class FileSink:
                 if size < handle.committed and key not in self._touched:
                     _emptied_under_us(self.path(*key), handle.committed - size)
                 handle.start = min(handle.start, size) if key in self._touched else size
-                data = self._unmatched(key, handle, data)
-                if not data:
+                rest = self._unmatched(key, handle, data)
+                if not rest:
                     continue
                 self._touched.add(key)
-                _write_all(handle.fd, data, self._write)
-                handle.pending = last_line_print(data)
+                _write_all(handle.fd, rest, self._write)
+                handle.pending = last_line_print(data)  # the rest may complete a torn line
             except OSError as exc:
                 self._roll_back()
                 raise self._error(self.path(*key), exc) from None
