@@ -1120,3 +1120,16 @@ def test_a_deployments_late_lines_are_found_below_its_successors_trimmed_rows(
         *append("new", "new", "new", "heartbeat", "new", late=1),
     ]
     replay(emulator, root, steps)
+
+
+def test_a_stale_current_deployment_at_the_start_does_not_chain_a_later_one_before_it(
+    emulator: Emulator, root: Path
+) -> None:
+    """Two redeploys before the follower's first poll, whose ``/live/read`` still names the
+    second deployment of three (a lagging replica). ``start = "project"`` chained every
+    other listed deployment before it, the third one too: the third then read the second's
+    lines as its own. ``/live/list`` shows the third: the follower begins there, and only
+    deployments launched before it are drained first."""
+    stale = [("stale", {"answers": 1})]
+    steps = BEGIN + REDEPLOY + append("new") + PUBLISH + REDEPLOY + stale + POLL
+    replay(emulator, root, steps)
