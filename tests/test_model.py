@@ -611,18 +611,19 @@ class TailerModel(RuleBasedStateMachine):
         self.emu.deploy(self.project)
         self.emu.stale_live_read(self.project, 0)  # replicas lag behind one redeploy at most
 
-    def knows_latest(self) -> bool:
-        """Whether the latest deployment has a cursor on disk (the follower has seen it)."""
-        ids = self.deployments
-        return len(ids) > 1 and (self.project, ids[-1]) in self.store.load_all()
-
-    @precondition(knows_latest)
+    @precondition(lambda self: len(self.deployments) > 1)
     @rule(answers=st.integers(1, 3))
     @guarded
     def stale(self, answers: int) -> None:
-        """The next ``/live/read`` answers name the deployment before the latest, one the
-        follower has moved past. (Before it saw the redeploy, ``/live/list`` tells the
-        follower at its latest deployment; other paths are not checked yet.)"""
+        """The next ``/live/read`` answers name the deployment before the latest (a lagging
+        replica), at any moment: before the follower began, before it saw the redeploy, after
+        it did, while an older deployment drains, across restarts. (With one deployment there
+        is none before it to name.) Such an answer alone is indistinguishable from the truth
+        when the follower never saw the later deployment; ``/live/list``, asked with it,
+        lists that deployment, and an answer older than one read already is ignored."""
+        ids = self.deployments
+        seen = (self.project, ids[-1]) in self.store.load_all()
+        note("stale /live/read " + ("after" if seen else "before") + " the redeploy was seen")
         self.emu.stale_live_read(self.project, answers)
 
     @precondition(lambda self: self.deployments)
