@@ -289,7 +289,7 @@ class ProjectFollower:
     def _latest(self, current: Deployment, listed: list[Deployment]) -> Deployment:
         """The project's current deployment: ``current``, unless ``/live/list`` shows one
         launched after it (a lagging ``/live/read`` that has not seen a redeploy yet)."""
-        later = [d for d in _after(current, listed) if d.deploy_id not in self._others]
+        later = _after(current, listed)
         if not later:
             return current
         log.info(
@@ -325,14 +325,13 @@ class ProjectFollower:
         unfinished.discard(current.deploy_id)
         if self._start.kind != "project" and not unfinished:
             return []
-        later = {d.deploy_id for d in _after(current, listed)}  # none: it is the latest
-        listed = [d for d in listed if d.deploy_id not in {current.deploy_id, *later}]
+        older = _launched_before(current, listed)
+        if self._start.kind != "project":  # from the first unfinished one on
+            ids = [d.deploy_id for d in older]
+            older = older[min((ids.index(d) for d in unfinished if d in ids), default=len(ids)) :]
+        # Every one not finished: a deployment without a cursor delivered nothing yet.
         done = {c.deploy_id for c in self._saved.values() if c.done}
-        if self._start.kind == "project":  # every one not finished: a deployment without a
-            return [d for d in listed if d.deploy_id not in done]  # cursor delivered nothing yet
-        ids = [d.deploy_id for d in listed]
-        first = min((ids.index(d) for d in unfinished if d in ids), default=len(ids))
-        return [d for d in listed[first:] if d.deploy_id not in done]
+        return [d for d in older if d.deploy_id not in done]
 
     def _reader(
         self,
@@ -409,9 +408,17 @@ def _after(current: Deployment, listed: list[Deployment]) -> list[Deployment]:
     return _listed_after(current.deploy_id, launched, listed)
 
 
+def _launched_before(current: Deployment, listed: list[Deployment]) -> list[Deployment]:
+    """The deployments ``listed`` (oldest first) but ``current`` and those launched after it
+    (``/live/read`` may lag: never one of them is drained before it)."""
+    later = {d.deploy_id for d in _after(current, listed)}
+    return [d for d in listed if d.deploy_id != current.deploy_id and d.deploy_id not in later]
+
+
 def _listed_after(
     deploy_id: str, launched: float | None, listed: list[Deployment]
 ) -> list[Deployment]:
+    """Those listed after ``deploy_id`` or, if it is not listed, launched after ``launched``."""
     ids = [deployment.deploy_id for deployment in listed]
     if deploy_id in ids:
         later = listed[ids.index(deploy_id) + 1 :]
