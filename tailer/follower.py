@@ -263,7 +263,8 @@ class ProjectFollower:
                 log.warning("no_deployment", project=self.project_id, hint="waiting for one")
                 self._waiting_logged = True
             return False
-        if self._lags(current):
+        listed = self._listed()
+        if self._lags(current, listed):
             log.info(
                 "stale_deployment",
                 project=self.project_id,
@@ -271,16 +272,17 @@ class ProjectFollower:
                 hint="an answer older than what was read already; asking again next poll",
             )
             return False
+        current = self._latest(current, listed)
         self.deployment = current
         if self.name is None:
             self.name = current.project_name or str(self.project_id)
         if not self.pinned:
-            for deployment in self._older(current):
+            for deployment in self._older(current, listed):
                 self.chain.append(self._reader(deployment, Start("deployment")))
                 self._superseded[deployment.deploy_id] = self._clock()
         end = None
         if self.pinned and self.pinned != current.deploy_id:
-            later = self._successors(self.pinned, current)[0]
+            later = self._successors(self.pinned, current, listed)[0]
             self._successor = self._reader(later, Start(), followed=False)
             end = self._successor.offset
         target = current
@@ -291,20 +293,35 @@ class ProjectFollower:
             self._until = self.chain[-1].length  # the probe that placed its start
         return True
 
-    def _lags(self, current: Deployment) -> bool:
+    def _latest(self, current: Deployment, listed: list[Deployment]) -> Deployment:
+        """The project's current deployment: ``current``, unless ``/live/list`` shows one
+        launched after it (a lagging ``/live/read`` that has not seen a redeploy yet)."""
+        later = _after(current, listed)
+        if not later:
+            return current
+        log.info(
+            "stale_deployment",
+            project=self.project_id,
+            named=current.deploy_id,
+            listed=later[-1].deploy_id,
+            hint="/live/list shows a later deployment than /live/read: a redeploy",
+        )
+        return later[-1]
+
+    def _lags(self, current: Deployment, listed: list[Deployment]) -> bool:
         """Whether ``current`` was launched before a deployment already read (one with a
         saved cursor, or the pinned one): a lagging answer, not where to begin."""
         ours = {self.pinned} if self.pinned else set(self._saved)
         ours.discard(current.deploy_id)
         if not ours:
             return False
-        ids = [deployment.deploy_id for deployment in self._listed()]
+        ids = [deployment.deploy_id for deployment in listed]
         if current.deploy_id not in ids:
             return False
         at = ids.index(current.deploy_id)
         return any(ids.index(d) > at for d in ours if d in ids)
 
-    def _older(self, current: Deployment) -> list[Deployment]:
+    def _older(self, current: Deployment, listed: list[Deployment]) -> list[Deployment]:
         """Earlier deployments still to read before ``current``, oldest first.
 
         With ``start = "project"``: all of them. After a restart: those with an unfinished
@@ -315,13 +332,13 @@ class ProjectFollower:
         unfinished.discard(current.deploy_id)
         if self._start.kind != "project" and not unfinished:
             return []
-        listed = [d for d in self._listed() if d.deploy_id != current.deploy_id]
+        older = _launched_before(current, listed)
+        if self._start.kind != "project":  # from the first unfinished one on
+            ids = [d.deploy_id for d in older]
+            older = older[min((ids.index(d) for d in unfinished if d in ids), default=len(ids)) :]
+        # Every one not finished: a deployment without a cursor delivered nothing yet.
         done = {c.deploy_id for c in self._saved.values() if c.done}
-        if self._start.kind == "project":  # every one not finished: a deployment without a
-            return [d for d in listed if d.deploy_id not in done]  # cursor delivered nothing yet
-        ids = [d.deploy_id for d in listed]
-        first = min((ids.index(d) for d in unfinished if d in ids), default=len(ids))
-        return [d for d in listed[first:] if d.deploy_id not in done]
+        return [d for d in older if d.deploy_id not in done]
 
     def _reader(
         self,
@@ -389,12 +406,31 @@ class ProjectFollower:
 def _launched_after(reader: DeploymentReader, listed: list[Deployment]) -> list[Deployment]:
     """The deployments ``listed`` (oldest first) launched after ``reader``'s, in order: a
     replica that lags cannot list one that does not exist yet."""
+    return _listed_after(reader.deploy_id, reader.cursor.launched, listed)
+
+
+def _after(current: Deployment, listed: list[Deployment]) -> list[Deployment]:
+    """The deployments ``listed`` (oldest first) launched after ``current``, in order."""
+    launched = current.launched.timestamp() if current.launched else None
+    return _listed_after(current.deploy_id, launched, listed)
+
+
+def _launched_before(current: Deployment, listed: list[Deployment]) -> list[Deployment]:
+    """The deployments ``listed`` (oldest first) but ``current`` and those launched after it
+    (``/live/read`` may lag: never one of them is drained before it)."""
+    later = {d.deploy_id for d in _after(current, listed)}
+    return [d for d in listed if d.deploy_id != current.deploy_id and d.deploy_id not in later]
+
+
+def _listed_after(
+    deploy_id: str, launched: float | None, listed: list[Deployment]
+) -> list[Deployment]:
+    """Those listed after ``deploy_id`` or, if it is not listed, launched after ``launched``."""
     ids = [deployment.deploy_id for deployment in listed]
-    if reader.deploy_id in ids:
-        later = listed[ids.index(reader.deploy_id) + 1 :]
+    if deploy_id in ids:
+        later = listed[ids.index(deploy_id) + 1 :]
     else:
-        since = reader.cursor.launched
-        later = [d for d in listed if since is not None and _launched(d) > since]
+        later = [d for d in listed if launched is not None and _launched(d) > launched]
     return [deployment for deployment in later if deployment.launched is not None]
 
 

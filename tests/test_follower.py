@@ -176,6 +176,25 @@ def test_a_stale_current_deployment_does_not_hide_a_redeploy_not_seen_yet(
     assert "stale_deployment" in [e["event"] for e in events]
 
 
+def test_a_stale_current_deployment_at_the_first_poll_begins_at_the_latest_listed(
+    emu: Emulator, api: QcApi, tmp_path: Path
+) -> None:
+    """``start = "deployment"``: the first ``/live/read`` names D1 though D2 was launched
+    since (a lagging replica, before the follower saw anything). ``/live/list`` shows D2:
+    the follower begins there, and D1, launched before the start, is not followed."""
+    old = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["old 0"])
+    new = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["new 0", "new 1"])
+    emu.stale_live_read(PROJECT, answers=1)
+    daemon = Daemon(api, tmp_path, "deployment")
+    with capture_logs() as events:
+        daemon.poll()
+    assert (daemon.lines(old), daemon.lines(new)) == ([], ["new 0", "new 1"])
+    assert list(daemon.store.load_all()) == [(PROJECT, new)]
+    assert "stale_deployment" in [e["event"] for e in events]
+
+
 def test_a_list_of_every_projects_deployments_is_not_chained_into_this_one(
     tmp_path: Path,
 ) -> None:

@@ -518,13 +518,17 @@ class TailerModel(RuleBasedStateMachine):
         fault = Fault(kind, retry_after=0 if kind == "429" else None, delay=0.01)
         self.emu.faults.script([fault] * n)
 
-    @precondition(lambda self: self.emu.lags.pending == 0)
     @rule(lines=st.integers(1, 30), answers=st.integers(1, 3))
     @guarded
     def lag(self, lines: int, answers: int) -> None:
         """The next log reads (up to three in a row) come from a lagging replica: the project
         as it was ``lines`` rows earlier. Never a reason to report a gap, skip or repeat a
-        line: the reader confirms what an answer says gone by reading again."""
+        line: the reader confirms what an answer says gone by reading again.
+
+        Stale answers scripted before and not given yet are dropped (not a precondition: how
+        many a poll took depends on how far the prefetcher's threads read ahead, and which
+        rules are enabled must not, or hypothesis cannot replay a sequence)."""
+        self.emu.lags.clear()
         self.emu.lag(self.project, lines=lines, answers=answers)
 
     @rule()
@@ -622,18 +626,19 @@ class TailerModel(RuleBasedStateMachine):
         self.emu.deploy(self.project)
         self.emu.stale_live_read(self.project, 0)  # replicas lag behind one redeploy at most
 
-    def knows_latest(self) -> bool:
-        """Whether the latest deployment has a cursor on disk (the follower has seen it)."""
-        ids = self.deployments
-        return len(ids) > 1 and (self.project, ids[-1]) in self.store.load_all()
-
-    @precondition(knows_latest)
+    @precondition(lambda self: len(self.deployments) > 1)
     @rule(answers=st.integers(1, 3))
     @guarded
     def stale(self, answers: int) -> None:
-        """The next ``/live/read`` answers name the deployment before the latest, one the
-        follower has moved past. (Before it saw the redeploy, ``/live/list`` tells the
-        follower at its latest deployment; other paths are not checked yet.)"""
+        """The next ``/live/read`` answers name the deployment before the latest (a lagging
+        replica), at any moment: before the follower began, before it saw the redeploy, after
+        it did, while an older deployment drains, across restarts. (With one deployment there
+        is none before it to name.) Such an answer alone is indistinguishable from the truth
+        when the follower never saw the later deployment; ``/live/list``, asked with it,
+        lists that deployment, and an answer older than one read already is ignored."""
+        ids = self.deployments
+        seen = (self.project, ids[-1]) in self.store.load_all()
+        note("stale /live/read " + ("after" if seen else "before") + " the redeploy was seen")
         self.emu.stale_live_read(self.project, answers)
 
     @precondition(lambda self: self.deployments)
@@ -1225,3 +1230,31 @@ def test_a_late_line_below_the_offset_a_trim_moved_is_read(emulator: Emulator, r
         ("trim", {"n": 5, "share": 0.0}),
     ]
     replay(emulator, root, steps)
+
+
+def test_a_stale_current_deployment_at_the_start_does_not_chain_a_later_one_before_it(
+    emulator: Emulator, root: Path
+) -> None:
+    """Two redeploys before the follower's first poll, whose ``/live/read`` still names the
+    second deployment of three (a lagging replica). ``start = "project"`` chained every
+    other listed deployment before it, the third one too: the third then read the second's
+    lines as its own. ``/live/list`` shows the third: the follower begins there, and only
+    deployments launched before it are drained first."""
+    stale = [("stale", {"answers": 1})]
+    steps = BEGIN + REDEPLOY + append("new") + PUBLISH + REDEPLOY + stale + POLL
+    replay(emulator, root, steps)
+
+
+@pytest.mark.xfail(strict=True, reason="not understood yet: found while checking stale answers")
+def test_a_file_rotated_then_emptied_then_killed_in_a_write_holds_no_line_twice(
+    emulator: Emulator, root: Path
+) -> None:
+    """Found by a fresh search (no stale answer, no redeploy in it): two lines delivered,
+    logrotate ``create`` renames the file away (SIGHUP), two more lines and a burst are
+    published, ``empty`` finds no file to empty, and kill -9 comes inside the next poll's
+    write (``next``: whole lines written, no cursor saved). After the restart the files hold
+    the two lines written by the killed write besides the two delivered: not cut back."""
+    crash = [("crash", {"garbage": "next", "which": 0})]
+    steps = BEGIN + append("new", "tick") + PUBLISH + append("new", "tick") + POLL
+    steps += [("rotate", {"rename": True}), ("burst", {"size": 249}), ("empty", {})]
+    replay(emulator, root, steps + PUBLISH + crash)
