@@ -321,6 +321,22 @@ def test_recover_recognises_a_last_line_holding_newlines_in_a_file_written_unesc
     assert path.read_bytes() == raw(first)
 
 
+def test_a_new_file_whose_last_line_matches_only_by_chance_is_not_cut(out, sink):
+    """The file was rotated away; a killed write began a new one, whose second line is the
+    same heartbeat as the last line delivered, ending at the very byte the cursor saved.
+    Another inode: the line before must match too. Not proven, so nothing is cut."""
+    cursor = delivered(sink, [*texts("a", 1), "heartbeat"])
+    sink.close()
+    path = sink.path(PROJECT, "L-a")
+    path.rename(path.with_name(f"{path.name}.1"))
+    written = [*texts("b", 1), "heartbeat", "not delivered either"]  # "b 0": as long as "a 0"
+    path.write_bytes(raw(written))
+    with capture_logs() as events:
+        FileSink(out).recover([cursor])
+    assert path.read_bytes() == raw(written)
+    assert [e["event"] for e in events if e["log_level"] == "warning"] == ["output_unproven"]
+
+
 def test_recover_sets_aside_a_replaced_file_it_cannot_verify_and_says_so(out, sink):
     cursor = delivered(sink, texts("a", 3))
     sink.close()

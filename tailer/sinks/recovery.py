@@ -32,9 +32,9 @@ def unproven(fd: int, stat: os.stat_result, cursor: Cursor) -> str | None:
             return None
         return "it was replaced since the cursor was saved, when it was empty"
     if cursor.file_last is not None:  # the last line as written: escaped, one line of the file
-        if _ends_with_line(fd, saved, cursor.file_last, written=True):
-            return None
-        return f"the last line written does not end at byte {saved}, where its cursor says"
+        if not _ends_with_line(fd, saved, cursor.file_last, written=True):
+            return f"the last line written does not end at byte {saved}, where its cursor says"
+        return _unless_copied_whole(fd, stat, cursor)
     if not cursor.tail:  # the last record delivered was a gap, or the lines were not ours
         if stat.st_ino == cursor.file_inode:
             return None
@@ -42,6 +42,35 @@ def unproven(fd: int, stat: os.stat_result, cursor: Cursor) -> str | None:
     if _ends_with_line(fd, saved, cursor.tail[-1]):  # a cursor saved before file_last was kept
         return None
     return f"the last line delivered does not end at byte {saved}, where its cursor says"
+
+
+def _unless_copied_whole(fd: int, stat: os.stat_result, cursor: Cursor) -> str | None:
+    """For a file with another inode than its cursor's (a copy, or a new file after a
+    rotation): None if the lines before its last one are the lines delivered before it too
+    (each one line of the file, as written since ``file_last`` is kept).
+    A last line alone may be a repeated one (a heartbeat) that another file's lines put at
+    the same byte by chance."""
+    if stat.st_ino == cursor.file_inode or _ends_with_tail(fd, cursor.file_size or 0, cursor):
+        return None
+    return "it was replaced (a new inode), and the lines before its last are not those delivered"
+
+
+def _ends_with_tail(fd: int, end: int, cursor: Cursor) -> bool:
+    """Whether the whole lines before the last one ending at ``end`` are those delivered
+    before it (``cursor.tail``, as many of them as the file holds)."""
+    wanted = len(cursor.tail) - 1
+    if wanted <= 0:
+        return True
+    start = max(0, end - _LOOKBACK)
+    lines = os.pread(fd, end - start, start).split(b"\n")[:-2]  # the last: proven already
+    if start > 0:
+        lines = lines[1:]  # maybe cut
+    held = lines[-wanted:]
+    try:
+        prints = [fingerprint(line.decode("utf-8")) for line in held]
+    except UnicodeDecodeError:
+        return False
+    return prints == list(cursor.tail[-1 - len(held) : -1])
 
 
 def last_line_print(data: bytes) -> str:
