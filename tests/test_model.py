@@ -1258,3 +1258,25 @@ def test_a_file_rotated_then_emptied_then_killed_in_a_write_holds_no_line_twice(
     steps = BEGIN + append("new", "tick") + PUBLISH + append("new", "tick") + POLL
     steps += [("rotate", {"rename": True}), ("burst", {"size": 249}), ("empty", {})]
     replay(emulator, root, steps + PUBLISH + crash)
+
+
+def test_a_copied_file_keeps_its_proof_across_a_gap_and_a_second_copy(
+    emulator: Emulator, root: Path
+) -> None:
+    """Every line delivered is trimmed; the files are copied away and back while down (new
+    inodes, proven by their last line); the next poll says a gap, which leaves no delivered
+    line to compare, and saves the file's new inode without the last line it had proven.
+    Copied again: nothing left to prove it by, it was set aside with its delivered lines.
+    A file proven at a restart keeps its last line for the cursors saved after."""
+    copied = [("crash", {"garbage": "none", "which": 0, "copied": True})]
+    steps: Steps = [
+        *BEGIN,
+        ("burst", {"size": 250}),
+        *POLL,
+        ("trim", {"n": 4, "share": 1.0}),
+        *copied,
+        *POLL,
+        ("burst", {"size": 249}),
+        *copied,
+    ]
+    replay(emulator, root, steps)

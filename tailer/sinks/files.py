@@ -124,6 +124,10 @@ class FileSink:
             if stat.st_size > keep:
                 os.ftruncate(fd, keep)
                 log.info("output_cut_back", path=str(path), bytes=stat.st_size - keep)
+            # Proven by content, whatever its inode (a copy): its last line is the cursor's,
+            # for the next cursor saved before anything is written to it.
+            key = (cursor.project_id, cursor.deploy_id)
+            self._closed[key] = (keep, stat.st_ino, cursor.file_last)
         elif cursor.done:
             log.info("output_unverified", path=str(path), reason=reason, hint="left as it is")
         else:  # emptied in place and written before a crash, or replaced: content tells
