@@ -177,14 +177,7 @@ class ProjectFollower:
             if not later:
                 self.deployment = current
                 return "latest"
-            log.info(
-                "stale_deployment",
-                project=self.project_id,
-                named=current.deploy_id,
-                listed=later[-1].deploy_id,
-                hint="/live/list shows a later deployment than /live/read: a redeploy",
-            )
-            current = later[-1]
+            current = self._latest_listed(current, later)
         elif self._before(current, reader, listed):
             log.info(
                 "stale_deployment",
@@ -297,12 +290,14 @@ class ProjectFollower:
         """The project's current deployment: ``current``, unless ``/live/list`` shows one
         launched after it (a lagging ``/live/read`` that has not seen a redeploy yet)."""
         later = _after(current, listed)
-        if not later:
-            return current
+        return self._latest_listed(current, later) if later else current
+
+    def _latest_listed(self, named: Deployment, later: list[Deployment]) -> Deployment:
+        """The last of ``later``, listed after the deployment ``/live/read`` named."""
         log.info(
             "stale_deployment",
             project=self.project_id,
-            named=current.deploy_id,
+            named=named.deploy_id,
             listed=later[-1].deploy_id,
             hint="/live/list shows a later deployment than /live/read: a redeploy",
         )
