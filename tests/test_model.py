@@ -1280,3 +1280,26 @@ def test_a_copied_file_keeps_its_proof_across_a_gap_and_a_second_copy(
         *copied,
     ]
     replay(emulator, root, steps)
+
+
+def test_a_file_proven_at_a_restart_then_emptied_is_saved_as_it_is(
+    emulator: Emulator, root: Path
+) -> None:
+    """A superseded deployment's file, copied back while down and proven by its content at
+    the restart, is emptied in place (copytruncate). The cursor saved next said the length
+    it had at the restart, not the empty file's: what the restart proved holds only while
+    the file stays as it was."""
+    steps: Steps = [
+        *BEGIN,
+        ("faults", {"kind": "500", "n": 1}),
+        ("burst", {"size": 249}),
+        *REDEPLOY,
+        ("empty", {}),
+        ("burst", {"size": 249}),
+        *POLL,
+        ("crash", {"garbage": "none", "which": 0, "copied": True}),
+        ("empty", {}),
+        ("trim", {"n": 1, "share": 0.9}),
+        *POLL,
+    ]
+    replay(emulator, root, steps)

@@ -76,6 +76,7 @@ class FileSink:
         self._touched: set[tuple[int, str]] = set()
         self._closed: dict[tuple[int, str], _Position] = {}
         self._emptied: dict[tuple[int, str], Emptied] = {}  # found so at the restart
+        self._proven: dict[tuple[int, str], _Position] = {}  # by content at the restart
         self._reopen = False
         self._short_of_files = False  # said so; until a file opens again
 
@@ -125,9 +126,9 @@ class FileSink:
                 os.ftruncate(fd, keep)
                 log.info("output_cut_back", path=str(path), bytes=stat.st_size - keep)
             # Proven by content, whatever its inode (a copy): its last line is the cursor's,
-            # for the next cursor saved before anything is written to it.
+            # for the cursors saved while it stays as it is now.
             key = (cursor.project_id, cursor.deploy_id)
-            self._closed[key] = (keep, stat.st_ino, cursor.file_last)
+            self._proven[key] = (keep, stat.st_ino, cursor.file_last)
         elif cursor.done:
             log.info("output_unverified", path=str(path), reason=reason, hint="left as it is")
         else:  # emptied in place and written before a crash, or replaced: content tells
@@ -253,6 +254,7 @@ class FileSink:
         size, inode, last = self.position(*key)
         if cursor.done and key not in self._touched:  # and nothing kept of it either
             self._closed.pop(key, None)
+            self._proven.pop(key, None)
             handle = self._open.pop(key, None)
             if handle is not None:
                 with contextlib.suppress(OSError):
@@ -278,7 +280,9 @@ class FileSink:
             stat = os.stat(self.path(project_id, deploy_id), follow_symlinks=False)
         except FileNotFoundError:
             return 0, None, None
-        return stat.st_size, stat.st_ino, None
+        proven = self._proven.get((project_id, deploy_id))
+        same = proven is not None and proven[:2] == (stat.st_size, stat.st_ino)
+        return stat.st_size, stat.st_ino, proven[2] if proven is not None and same else None
 
     def reopen(self) -> None:
         """Close files at the next write, so renamed ones are let go (SIGHUP)."""
@@ -311,7 +315,8 @@ class FileSink:
             os.close(fd)
             raise
         handle = _Open(fd, stat.st_size, stat.st_ino)
-        known = self._closed.pop(key, None)  # closed by this process: is it as it was left?
+        proven = self._proven.pop(key, None)
+        known = self._closed.pop(key, None) or proven  # is it as it was left, or proven?
         if known is not None and known[:2] == (stat.st_size, stat.st_ino):
             handle.last = known[2]
         self._open[key] = handle
