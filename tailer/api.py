@@ -119,6 +119,8 @@ class QcApi:
         ca_bundle: Path | None = None,
         http: HttpClient | None = None,
         metrics: Metrics | None = None,
+        cache_ttl: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.metrics = metrics  # counts every HTTP attempt by endpoint and outcome
         self.base_url = base_url.rstrip("/")
@@ -134,7 +136,8 @@ class QcApi:
         # Built once: retry state lives per thread inside tenacity, so these are shareable.
         self._transient = transient_retrying(self.policy, sleep=sleep, stop_event=stop_event)
         self._signed = auth_retrying(self.policy, sleep=sleep, stop_event=stop_event)
-        self.cache_ttl = 0.0
+        self.cache_ttl = cache_ttl  # see read_logs
+        self._clock = clock  # ages the cached answers
         self._cache: dict[tuple[int, str, int, int], tuple[float, LogWindow]] = {}
         self._cache_lock = threading.Lock()
         self._reading: dict[tuple[int, str, int, int], threading.Event] = {}  # in flight
@@ -168,12 +171,12 @@ class QcApi:
         if fresh:
             window = self._read_logs(project_id, deploy_id, start, end)
             with self._cache_lock:
-                self._cache[key] = (time.monotonic(), window)
+                self._cache[key] = (self._clock(), window)
             return window
         while True:
             with self._cache_lock:
                 hit = self._cache.get(key)
-                if hit is not None and time.monotonic() - hit[0] < self.cache_ttl:
+                if hit is not None and self._clock() - hit[0] < self.cache_ttl:
                     return hit[1]
                 reading = self._reading.get(key)
                 if reading is None:
@@ -183,7 +186,7 @@ class QcApi:
         try:
             window = self._read_logs(project_id, deploy_id, start, end)
             with self._cache_lock:
-                self._cache[key] = (time.monotonic(), window)
+                self._cache[key] = (self._clock(), window)
                 while len(self._cache) > _CACHE_SIZE:
                     self._cache.pop(next(iter(self._cache)))
         finally:

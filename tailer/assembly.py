@@ -32,8 +32,10 @@ def build_api(
     shutdown: Shutdown,
     policy: RetryPolicy = ONE_SHOT,
     metrics: Metrics | None = None,
+    cache_ttl: float = 0.0,
 ) -> QcApi:
-    """The QuantConnect client, or a ConfigError saying which credential is missing."""
+    """The QuantConnect client, or a ConfigError saying which credential is missing;
+    ``cache_ttl``: how long one answer serves an identical read (see ``QcApi.read_logs``)."""
     api = config.api
     if api.user_id is None:
         raise ConfigError(
@@ -55,6 +57,7 @@ def build_api(
         stop_event=shutdown.event,
         ca_bundle=api.ca_bundle,
         metrics=metrics,
+        cache_ttl=cache_ttl,
     )
 
 
@@ -74,20 +77,21 @@ def follower_factory(
 ) -> Callable[..., ProjectFollower]:
     """Makes the follower of one follow entry, resuming from its saved cursors.
 
-    ``make(entry, now, others)``: ``now`` are the cursors as saved at this moment, for a
-    follower made later in the run (a project discovered again; the start-up ones are stale
-    by then); ``others`` are deployments that other follow entries read (pinned ones).
+    ``make(entry, cursors, others)``: ``cursors`` are the project's cursors as saved at this
+    moment, for a follower made later in the run (a project discovered again; ``saved``, read
+    at start, is stale by then); ``others`` are deployments that other follow entries read
+    (pinned ones).
     """
 
     prefetcher = Prefetcher(config.api.max_in_flight)
 
     def make(
         entry: FollowConfig,
-        now: Mapping[tuple[int, str], Cursor] | None = None,
+        cursors: Mapping[tuple[int, str], Cursor] | None = None,
         others: frozenset[str] = frozenset(),
     ) -> ProjectFollower:
-        cursors = saved if now is None else now
-        mine = {d: c for (p, d), c in cursors.items() if p == entry.project_id}
+        known = saved if cursors is None else cursors
+        mine = {d: c for (p, d), c in known.items() if p == entry.project_id}
         return ProjectFollower(
             api,
             entry.project_id,

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
     log_file = Path(args.log_file).absolute() if args.log_file else None
     service.serve(
         config,
-        build_api(config, shutdown, FOLLOWING, Metrics()),
+        build_api(config, shutdown, FOLLOWING, Metrics(), service.shared_reads(config)),
         shutdown,
         once=args.once,
         detach=pidfile if args.detach else None,

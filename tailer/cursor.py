@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from tailer.records import fingerprint
 
 TAIL_LINES = 4
 """How many of the last delivered lines' fingerprints a cursor keeps for realignment."""
+
+Mark = Mapping[str, int | str | None]
+"""What one output needs to recover after a crash, saved with the cursor (see ``Sink.stamp``):
+values by name, as JSON keeps them."""
+
+
+class MarkError(ValueError):
+    """An output's mark in a saved cursor is not one that output makes (edited by hand)."""
+
+    def __init__(self, cursor: Cursor, output: str) -> None:
+        self.project_id, self.deploy_id = cursor.project_id, cursor.deploy_id
+        super().__init__(
+            f"its {output} mark is not one qc-tail makes: {dict(cursor.mark(output))!r}; "
+            "move this cursor file away to read the deployment afresh"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +40,10 @@ class Cursor:
     ``run`` then counts the last lines delivered that repeat that period (``tail`` among
     them), and ``anchor`` is the fingerprint of the line before them (None if they reach back
     to the first line known): together, a fingerprint of the whole run (``signature``).
+
+    ``marks`` hold, by output, what each output needs to recover after a crash (a file's
+    length, Loki's last timestamp): saved in one write with the rest, so that they always
+    describe the same moment. Only the output that made a mark reads it.
     """
 
     project_id: int
@@ -33,14 +52,19 @@ class Cursor:
     trimmed: int = 0
     tail: tuple[str, ...] = ()
     total: int | None = None
-    file_size: int | None = None  # the output file's length once this cursor's lines were in it
-    file_inode: int | None = None
-    file_last: str | None = None  # fingerprint of the file's last line, as its bytes were written
     done: bool = False  # drained and dropped: a restart need not read it again
     launched: float | None = None  # the deployment's launch (epoch seconds), when known
-    last_ns: int | None = None  # the last Loki timestamp given to a line of it
+    marks: Mapping[str, Mark] = field(default_factory=dict, hash=False)
     run: int = 0  # the last lines delivered that repeat the tail's period (0: it has none)
     anchor: str | None = None  # the fingerprint of the line before them, if known
+
+    def mark(self, output: str) -> Mark:
+        """What ``output`` saved with this cursor (empty if nothing)."""
+        return self.marks.get(output, {})
+
+    def marked(self, output: str, mark: Mark) -> Cursor:
+        """The cursor with ``output``'s mark replaced."""
+        return replace(self, marks={**self.marks, output: dict(mark)})
 
     def line_number(self, offset: int) -> int:
         """The project-wide number of the next line, given the deployment's current offset."""

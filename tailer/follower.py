@@ -33,6 +33,26 @@ class Start:
     since: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A deployment begun, with its first cursor: saved before anything else happens, a
+    restart resumes it where it began, lines or none (nothing else would tell the restarted
+    follower that it was being followed or drained)."""
+
+    cursor: Cursor
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A deployment read to its end and let go, with its last cursor (done)."""
+
+    cursor: Cursor
+
+
+Event = Started | Batch | Ended
+"""What a poll yields, in order: the deployments begun, their lines and gaps, those ended."""
+
+
 class ProjectFollower:
     """Yields a project's new lines in order, deployment after deployment.
 
@@ -81,30 +101,53 @@ class ProjectFollower:
         self._successor: DeploymentReader | None = None  # for a pinned deployment
         self.deployment: Deployment | None = None
         self._waiting_logged = False
-        self.finished: list[Cursor] = []  # drained deployments' last cursors, to save as done
-        self.started: list[Cursor] = []  # first cursors of deployments begun, to save at once
+        self._begun: list[Cursor] = []  # first cursors of deployments begun, not yet said
+        self.polls_caught_up = 0  # polls that read every deployment followed to its end
 
     @property
     def readers(self) -> list[DeploymentReader]:
         return list(self.chain)
 
-    def poll(self) -> Iterator[Batch]:
-        """New lines (and gaps), in order, from the committed cursors.
+    @property
+    def caught_up(self) -> bool:
+        """Every deployment followed was read to its end by the last poll."""
+        return all(reader.caught_up for reader in self.chain)
 
-        Batches may be read ahead of their commit (to deliver several at once); whatever was
-        not committed when the iteration stops is read again by the next poll.
+    def poll(self) -> Iterator[Event]:
+        """The deployments begun, their new lines (and gaps) in order, and those ended.
+
+        Each batch is handed out once: the next poll goes on after it. Whoever takes a batch
+        delivers it, or keeps it to deliver before anything more is read. What was read but
+        not handed out when the iteration stopped (an error, a stop) is read again.
         """
-        if not self.begin():
+        yield from self.begin()
+        if not self.chain:
             return
         for reader in self.chain:
             reader.rewind()
-        self._forget_drained()
-        yield from self._poll_chain()
+        yield from self._forget_drained()
+        for batch in self._poll_chain():
+            yield from self._said_begun()  # a redeploy found: before any line of it
+            yield batch
+        yield from self._said_begun()
+        if self.caught_up:
+            self.polls_caught_up += 1
 
-    def begin(self) -> bool:
+    def begin(self) -> list[Started]:
         """Choose the deployments to read and where each starts, once (the first ``poll``
-        does it if nothing did before); False while the project has no deployment."""
-        return bool(self.chain) or self._begin()
+        does it if nothing did before): those begun, to save at once. Nothing while the
+        project has no deployment."""
+        if not self.chain:
+            self._begin()
+        return self._said_begun()
+
+    def end(self) -> list[Ended]:
+        """Let every deployment go (the project is no longer followed): their last cursors."""
+        return [Ended(replace(reader.cursor, done=True)) for reader in self.chain]
+
+    def _said_begun(self) -> list[Started]:
+        begun, self._begun = self._begun, []
+        return [Started(cursor) for cursor in begun]
 
     def _poll_chain(self) -> Iterator[Batch]:
         for index, reader in enumerate(list(self.chain)[:-1]):
@@ -112,12 +155,6 @@ class ProjectFollower:
             successor.probe()
             yield from self._drain_reader(reader, successor)
         yield from self._follow_last()
-
-    def commit(self, batch: Batch) -> None:
-        for reader in self.chain:
-            if reader.deploy_id == batch.cursor.deploy_id:
-                reader.commit(batch)
-                return
 
     # -- the last deployment of the chain -------------------------------------------------
 
@@ -148,6 +185,7 @@ class ProjectFollower:
         if self._until is not None:
             safe_end = min(safe_end, self._until)
         while batch is not None:
+            reader.commit(batch)
             yield batch
             if reader.ahead.line_number(reader.offset) >= safe_end:
                 return  # all the answer promised is read: asking again would find no more
@@ -161,6 +199,7 @@ class ProjectFollower:
         while (
             batch := reader.read(successor.offset, limit=self._until, recheck=successor.reprobe)
         ) is not None:
+            reader.commit(batch)
             yield batch
 
     def _newer_deployment(self, reader: DeploymentReader) -> str:
@@ -346,9 +385,7 @@ class ProjectFollower:
         """A reader at the saved cursor, or placed by ``start`` (the configured one if None).
 
         A new reader of a deployment to follow (not a pinned one's successor, only probed)
-        puts its first cursor in ``started``, to be saved before anything else happens: a
-        restart then resumes it where it began, even if it had no line yet (nothing else
-        would tell the restarted follower that it was being followed or drained).
+        is said to have begun (``Started``).
         """
         name = self.name or str(self.project_id)
         saved = self._saved.pop(deployment.deploy_id, None)
@@ -366,7 +403,7 @@ class ProjectFollower:
         if start.kind in ("end", "last", "line", "since"):
             reader.place(replace(cursor, position=self._skip(start, reader, end)))
         if followed:
-            self.started.append(reader.cursor)
+            self._begun.append(reader.cursor)
         return reader
 
     def _skip(self, start: Start, reader: DeploymentReader, end: int | None) -> int:
@@ -384,7 +421,7 @@ class ProjectFollower:
             )
         return visible
 
-    def _forget_drained(self) -> None:
+    def _forget_drained(self) -> Iterator[Ended]:
         """Drop superseded deployments whose drain period is over."""
         now = self._clock()
         while len(self.chain) > 1:
@@ -395,7 +432,7 @@ class ProjectFollower:
             log.info("drained", deploy=oldest.deploy_id)
             self.chain.pop(0)
             del self._superseded[oldest.deploy_id]
-            self.finished.append(replace(oldest.cursor, done=True))
+            yield Ended(replace(oldest.cursor, done=True))
 
 
 def _launched_after(reader: DeploymentReader, listed: list[Deployment]) -> list[Deployment]:

@@ -77,7 +77,8 @@ class StatusWatch:
         self._due = 0.0
         self._failing = False
         self.stops: dict[str, tuple[Stop, float]] = {}  # deploy id -> stop, and when it ended
-        self._rechecked: set[str] = set()  # drained deployments whose readers must read again
+        # Drained deployments: the follower's polls that read to the end, when it was drained.
+        self._rechecked: dict[str, int] = {}
 
     def check(self) -> None:
         """Ask, if due; announce what stopped since the last answer."""
@@ -127,9 +128,7 @@ class StatusWatch:
             stopped = self.stops.get(follower.pinned or "")
             if stopped is None or self._wall() - stopped[1] < self.drain:
                 return False
-            if follower.pinned not in self._rechecked:  # only a read after the drain counts:
-                self._rechecked.add(follower.pinned or "")  # forget what earlier ones found
-                for reader in follower.readers:
-                    reader.caught_up = False
-            finished = finished and all(reader.caught_up for reader in follower.readers)
+            # Only a read after the drain counts: not the polls that found nothing before.
+            before = self._rechecked.setdefault(follower.pinned or "", follower.polls_caught_up)
+            finished = finished and follower.polls_caught_up > before
         return finished

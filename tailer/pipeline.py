@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 
 from tailer.cursor import Cursor
@@ -14,9 +14,9 @@ from tailer.reader import Batch
 from tailer.sinks import Record, Sink
 
 Save = Callable[[Cursor], None]
+Load = Callable[[int], Mapping[tuple[int, str], Cursor]]
+"""The saved cursors of one project."""
 Guard = Callable[[], AbstractContextManager[None]]
-MakeFollower = Callable[[int, frozenset[str]], ProjectFollower]
-"""A follower for a discovered project, leaving alone the deployments given (pinned ones)."""
 
 
 class Pipeline:
@@ -39,7 +39,7 @@ class Pipeline:
         *,
         name: str = "main",
         save: Save | None = None,
-        make_follower: MakeFollower | None = None,
+        load: Load | None = None,
         saved: Iterable[tuple[int, str]] = (),
         unfinished: Iterable[tuple[int, str]] = (),
         interruptible: bool = False,
@@ -55,10 +55,14 @@ class Pipeline:
         self.outputs = list(outputs)
         self.followers = list(followers)
         self._save = save
-        self.make_follower = make_follower
+        self._load = load
         self._saved: set[tuple[int, str]] = set(saved)  # deployments with a cursor on disk
         self.unfinished = frozenset(unfinished)  # those not done when the run began
         self.unsaved: dict[tuple[int, str], Cursor] = {}
+
+    def saved(self, project_id: int) -> Mapping[tuple[int, str], Cursor]:
+        """The project's cursors as saved now (none if this pipeline saves none)."""
+        return {} if self._load is None else self._load(project_id)
 
     def deliver(self, group: Sequence[Batch], guard: Guard = contextlib.nullcontext) -> int:
         """Write, flush, stamp and save: after this the group is durable in every output.

@@ -85,7 +85,7 @@ class _Plan:
 
 
 class DeploymentReader:
-    """Reads a deployment's next lines from its committed cursor, one window per call.
+    """Reads a deployment's next lines from its cursor, one window per call.
 
     Every read starts a few lines early, at the last lines delivered, and checks them against
     the cursor's fingerprints: if the API trimmed old lines since, the numbers have shifted and
@@ -142,8 +142,8 @@ class DeploymentReader:
         self._export: PlacedExport | None = None  # an export placed: windows answered from it
         self._export_declined = False  # tried in this catch-up; windows until caught up
         self._exported: LogWindow | None = None  # the last window answered from the export
-        self.cursor = cursor  # committed: the outputs have everything before it
-        self.ahead = cursor  # read: where the next read starts (batches not yet committed)
+        self.cursor = cursor  # handed out: everything before it went to be delivered
+        self.ahead = cursor  # read: where the next read starts (batches not yet handed out)
         self.name = name
         self.offset = offset  # the deploymentOffset the API last reported
         self.length = 0  # the project's row count the API last reported
@@ -202,7 +202,7 @@ class DeploymentReader:
         self._shown = None
 
     def rewind(self) -> None:
-        """Forget reads that were never committed: the next read starts at the cursor (and
+        """Forget reads that were never handed out: the next read starts at the cursor (and
         asks the API afresh)."""
         self.ahead = self.cursor
         self._shown = None
@@ -564,7 +564,7 @@ class DeploymentReader:
         return self._fetch(start, stop, fresh=True)
 
     def commit(self, batch: Batch) -> None:
-        """The outputs have the batch durably."""
+        """The batch is handed out: whoever took it delivers it, so reads go on after it."""
         self.cursor = batch.cursor
 
     def _batch(self, rows: list[str], first: int) -> Batch:

@@ -8,12 +8,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import structlog
 
 from tailer.budget import requests_of
 from tailer.config import DRAIN
+from tailer.cursor import Cursor
 from tailer.discovery import Discovery
 from tailer.errors import (
     ApiError,
@@ -24,7 +25,7 @@ from tailer.errors import (
     TransientError,
     UnreachableError,
 )
-from tailer.follower import ProjectFollower
+from tailer.follower import Event, ProjectFollower
 from tailer.health import Health
 from tailer.lifecycle import Lifecycle
 from tailer.pipeline import Pipeline
@@ -41,6 +42,10 @@ TURN_GROUPS = 1
 """Groups a follower delivers in one turn before other due followers have theirs."""
 _RECOVERABLE = (TransientError, UnreachableError, ApiError, OutputError)
 
+MakeFollower = Callable[[Pipeline, int, frozenset[str]], ProjectFollower]
+"""A follower of a project found running, for a pipeline (resuming from its cursors there),
+leaving alone the deployments given (other follow entries read them)."""
+
 
 @dataclass(slots=True)
 class _Slot:
@@ -53,7 +58,8 @@ class _Slot:
     discovered: bool = False
     ending_since: float | None = None  # discovery no longer sees it running
     phased: bool = False
-    batches: Iterator[Batch] | None = None  # a poll its last turn left unfinished
+    events: Iterator[Event] | None = None  # a poll its last turn left unfinished
+    kept: list[Batch] | None = None  # handed out, not delivered: delivered before any more
     rhythm: Rhythm | None = None  # when its deployment publishes (None: polled at the interval)
     asked: float = 0.0  # when its poll in hand began
 
@@ -62,13 +68,15 @@ class Scheduler:
     """Polls each follower when it is due and delivers its batches in order.
 
     Each follower belongs to a pipeline (its outputs and cursors); a group of its batches is
-    delivered there, then committed, and only then does the follower move on. A follower that
+    delivered there, and a group that could not be is kept and delivered before the follower
+    is asked for more (what a follower hands out is never read again). A follower that
     finds lines is polled again at ``interval``; an idle one backs off, doubling up to
     ``max_interval``; a failing one too, with one event when it starts failing and one when
     it recovers. A catch-up goes in turns of ``TURN_GROUPS`` groups, so that it holds back
     no other follower (nor discovery). With discovery, projects that start running get a
     follower in every pipeline, and those that stop are dropped once drained; so are, at
-    start, projects whose deployment was left unfinished, whatever their status now.
+    start, projects whose deployment was left unfinished, whatever their status now;
+    ``make_follower`` makes their followers.
 
     With ``polls`` above one, ``run`` polls up to that many followers at once (``Polls``):
     a follower whose answers trickle or never come holds back only itself. Deliveries to a
@@ -85,8 +93,8 @@ class Scheduler:
         max_interval: float,
         drain: float = DRAIN,
         discovery: Discovery | None = None,
+        make_follower: MakeFollower | None = None,
         clock: Callable[[], float] = time.monotonic,
-        auth_grace: float = 3600.0,
         health: Health | None = None,
         polls: int = 1,
         lifecycle: Lifecycle | None = None,
@@ -100,7 +108,10 @@ class Scheduler:
         self.interval = interval
         self.max_interval = max(interval, max_interval)
         self.drain = drain
+        if discovery is not None and make_follower is None:
+            raise ValueError("discovery needs a way to make followers")
         self.discovery = discovery
+        self._make_follower = make_follower
         self._clock = clock
         self.slots = [
             _Slot(follower, pipeline, interval, rhythm=self._rhythm())
@@ -109,7 +120,7 @@ class Scheduler:
         ]
         self.delivered = 0
         self._phases = 0
-        self.health = health or Health(auth_grace)  # shared by the workers, if several
+        self.health = health or Health()  # shared by the workers, if several
         self.lifecycle = lifecycle  # shared too: says when each deployment starts and ends
         self._on_progress: Callable[[], None] | None = None
         self._resumed = False  # projects left unfinished by the last run have followers
@@ -127,14 +138,6 @@ class Scheduler:
     @property
     def auth_failing_since(self) -> float | None:
         return self.health.auth_failing_since
-
-    @property
-    def auth_grace(self) -> float:
-        return self.health.grace
-
-    @auth_grace.setter
-    def auth_grace(self, seconds: float) -> None:
-        self.health.grace = seconds
 
     @property
     def failing(self) -> int:
@@ -281,18 +284,15 @@ class Scheduler:
 
     def _add(self, project_id: int, event: str) -> None:
         """A follower of the project in every pipeline, begun at once."""
-        names = [p.name for p in self.pipelines if p.make_follower is not None]
-        log.info(event, project=project_id, outputs=", ".join(names))
+        assert self._make_follower is not None
+        log.info(event, project=project_id, outputs=", ".join(p.name for p in self.pipelines))
         followers = [slot.follower for slot in self.slots if slot.follower.project_id == project_id]
         others = frozenset(f.pinned for f in followers if f.pinned is not None)  # theirs
         for pipeline in self.pipelines:
-            if pipeline.make_follower is not None:
-                follower = pipeline.make_follower(project_id, others)
-                slot = _Slot(
-                    follower, pipeline, self.interval, discovered=True, rhythm=self._rhythm()
-                )
-                self.slots.append(slot)
-                self._begin(slot)
+            follower = self._make_follower(pipeline, project_id, others)
+            slot = _Slot(follower, pipeline, self.interval, discovered=True, rhythm=self._rhythm())
+            self.slots.append(slot)
+            self._begin(slot)
 
     def _begin(self, slot: _Slot) -> None:
         """Fix where a follower starts, and save it before any other work: a restart then
@@ -303,9 +303,9 @@ class Scheduler:
 
     def _start(self, slot: _Slot) -> None:
         with self._requests(slot):
-            slot.follower.begin()
-        with self._outputs[slot.pipeline], self.shutdown.critical():
-            self._save_started(slot)
+            begun = slot.follower.begin()
+        for started in begun:
+            self._persist(slot, started.cursor)
         self._observe(slot)
 
     def _observe(self, slot: _Slot) -> None:
@@ -322,7 +322,7 @@ class Scheduler:
 
     def _turn(self, slot: _Slot) -> Callable[[], int]:
         def turn() -> int:
-            if slot.batches is None:  # a new poll (not the rest of one): when it asked
+            if slot.events is None:  # a new poll (not the rest of one): when it asked
                 slot.asked = self._clock()
             with self._requests(slot):
                 return self._poll(slot, turn=TURN_GROUPS)
@@ -358,7 +358,7 @@ class Scheduler:
             return
         self._succeeded()
         self._recovered(slot)
-        if slot.batches is not None:  # its turn ended mid catch-up: due again, after others
+        if slot.events is not None:  # its turn ended mid catch-up: due again, after others
             slot.delay = self.interval
             slot.due = self._clock()
             return
@@ -402,71 +402,77 @@ class Scheduler:
         return due
 
     def _poll(self, slot: _Slot, turn: int | None = None) -> int:
-        """Deliver a follower's new batches, several windows at a time, then commit them;
-        after ``turn`` groups, stop: the next call goes on where this one stopped."""
-        found = 0
-        follower = slot.follower
-        outputs = self._outputs[slot.pipeline]
-        with outputs, self.shutdown.critical():  # cursors a full state directory held back
-            slot.pipeline.save_unsaved()  # come first
-        batches = slot.batches or follower.poll()
-        slot.batches = None  # kept only if the turn ends with batches to come
+        """Deliver a follower's new batches, several windows at a time; after ``turn``
+        groups, stop: the next call goes on where this one stopped.
+
+        A group that could not be delivered (an output failed, the state directory refused
+        its first cursor, the follower failed before the group was full) is kept, and
+        delivered before the follower is asked for more.
+        """
+        with self._outputs[slot.pipeline], self.shutdown.critical():
+            slot.pipeline.save_unsaved()  # cursors a full state directory held back come first
+        found = self._deliver_kept(slot)
+        events = slot.events or slot.follower.poll()
+        slot.events = None  # kept only if the turn ends with events to come
         group: list[Batch] = []
         lines = groups = 0
-        for batch in batches:
-            group.append(batch)
-            lines += batch.count
-            if lines >= GROUP_LINES:
-                found += self._deliver(slot, group)
-                group, lines, groups = [], 0, groups + 1
-                if turn is not None and groups >= turn:
-                    slot.batches = batches
-                    break
+        try:
+            for event in events:
+                if not isinstance(event, Batch):  # a deployment begun or ended
+                    self._persist(slot, event.cursor)
+                    continue
+                group.append(event)
+                lines += event.count
+                if lines >= GROUP_LINES:
+                    found += self._deliver(slot, group)
+                    group, lines, groups = [], 0, groups + 1
+                    if turn is not None and groups >= turn:
+                        slot.events = events
+                        break
+        except BaseException:
+            slot.kept = slot.kept or group or None
+            raise
         if group:
             found += self._deliver(slot, group)
-        with outputs, self.shutdown.critical():
-            self._save_started(slot)
-            while follower.finished:
-                slot.pipeline.persist(follower.finished.pop(0))
-            self.delivered += found
         self._observe(slot)
         return found
 
-    def _save_started(self, slot: _Slot) -> None:
-        """Save the first cursors of deployments the follower began with, before any of its
-        lines are delivered: a restart then follows (or drains) them, lines or none yet."""
-        while slot.follower.started:
-            slot.pipeline.persist(slot.follower.started.pop(0))
+    def _persist(self, slot: _Slot, cursor: Cursor) -> None:
+        with self._outputs[slot.pipeline], self.shutdown.critical():
+            slot.pipeline.persist(cursor)
+
+    def _deliver_kept(self, slot: _Slot) -> int:
+        group, slot.kept = slot.kept, None
+        return self._deliver(slot, group) if group else 0
 
     def _deliver(self, slot: _Slot, group: list[Batch]) -> int:
         with self._outputs[slot.pipeline]:  # one delivery at a time to a pipeline
-            with self.shutdown.critical():
-                self._save_started(slot)
             try:
                 slot.pipeline.deliver(group, guard=self.shutdown.critical)
             except CursorSaveError as exc:
-                if exc.delivered:  # the outputs have the lines: only their cursors wait
-                    for batch in group:
-                        slot.follower.commit(batch)
+                if not exc.delivered:  # else the outputs have the lines: only cursors wait
+                    slot.kept = group
                 raise
-        for batch in group:
-            slot.follower.commit(batch)
+            except BaseException:
+                slot.kept = group
+                raise
+            found = sum(batch.count for batch in group)
+            self.delivered += found
         self._succeeded()  # lines delivered: the API and the outputs both work
         if self._on_progress is not None:
             self._on_progress()
-        return sum(batch.count for batch in group)
+        return found
 
     def _ended(self, slot: _Slot) -> bool:
         """A discovered project that stopped running, drained, and read to the end."""
         since = slot.ending_since
         if since is None or self._clock() - since < self.drain:
             return False
-        return all(reader.caught_up for reader in slot.follower.readers)
+        return slot.follower.caught_up
 
     def _drop(self, slot: _Slot) -> None:
-        with self._outputs[slot.pipeline], self.shutdown.critical():
-            for reader in slot.follower.readers:
-                slot.pipeline.persist(replace(reader.cursor, done=True))
+        for ended in slot.follower.end():
+            self._persist(slot, ended.cursor)
         log.info("stopped_following", project=slot.follower.project_id, name=slot.follower.name)
         self.slots.remove(slot)
         if self.lifecycle is not None:

@@ -13,17 +13,19 @@ import structlog
 from tailer.api import QcApi
 from tailer.assembly import build_exporter, follower_factory
 from tailer.config import Config, FollowConfig
+from tailer.cursor import MarkError
 from tailer.daemon import Notifier, detached
 from tailer.directories import prepare
 from tailer.discovery import Discovery
-from tailer.errors import WriteFailedError
+from tailer.errors import StateError, WriteFailedError
 from tailer.export import Exporter
+from tailer.follower import ProjectFollower
 from tailer.health import Health
 from tailer.lifecycle import Lifecycle
 from tailer.metrics import Metrics
 from tailer.metrics_listener import MetricsListener
 from tailer.pipeline import Pipeline
-from tailer.scheduler import Scheduler
+from tailer.scheduler import MakeFollower, Scheduler
 from tailer.shutdown import Shutdown
 from tailer.sinks import Sink
 from tailer.sinks.files import DIR_MODE, FileSink
@@ -73,7 +75,7 @@ def _follow(
 ) -> None:
     metrics = api.metrics or Metrics()
     lifecycle = Lifecycle(metrics)
-    pipelines = _pipelines(config, api, shutdown, metrics=metrics)
+    pipelines, make_follower = _pipelines(config, api, shutdown, metrics=metrics)
     verdicts: list[Callable[[], str | None]] = []  # the workers', once they run
     listen = config.metrics.listen
     listener = None
@@ -85,11 +87,15 @@ def _follow(
             listener = MetricsListener(listen, metrics, lambda: verdicts[0]() if verdicts else None)
         lifecycle.started(config, list(metrics.lines_by_output()))
         if once:  # pipeline by pipeline: the files first, then Loki
-            shutdown.heartbeat = notifier.watchdog
-            shutdown.heartbeat_every = notifier.watchdog_interval
-            _scheduler(config, pipelines, shutdown, discovery, lifecycle=lifecycle).poll_once()
+            scheduler = _scheduler(
+                config, pipelines, shutdown, discovery, make_follower, lifecycle=lifecycle
+            )
+            with shutdown.beating(notifier.watchdog, notifier.watchdog_interval):
+                scheduler.poll_once()
         else:
-            _work(config, pipelines, shutdown, discovery, notifier, lifecycle, verdicts)
+            _work(
+                config, pipelines, shutdown, discovery, make_follower, notifier, lifecycle, verdicts
+            )
     finally:
         lifecycle.stopping()
         notifier.stopping()
@@ -104,6 +110,7 @@ def _scheduler(
     pipelines: list[Pipeline],
     shutdown: Shutdown,
     discovery: Discovery | None,
+    make_follower: MakeFollower,
     health: Health | None = None,
     lifecycle: Lifecycle | None = None,
 ) -> Scheduler:
@@ -114,6 +121,7 @@ def _scheduler(
         max_interval=config.poll.max_interval,
         drain=config.poll.drain,
         discovery=discovery,
+        make_follower=make_follower,
         health=health,
         polls=config.api.max_in_flight,  # a slow deployment holds back no other's polls
         lifecycle=lifecycle,
@@ -125,6 +133,7 @@ def _work(
     pipelines: list[Pipeline],
     shutdown: Shutdown,
     discovery: Discovery | None,
+    make_follower: MakeFollower,
     notifier: Notifier,
     lifecycle: Lifecycle,
     verdicts: list[Callable[[], str | None]],
@@ -137,7 +146,8 @@ def _work(
     schedulers = []
     for n, pipeline in enumerate(pipelines):
         view = discovery.share() if discovery is not None and n else discovery
-        schedulers.append(_scheduler(config, [pipeline], shutdown, view, health, lifecycle))
+        scheduler = _scheduler(config, [pipeline], shutdown, view, make_follower, health, lifecycle)
+        schedulers.append(scheduler)
     workers = Workers(schedulers, shutdown, stall=notifier.watchdog_interval)
     stall = notifier.watchdog_interval or config.metrics.stall
     verdicts.append(lambda: workers.stalled(stall))
@@ -154,14 +164,25 @@ def _work(
     workers.run(on_tick=tick)
 
 
+def shared_reads(config: Config) -> float:
+    """How long one ``/live/logs/read`` answer may serve an identical read: files (and
+    stdout) and Loki, each on its own thread, read the same windows at nearly the same time,
+    and one request then serves both."""
+    output = config.output
+    both = output.loki is not None and bool(output.directory or output.stdout)
+    return min(1.0, config.poll.interval / 2) if both else 0.0
+
+
 def _pipelines(
     config: Config,
     api: QcApi,
     shutdown: Shutdown,
     clock: Callable[[], float] = time.monotonic,
     metrics: Metrics | None = None,
-) -> list[Pipeline]:
-    """Files and stdout share cursors (stdout last: it gets a line once files have it);
+) -> tuple[list[Pipeline], MakeFollower]:
+    """The pipelines, and how a project found running gets a follower in each.
+
+    Files and stdout share cursors (stdout last: it gets a line once files have it);
     ``clock`` times the followers' drains; ``metrics`` counts what each output gets."""
     output = config.output
     outputs: list[Sink] = []
@@ -182,12 +203,13 @@ def _pipelines(
         )
         names.append("stdout")
     pipelines = []
+    makers: dict[Pipeline, Callable[..., ProjectFollower]] = {}
     exporter = build_exporter(api, config, config.state.dir / EXPORT_QUOTA_FILE)  # one for all
     if outputs:
         name = " and ".join(names)
         store = CursorStore(config.state.dir)
         pipelines.append(
-            _pipeline(name, outputs, store, config, api, clock, metrics, names, exporter)
+            _pipeline(name, outputs, store, config, api, clock, metrics, names, exporter, makers)
         )
     if output.loki is not None:  # its own cursors: a Loki outage must not hold the files back
         loki = LokiSink(output.loki, sleep=shutdown.sleep)
@@ -204,15 +226,21 @@ def _pipelines(
                 metrics,
                 ["loki"],
                 exporter,
+                makers,
                 interruptible=True,
                 counts_gaps=not pipelines,  # the files' pipeline reads the same gaps
             )
         )
     if metrics is not None:
         metrics.outputs(label for pipeline in pipelines for label in pipeline.labels)
-    if len(pipelines) > 1:
-        api.cache_ttl = min(1.0, config.poll.interval / 2)  # one request serves both pipelines
-    return pipelines
+
+    def make_follower(
+        pipeline: Pipeline, project_id: int, others: frozenset[str]
+    ) -> ProjectFollower:
+        entry = FollowConfig(project_id, start=config.discovery.start)
+        return makers[pipeline](entry, pipeline.saved(project_id), others)
+
+    return pipelines, make_follower
 
 
 def _stdout_closed() -> None:
@@ -239,23 +267,26 @@ def _pipeline(
     clock: Callable[[], float],
     metrics: Metrics | None,
     labels: list[str],
-    exporter: Exporter | None = None,
+    exporter: Exporter | None,
+    makers: dict[Pipeline, Callable[..., ProjectFollower]],
     *,
     interruptible: bool = False,
     counts_gaps: bool = True,
 ) -> Pipeline:
     saved = store.load_all()
     for output in outputs:
-        output.recover(saved.values())
-    make = follower_factory(api, config, saved, clock, exporter)
-    return Pipeline(
+        try:
+            output.recover(saved.values())
+        except MarkError as exc:  # a cursor file edited by hand: as if it did not parse
+            path = store.path(exc.project_id, exc.deploy_id)
+            raise StateError(str(exc), path=str(path)) from None
+    make = follower_factory(api, config, saved, clock, exporter)  # one prefetcher a pipeline
+    pipeline = Pipeline(
         outputs,
         [make(entry) for entry in config.follows],
         name=name,
         save=store.save,
-        make_follower=lambda pid, others: make(
-            FollowConfig(pid, start=config.discovery.start), store.load_project(pid), others
-        ),
+        load=store.load_project,
         saved=saved.keys(),
         unfinished=[key for key, cursor in saved.items() if not cursor.done],
         interruptible=interruptible,
@@ -263,3 +294,5 @@ def _pipeline(
         labels=labels,
         counts_gaps=counts_gaps,
     )
+    makers[pipeline] = make
+    return pipeline

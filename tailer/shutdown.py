@@ -48,8 +48,7 @@ class Shutdown:
         self._settled = threading.Condition()
         self._on_hangup: list[Callable[[], None]] = []
         self._previous: dict[int, Any] = {}
-        self.heartbeat: Callable[[], None] | None = None
-        self.heartbeat_every: float | None = None
+        self._heartbeat: tuple[Callable[[], None], float | None] | None = None  # see beating
 
     @property
     def requested(self) -> bool:
@@ -80,19 +79,26 @@ class Shutdown:
         self.signum = signum
         self.event.set()
 
-    def wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``; True if a stop was requested.
+    @contextmanager
+    def beating(self, heartbeat: Callable[[], None], every: float | None) -> Iterator[None]:
+        """While inside, every wait calls ``heartbeat`` (systemd's watchdog) at least every
+        ``every`` seconds (None: once per wait): a deliberate wait is not a hang. Only a stuck
+        request or a stuck loop (which never reach a wait) let the pings stop."""
+        self._heartbeat = (heartbeat, every)
+        try:
+            yield
+        finally:
+            self._heartbeat = None
 
-        While sleeping, ``heartbeat`` (systemd's watchdog) is called at least every
-        ``heartbeat_every`` seconds: a deliberate wait is not a hang. Only a stuck request or
-        a stuck loop (which never reach a wait) let the pings stop.
-        """
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True if a stop was requested (see ``beating``)."""
         deadline = time.monotonic() + max(0.0, seconds)
+        beat, every = self._heartbeat or (None, None)
         while True:
-            if self.heartbeat is not None:
-                self.heartbeat()
+            if beat is not None:
+                beat()
             left = deadline - time.monotonic()
-            step = left if self.heartbeat_every is None else min(left, self.heartbeat_every)
+            step = left if every is None else min(left, every)
             if self.event.wait(max(0.0, step)) or left <= step:
                 return self.event.is_set()
 

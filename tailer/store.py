@@ -27,17 +27,21 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "trimmed": int,
     "tail": list,
     "total": (int, type(None)),
-    "file_size": (int, type(None)),
-    "file_inode": (int, type(None)),
     "done": bool,
 }
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "launched": (float, int, type(None)),
-    "last_ns": (int, type(None)),
-    "file_last": (str, type(None)),
     "run": (int, type(None)),
     "anchor": (str, type(None)),
+    "marks": (dict, type(None)),
 }
+_LEGACY: dict[str, tuple[str, str]] = {
+    "file_size": ("file", "size"),
+    "file_inode": ("file", "inode"),
+    "file_last": ("file", "last"),
+    "last_ns": ("loki", "last_ns"),
+}
+"""Marks that cursors saved before outputs kept their own marks held as fields."""
 
 
 def safe_name(value: str) -> str:
@@ -123,14 +127,11 @@ class CursorStore:
             trimmed=raw["trimmed"],
             tail=tuple(raw["tail"]),
             total=raw["total"],
-            file_size=raw["file_size"],
-            file_inode=raw["file_inode"],
             done=raw["done"],
             launched=raw.get("launched"),
-            last_ns=raw.get("last_ns"),
+            marks=_marks(raw),
             run=raw.get("run") or 0,  # older cursors: the run is not known
             anchor=raw.get("anchor"),
-            file_last=raw.get("file_last"),
         )
 
 
@@ -150,6 +151,14 @@ def _read(path: Path) -> dict[str, Any]:
     return raw
 
 
+def _marks(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    marks: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (raw.get("marks") or {}).items()}
+    for key, (output, name) in _LEGACY.items():
+        if raw.get(key) is not None:
+            marks.setdefault(output, {}).setdefault(name, raw[key])
+    return marks
+
+
 def _invalid(raw: dict[str, Any]) -> str | None:
     """What is wrong with a cursor's fields, if anything."""
     for key, kind in _FIELDS.items():
@@ -160,8 +169,18 @@ def _invalid(raw: dict[str, Any]) -> str | None:
         value = raw.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
             return f"field {key!r} is of the wrong type"
+    for key in _LEGACY:
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, int | str) or isinstance(value, bool)):
+            return f"field {key!r} is of the wrong type"
     if not all(isinstance(item, str) for item in raw["tail"]):
         return "field 'tail' holds something other than strings"
+    for output, mark in (raw.get("marks") or {}).items():
+        scalars = (int, str, type(None))
+        if not isinstance(mark, dict) or not all(
+            isinstance(v, scalars) and not isinstance(v, bool) for v in mark.values()
+        ):
+            return f"its {output} mark is not a set of whole numbers and strings"
     if raw["position"] < 0 or raw["trimmed"] < 0 or raw["trimmed"] > raw["position"]:
         return "position/trimmed out of range"
     if (raw.get("run") or 0) < 0:

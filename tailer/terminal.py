@@ -87,12 +87,7 @@ def tail(
     if options.all:
         every = min(config.discovery.interval, interval)
         discovery = Discovery(api, replace(config.discovery, enabled=True, interval=every))
-    pipeline = Pipeline(
-        outputs,
-        followers,
-        name="stdout",
-        make_follower=(lambda pid, others: make(pid)) if options.all else None,
-    )
+    pipeline = Pipeline(outputs, followers, name="stdout")
     scheduler = Scheduler(
         [pipeline],
         shutdown,
@@ -102,6 +97,7 @@ def tail(
         learn_fast=True,
         drain=config.poll.drain,
         discovery=discovery,
+        make_follower=lambda _pipeline, project_id, _others: make(project_id),
         polls=config.api.max_in_flight if several else 1,  # a slow target holds back no other
     )
     if options.progress:

@@ -73,18 +73,17 @@ class Workers:
         """Start the workers, then call ``on_tick`` in this (the main) thread every ``TICK``
         seconds, or every half ``stall``, until a stop; re-raise a worker's failure."""
         every = TICK if self.stall is None else min(TICK, self.stall / 2)
-        self.shutdown.heartbeat = self.beat  # a worker's waits are signs of life
-        self.shutdown.heartbeat_every = every
-        try:
-            for worker in self._workers:
-                thread = threading.Thread(target=self._work, args=(worker,), daemon=True)
-                thread.start()
-            while not self.shutdown.requested:
-                self.shutdown.wait(every)
-                if on_tick is not None:
-                    on_tick()
-        finally:
-            self.shutdown.settle()
+        with self.shutdown.beating(self.beat, every):  # a worker's waits are signs of life
+            try:
+                for worker in self._workers:
+                    thread = threading.Thread(target=self._work, args=(worker,), daemon=True)
+                    thread.start()
+                while not self.shutdown.requested:
+                    self.shutdown.wait(every)
+                    if on_tick is not None:
+                        on_tick()
+            finally:
+                self.shutdown.settle()
         if self._failure is not None:
             raise self._failure
 

@@ -24,6 +24,7 @@ from tailer.pipeline import Pipeline
 from tailer.reader import Batch
 from tailer.records import Gap, Line, LineRun
 from tailer.sinks.files import FileSink
+from tailer.sinks.recovery import FileMark
 from tailer.sinks.stdout import StdoutSink
 
 from .conftest import fill
@@ -184,7 +185,7 @@ def test_a_finished_deployments_file_is_closed_and_its_cursor_still_stamped(sink
         sink.write(lines(f"L-{n}", texts("a", 3)))
         sink.flush()
         done = sink.stamp(Cursor(PROJECT, f"L-{n}", position=3, done=True))
-        assert done.file_size == len(raw(texts("a", 3)))
+        assert FileMark.of(done).size == len(raw(texts("a", 3)))
     assert len(os.listdir("/proc/self/fd")) <= fds + 1  # not one more per deployment
     sink.write(lines("L-0", texts("b", 1)))  # a late line after all: the file reopens
     sink.flush()
@@ -201,7 +202,7 @@ def test_position_counts_only_flushed_lines(sink):
 
 def saved_cursor(sink: FileSink, deploy_id: str = "L-a") -> Cursor:
     size, inode, _ = sink.position(PROJECT, deploy_id)
-    return Cursor(PROJECT, deploy_id, position=3, file_size=size, file_inode=inode)
+    return FileMark(size, inode).on(Cursor(PROJECT, deploy_id, position=3))
 
 
 def test_recover_cuts_a_longer_file_back_to_the_saved_size(out, sink):
@@ -215,7 +216,7 @@ def test_recover_cuts_a_longer_file_back_to_the_saved_size(out, sink):
     path = sink.path(PROJECT, "L-a")
     FileSink(out).recover([cursor])
     assert path.read_bytes() == raw(first)
-    assert path.stat().st_ino == cursor.file_inode
+    assert path.stat().st_ino == FileMark.of(cursor).inode
 
 
 def test_a_crash_between_write_and_cursor_save_does_not_duplicate_lines(out, sink):
@@ -315,7 +316,7 @@ def test_recover_recognises_a_last_line_holding_newlines_in_a_file_written_unesc
     path.parent.mkdir(parents=True)
     path.write_bytes(raw(first) + raw(["written after the save"]))
     stat = path.stat()
-    cursor = Cursor(PROJECT, "L-a", file_size=len(raw(first)), file_inode=stat.st_ino)
+    cursor = FileMark(len(raw(first)), stat.st_ino).on(Cursor(PROJECT, "L-a"))
     copied_away_and_back(path)
     FileSink(out).recover([cursor.advance(first)])
     assert path.read_bytes() == raw(first)
@@ -430,7 +431,9 @@ def test_a_crash_after_copytruncate_neither_duplicates_nor_sets_aside_the_lines(
         restarted.recover([before])
     assert [e["event"] for e in events if e["log_level"] == "warning"] == ["output_unproven"]
     assert path.read_bytes() == raw(after)
-    assert restarted.position(PROJECT, "L-a")[0] == before.file_size  # as saved, till matched
+    assert (
+        restarted.position(PROJECT, "L-a")[0] == FileMark.of(before).size
+    )  # as saved, till matched
     later = texts("a", 4, start=100 + after_lines)
     restarted.write(lines("L-a", after[:2], start=100))  # read again, a window at a time
     restarted.flush()
@@ -577,7 +580,8 @@ def test_recover_without_lines_to_recognise_trusts_only_the_same_file(out, sink)
     """A cursor whose last record was a gap, saved before the file's last line was kept in
     it, has no line to check the file's content by."""
     first = texts("a", 3)
-    cursor = replace(delivered(sink, first), tail=(), file_last=None)
+    cursor = replace(delivered(sink, first), tail=())
+    cursor = FileMark.of(cursor)._replace(last=None).on(cursor)
     sink.write(lines("L-a", texts("a", 1, start=3), start=3))
     sink.flush()
     sink.close()
@@ -592,7 +596,7 @@ def test_recover_without_lines_to_recognise_trusts_only_the_same_file(out, sink)
 
 
 def test_recover_without_a_file_creates_nothing(out):
-    cursor = Cursor(PROJECT, "L-a", position=3, file_size=100, file_inode=12345)
+    cursor = FileMark(100, 12345).on(Cursor(PROJECT, "L-a", position=3))
     FileSink(out).recover([cursor])
     assert not out.exists()
 
@@ -648,7 +652,7 @@ def test_a_symlinked_log_file_is_not_written_through(out, sink, outside, target)
 def test_recover_does_not_cut_a_file_outside_through_a_symlinked_log_file(out, outside):
     (out / "777").mkdir(parents=True)
     (out / "777" / "L-a.log").symlink_to(outside / "precious")
-    cursor = Cursor(PROJECT, "L-a", position=1, file_size=2, file_inode=12345)
+    cursor = FileMark(2, 12345).on(Cursor(PROJECT, "L-a", position=1))
     with contextlib.suppress(OSError, OutputError):
         FileSink(out).recover([cursor])
     assert_untouched(outside)
@@ -657,7 +661,7 @@ def test_recover_does_not_cut_a_file_outside_through_a_symlinked_log_file(out, o
 def test_recover_does_not_cut_a_file_outside_through_a_symlinked_project_directory(out, outside):
     out.mkdir()
     (out / "777").symlink_to(outside)
-    cursor = Cursor(PROJECT, "L-a", position=1, file_size=2, file_inode=12345)
+    cursor = FileMark(2, 12345).on(Cursor(PROJECT, "L-a", position=1))
     with contextlib.suppress(OSError, OutputError):
         FileSink(out).recover([cursor])
     assert_untouched(outside)
@@ -909,11 +913,14 @@ def test_files_beyond_max_open_are_closed_when_idle_and_reopened_where_they_were
         path = sink.path(PROJECT, f"L-{n}")
         assert path.read_bytes() == raw(texts(f"first {n}", 2) + texts(f"second {n}", 1))
         stamped = sink.stamp(cursors[n])
-        assert (stamped.file_size, stamped.file_inode) == (
+        assert (FileMark.of(stamped).size, FileMark.of(stamped).inode) == (
             path.stat().st_size,
-            cursors[n].file_inode,
+            FileMark.of(cursors[n]).inode,
         )
-        assert stamped.file_last is not None and stamped.file_last != cursors[n].file_last
+        assert (
+            FileMark.of(stamped).last is not None
+            and FileMark.of(stamped).last != FileMark.of(cursors[n]).last
+        )
     sink.close()
     again = FileSink(out)  # a restart recognises each file by its cursor: nothing set aside
     again.recover([sink.stamp(cursors[n]) for n in range(10)])

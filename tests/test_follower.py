@@ -11,8 +11,9 @@ from structlog.testing import capture_logs
 from tailer.api import QcApi
 from tailer.auth import QcAuth
 from tailer.emulator import Emulator
-from tailer.follower import ProjectFollower, Start
+from tailer.follower import Ended, ProjectFollower, Start
 from tailer.pipeline import Pipeline
+from tailer.reader import Batch
 from tailer.retry import RetryPolicy
 from tailer.scheduler import Scheduler
 from tailer.shutdown import Shutdown
@@ -20,6 +21,11 @@ from tailer.sinks.files import FileSink
 from tailer.store import CursorStore
 
 from .conftest import PROJECT, TOKEN, USER_ID
+
+
+def batches(follower: ProjectFollower) -> list[Batch]:
+    """A poll's batches (not the deployments begun or ended on the way)."""
+    return [event for event in follower.poll() if isinstance(event, Batch)]
 
 
 @pytest.fixture
@@ -276,12 +282,42 @@ def test_a_poll_reads_what_the_log_holds_and_asks_no_more(
     emu.deploy(PROJECT)
     emu.write(PROJECT, ["before"])
     follower = ProjectFollower(api, PROJECT, start=Start("end"))
-    assert list(follower.poll()) == []
+    assert batches(follower) == []
     emu.write(PROJECT, [f"line {i}" for i in range(new)])
     asked = emu.stats.by_path["/live/logs/read"]
     lines = []
-    for batch in follower.poll():
+    for batch in batches(follower):
         lines += [line.text for line in batch.lines]
-        follower.commit(batch)
     assert lines == [f"line {i}" for i in range(new)]
     assert emu.stats.by_path["/live/logs/read"] - asked == windows
+
+
+def test_a_poll_says_each_deployment_begun_before_its_lines_and_ended_once_drained(
+    emu: Emulator, api: QcApi
+) -> None:
+    """One stream, in order: a deployment begun (its first cursor, to save before anything
+    else), its lines, and once drained after a redeploy, its end (its last cursor, done)."""
+    first = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["a"])
+    clock = [0.0]
+    follower = ProjectFollower(api, PROJECT, drain=60.0, clock=lambda: clock[0])
+
+    def said(events: list[object]) -> list[tuple[str, str]]:
+        return [
+            (type(e).__name__, e.cursor.deploy_id if not isinstance(e, Batch) else e.lines[0].text)
+            for e in events
+            if not isinstance(e, Batch) or e.lines
+        ]
+
+    assert said(list(follower.poll())) == [("Started", first), ("Batch", "a")]
+    second = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["b"])
+    assert said(list(follower.poll())) == [("Started", second), ("Batch", "b")]
+    assert said(list(follower.poll())) == []  # the first still drains: late lines may come
+    clock[0] += 61
+    events = list(follower.poll())
+    assert said(events) == [("Ended", first)]
+    ended = events[0]
+    assert isinstance(ended, Ended) and ended.cursor.done and ended.cursor.position == 1
+    assert said(list(follower.poll())) == []
+    assert [e.cursor.deploy_id for e in follower.end()] == [second]

@@ -57,8 +57,7 @@ def test_a_redeploy_drained_ends_the_old_deployment_only(emu):
         emu.write(PROJECT, ["after"])
         emu.publish()
         for _ in range(3):  # the redeploy is found, then the old deployment is let go
-            for batch in follower.poll():
-                follower.commit(batch)
+            list(follower.poll())
             lifecycle.observe("files", follower)
 
     assert said(logs, "deployment_started") == [(PROJECT, first, None), (PROJECT, second, None)]

@@ -63,6 +63,7 @@ from tailer.service import _pipelines
 from tailer.shutdown import Shutdown
 from tailer.sinks import Record
 from tailer.sinks.files import FileSink
+from tailer.sinks.recovery import FileMark
 from tailer.store import CursorStore
 
 from .conftest import TOKEN, UNKNOWNS, USER_ID
@@ -303,7 +304,7 @@ class TailerModel(RuleBasedStateMachine):
             sleep=no_sleep,
         )
         shutdown = Instant()
-        pipelines = _pipelines(self.config, api, shutdown)
+        pipelines, make_follower = _pipelines(self.config, api, shutdown)
         for pipeline in pipelines:
             pipeline.outputs.append(Recorder(self.delivered))
         discovery = self.config.discovery
@@ -314,6 +315,7 @@ class TailerModel(RuleBasedStateMachine):
             max_interval=1.0,
             drain=DRAIN,
             discovery=Discovery(api, discovery) if discovery.enabled else None,
+            make_follower=make_follower,
         )
         self.live = (api, pipelines, scheduler, shutdown)
 
@@ -592,15 +594,15 @@ class TailerModel(RuleBasedStateMachine):
             cursor = saved.get((self.project, deploy_id))
             for aside in sorted(path.parent.glob(f"{path.name}.unverified*")):
                 note("a file set aside as unverified")
-                assert cursor is not None and cursor.file_size is not None
+                assert cursor is not None and FileMark.of(cursor).size is not None
                 inode = self.original(aside.stat().st_ino)
                 data = aside.read_bytes()
                 aside.rename(self._kept())
-                if inode != self.original(cursor.file_inode or -1):
+                if inode != self.original(FileMark.of(cursor).inode or -1):
                     continue
                 o = self.out(deploy_id)
                 part = path.with_name(f"{path.name}.{len(o.rotated)}")
-                part.write_bytes(data[: cursor.file_size])
+                part.write_bytes(data[: FileMark.of(cursor).size])
                 self.copies[part.stat().st_ino] = inode
                 o.rotated.append(part)
 
@@ -675,8 +677,8 @@ class TailerModel(RuleBasedStateMachine):
             o.rotated.append(copy)
             cursor = saved.get((self.project, deploy_id))
             inode = self.original(path.stat().st_ino)
-            if cursor is not None and self.original(cursor.file_inode or -1) == inode:
-                o.emptied = (cursor.file_size, cursor.file_inode)
+            if cursor is not None and self.original(FileMark.of(cursor).inode or -1) == inode:
+                o.emptied = (FileMark.of(cursor).size, FileMark.of(cursor).inode)
 
     @rule(rename=st.booleans())
     @guarded
@@ -721,7 +723,10 @@ class TailerModel(RuleBasedStateMachine):
         paths = [*o.rotated, current]
         chunks = [p.read_bytes() if p.exists() else b"" for p in paths]
         expected = "".join(f"{t}\n" for t in o.texts).encode()
-        stale = cursor is not None and (cursor.file_size, cursor.file_inode) == o.emptied
+        stale = (
+            cursor is not None
+            and (FileMark.of(cursor).size, FileMark.of(cursor).inode) == o.emptied
+        )
         stale = stale or self.unproven(deploy_id)
         if not stale:
             o.emptied = None
@@ -742,24 +747,27 @@ class TailerModel(RuleBasedStateMachine):
         assert cursor.tail in tails, f"{deploy_id}: the cursor's tail is not the last lines"
         if not o.texts:
             return
-        assert cursor.file_size is not None, f"{deploy_id}: lines written, no file size saved"
+        assert FileMark.of(cursor).size is not None, (
+            f"{deploy_id}: lines written, no file size saved"
+        )
         inodes = [self.original(p.stat().st_ino) if p.exists() else None for p in paths]
-        if cursor.file_inode is None:  # no file when it was saved (rotated away): a restart
+        if FileMark.of(cursor).inode is None:  # no file when it was saved (rotated away): a restart
             at = len(paths) - 1  # empties the one there now (a killed write may have made it)
         else:
-            inode = self.original(cursor.file_inode)
+            inode = self.original(FileMark.of(cursor).inode)
             assert inode in inodes, f"{deploy_id}: the cursor's file is not ours"
             at = inodes.index(inode)
         if stale:
             return
         if at == len(paths) - 1:  # the current file: a restart cuts it back to file_size
             before = sum(len(chunk) for chunk in chunks[:-1])
-            assert before + cursor.file_size == len(expected), (
-                f"{deploy_id}: the cursor's file_size {cursor.file_size} is not the file's "
+            assert before + FileMark.of(cursor).size == len(expected), (
+                f"{deploy_id}: the cursor's file_size {FileMark.of(cursor).size} is not the file's "
                 f"length {len(chunks[-1])}: a restart would cut the file there"
             )
         else:
-            assert cursor.file_size <= len(chunks[at]), f"{deploy_id}: file_size past the end"
+            size = FileMark.of(cursor).size
+            assert size <= len(chunks[at]), f"{deploy_id}: file_size past the end"
 
     def teardown(self) -> None:
         try:

@@ -226,7 +226,9 @@ def torn_outputs(tmp_path: Path) -> int:
     for path in (tmp_path / "state" / "cursors").glob("*/*.json"):
         cursor = json.loads(path.read_text())
         log = tmp_path / "out" / str(cursor["project_id"]) / f"{cursor['deploy_id']}.log"
-        torn += log.exists() and log.stat().st_size > (cursor["file_size"] or 0)
+        torn += log.exists() and log.stat().st_size > (
+            cursor["marks"].get("file", {}).get("size") or 0
+        )
     return torn
 
 
@@ -291,7 +293,7 @@ def test_sigterm_mid_catch_up_exits_0_quickly_with_cursor_equal_to_output(tmp_pa
     cursor = cursor_of(tmp_path, project_id, deploy_id)
     assert cursor["position"] == len(written)
     log = tmp_path / "out" / str(project_id) / f"{deploy_id}.log"
-    assert cursor["file_size"] == log.stat().st_size
+    assert cursor["marks"]["file"]["size"] == log.stat().st_size
     assert written == fleet.published(project_id, deploy_id)[: len(written)]
 
 
@@ -307,6 +309,26 @@ def test_corrupt_state_exits_78_naming_the_file(tmp_path, fleet):
     assert str(cursor) in result.stderr
     assert "Traceback" not in result.stderr
     assert cursor.read_text() == '{"version": 1, "position": '
+
+
+@pytest.mark.parametrize("mark", [{"size": "12"}, {"size": -1}, {"inode": 1.5}, {"last": 7}])
+def test_an_output_mark_edited_by_hand_exits_78_naming_the_file(tmp_path, fleet, mark):
+    """Each output reads its own mark in a cursor: one that is not what it makes is refused
+    as a corrupt cursor is, naming the file, and nothing is touched."""
+    fleet.write(PROJECTS[0], ["a line"])
+    fleet.publish()
+    path = config(tmp_path, fleet)
+    assert run(fleet, "--config", str(path), "run", "--once").returncode == 0
+    cursor = next((tmp_path / "state" / "cursors").glob("*/*.json"))
+    document = json.loads(cursor.read_text())
+    document["marks"]["file"].update(mark)
+    cursor.write_text(json.dumps(document))
+    log = next((tmp_path / "out").glob("*/*.log"))
+    result = run(fleet, "--config", str(path), "run", "--once")
+    assert result.returncode == 78, result.stderr
+    assert str(cursor) in result.stderr and "its file mark is not" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert log.read_text() == "a line\n"
 
 
 @pytest.mark.parametrize("key", ["state", "directory"])
@@ -543,7 +565,7 @@ def test_a_full_disk_holds_the_cursor_and_recovers_exactly(tmp_path, fleet, smal
         written = log.read_text().splitlines()
         assert written == lines[: len(written)]
         assert cursor["position"] == len(written) < len(lines)
-        assert cursor["file_size"] == log.stat().st_size
+        assert cursor["marks"]["file"]["size"] == log.stat().st_size
         remount = ["mount", "-o", "remount,size=4m", str(small_disk)]
         subprocess.run(remount, check=True)
         deadline = time.monotonic() + 20

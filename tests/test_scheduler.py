@@ -22,6 +22,7 @@ from tailer.retry import RetryPolicy
 from tailer.scheduler import GROUP_LINES, Scheduler
 from tailer.shutdown import Interrupted, Shutdown
 from tailer.sinks.files import FileSink
+from tailer.sinks.recovery import FileMark
 from tailer.sinks.stdout import StdoutSink
 from tailer.store import CursorStore
 
@@ -241,7 +242,7 @@ def test_cursors_a_full_state_directory_refused_are_saved_later_and_no_line_is_d
     deploy_id = emu.deploy_ids(PROJECT)[-1]
     assert files.path(PROJECT, deploy_id).read_text() == "one\ntwo\nthree\n"
     (saved,) = store.load_all().values()
-    assert saved.position == 3 and saved.file_size == len("one\ntwo\nthree\n")
+    assert saved.position == 3 and FileMark.of(saved).size == len("one\ntwo\nthree\n")
     assert pipeline.unsaved == {}
     names = [e["event"] for e in events if e["log_level"] in ("warning", "info", "error")]
     assert names.count("poll_failing") == 1 and names.count("poll_recovered") == 1
@@ -299,3 +300,49 @@ def test_on_a_pool_in_the_main_thread_a_stop_lets_the_file_write_in_hand_finish(
     assert files.path(PROJECT, deploy_id).read_text().splitlines() == ["one", "two"]
     (cursor,) = store.load_all().values()
     assert cursor.position - emu.deployment_offset(PROJECT, deploy_id) == 2
+
+
+class DownFor(StdoutSink):
+    """Standard output behind something that refuses its first ``times`` writes (a Loki
+    that is down for a while), then takes every line."""
+
+    def __init__(self, out: io.StringIO, times: int) -> None:
+        super().__init__(out)
+        self.refusals = times
+
+    def write(self, records: object) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise OutputError("ConnectionError", output="Loki at http://127.0.0.1:9/push")
+        super().write(records)  # type: ignore[arg-type]
+
+
+def test_a_group_an_output_refused_is_delivered_before_any_more_is_read(emu, api):
+    """The follower hands each batch out once; the scheduler keeps a group it could not
+    deliver and delivers it first when the output is back, then the lines that came since:
+    each line once, in order."""
+    emu.deploy(PROJECT)
+    first = [f"first {i}" for i in range(GROUP_LINES + 10)]
+    emu.write(PROJECT, first)
+    emu.publish()
+    time = FakeTime(until=30)
+    out = io.StringIO()
+    follower = ProjectFollower(api, PROJECT, start=Start("deployment"), clock=time.clock)
+    scheduler = Scheduler(
+        [Pipeline([DownFor(out, times=3)], [follower])],
+        time,
+        interval=1.0,
+        max_interval=2.0,
+        clock=time.clock,
+    )
+
+    later: list[str] = []
+
+    def on_idle() -> None:
+        if time.now > 10 and not later:  # the output is back by then
+            later.append("later")
+            emu.write(PROJECT, later)
+            emu.publish()
+
+    scheduler.run(on_idle=on_idle)
+    assert out.getvalue().splitlines() == [*first, "later"]

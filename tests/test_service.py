@@ -7,6 +7,7 @@ import gc
 import sys
 import threading
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,10 +30,11 @@ from tailer.discovery import Discovery
 from tailer.emulator import Emulator
 from tailer.errors import AuthError
 from tailer.follower import ProjectFollower
+from tailer.health import Health
 from tailer.pipeline import Pipeline
 from tailer.retry import RetryPolicy
 from tailer.scheduler import Scheduler
-from tailer.service import _pipelines
+from tailer.service import _pipelines, shared_reads
 from tailer.shutdown import Shutdown
 
 from .conftest import PROJECT, TOKEN, USER_ID
@@ -72,14 +74,17 @@ def daemon(
     follows: tuple[FollowConfig, ...] = (),
     output: OutputConfig | None = None,
     polls: int = 1,
+    health: Health | None = None,
+    pace: float = 1.0,
 ) -> tuple[list[Pipeline], Scheduler]:
-    """A (re)start from disk: discovery on, files under ``root`` unless ``output`` says."""
+    """A (re)start from disk: discovery on, files under ``root`` unless ``output`` says;
+    a failing follower, and discovery, ask every ``pace`` seconds at most."""
     config = Config(
         follows=follows,
         api=ApiConfig(base_url=emu.base_url, user_id=USER_ID, api_token=TOKEN),
-        poll=PollConfig(interval=1.0, max_interval=1.0, drain=DRAIN),
+        poll=PollConfig(interval=1.0, max_interval=pace, drain=DRAIN),
         state=StateConfig(dir=root / "state"),
-        discovery=DiscoveryConfig(enabled=True, interval=1.0, start="deployment"),
+        discovery=DiscoveryConfig(enabled=True, interval=pace, start="deployment"),
         output=output or OutputConfig(directory=root / "out"),
     )
     api = QcApi(
@@ -88,17 +93,19 @@ def daemon(
         policy=RetryPolicy(max_attempts=1),
         sleep=lambda s: None,
     )
-    pipelines = _pipelines(config, api, time, time.clock)
+    pipelines, make_follower = _pipelines(config, api, time, time.clock)
     discovery = Discovery(api, config.discovery, clock=time.clock)
     scheduler = Scheduler(
         pipelines,
         time,
         interval=1.0,
-        max_interval=1.0,
+        max_interval=pace,
         drain=DRAIN,
         discovery=discovery,
+        make_follower=make_follower,
         clock=time.clock,
         polls=polls,
+        health=health or Health(clock=time.clock),
     )
     return pipelines, scheduler
 
@@ -298,11 +305,40 @@ def test_credentials_refused_mid_run_are_waited_out_by_polls_and_discovery_alike
 def test_credentials_refused_beyond_the_grace_period_end_the_daemon(
     emu: Emulator, tmp_path: Path
 ) -> None:
+    """Refused for longer than ``auth_grace`` (an hour): the credentials are not coming back
+    by themselves; the daemon exits (77) for someone to look, not before."""
     time = FakeTime()
     emu.deploy(PROJECT)
-    _, scheduler = daemon(emu, tmp_path, time)
+    _, scheduler = daemon(emu, tmp_path, time, pace=20.0)
     time.run(scheduler, 2)
-    scheduler.auth_grace = 0.0
     emu.faults.random(rate=1.0, kinds=("auth",))
+    refused = time.now
+    time.run(scheduler, 3590)
     with pytest.raises(AuthError):
-        time.run(scheduler, 30)
+        time.run(scheduler, 60)
+    assert 3600 < time.now - refused <= 3600 + 20  # given up on at the first ask past the hour
+
+
+@pytest.mark.parametrize(
+    ("directory", "stdout", "loki", "shared"),
+    [
+        (True, False, True, True),
+        (False, True, True, True),
+        (True, True, False, False),
+        (False, False, True, False),
+    ],
+)
+def test_one_read_serves_both_pipelines_only_when_there_are_two(
+    tmp_path: Path, directory: bool, stdout: bool, loki: bool, shared: bool
+) -> None:
+    """Files (or stdout) and Loki follow the same deployments on their own threads: an
+    answer then serves the identical read the other makes at nearly the same time; with one
+    pipeline, every read is the API's."""
+    output = OutputConfig(
+        directory=tmp_path if directory else None,
+        stdout=stdout,
+        loki=LokiConfig("http://127.0.0.1:9/loki/api/v1/push") if loki else None,
+    )
+    config = Config(poll=PollConfig(interval=30.0), output=output)
+    assert shared_reads(config) == (1.0 if shared else 0.0)
+    assert shared_reads(replace(config, poll=PollConfig(interval=0.5))) == (0.25 if shared else 0)

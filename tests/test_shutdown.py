@@ -13,10 +13,12 @@ from tailer.shutdown import Interrupted, Shutdown, Stopping
 def test_a_wait_feeds_the_heartbeat_while_it_lasts():
     shutdown = Shutdown()
     beats = []
-    shutdown.heartbeat = lambda: beats.append(time.monotonic())
-    shutdown.heartbeat_every = 0.05
-    assert shutdown.wait(0.3) is False
+    with shutdown.beating(lambda: beats.append(time.monotonic()), 0.05):
+        assert shutdown.wait(0.3) is False
     assert len(beats) >= 4
+    fed = len(beats)
+    assert shutdown.wait(0.1) is False
+    assert len(beats) == fed  # not once the beating is over
 
 
 def test_a_stop_request_ends_a_wait_early():

@@ -31,10 +31,8 @@ FULL = Cursor(
     trimmed=7,
     tail=("a" * 16, "b" * 16, "c" * 16),
     total=99,
-    file_size=1234,
-    file_inode=5678,
     done=True,
-    file_last="d" * 16,
+    marks={"file": {"size": 1234, "inode": 5678, "last": "d" * 16}, "loki": {"last_ns": 1}},
 )
 
 HOSTILE_IDS = [
@@ -152,9 +150,8 @@ def good_document() -> dict[str, object]:
         "trimmed": 7,
         "tail": ["a" * 16],
         "total": 99,
-        "file_size": 1234,
-        "file_inode": 5678,
         "done": False,
+        "marks": {"file": {"size": 1234, "inode": 5678, "last": None}},
     }
 
 
@@ -187,6 +184,10 @@ CORRUPT = {
     "total-string": with_fields(total="99"),
     "total-bool": with_fields(total=True),
     "file-size-float": with_fields(file_size=12.5),
+    "marks-not-an-object": with_fields(marks=[1, 2]),
+    "mark-not-an-object": with_fields(marks={"file": 1234}),
+    "mark-holding-a-list": with_fields(marks={"file": {"size": [1234]}}),
+    "mark-holding-a-bool": with_fields(marks={"loki": {"last_ns": True}}),
     "done-int": with_fields(done=1),
     "trimmed-beyond-position": with_fields(trimmed=43, position=42),
     "negative-position": with_fields(position=-1, trimmed=0),
@@ -212,6 +213,25 @@ def test_the_good_document_used_above_does_load(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_bytes(with_fields())
     assert store.load_all()[(777, FULL.deploy_id)].position == 42
+
+
+def test_a_cursor_saved_before_outputs_kept_marks_loads_with_them(tmp_path):
+    """Cursors saved by earlier versions held the outputs' marks as fields of their own."""
+    store = CursorStore(tmp_path)
+    path = store.path(777, FULL.deploy_id)
+    path.parent.mkdir(parents=True)
+    document = {**good_document(), "file_size": 1234, "file_inode": 5678, "last_ns": 9}
+    del document["marks"]
+    path.write_text(json.dumps({**document, "file_last": "d" * 16}))
+    cursor = store.load_all()[(777, FULL.deploy_id)]
+    assert cursor.marks == {
+        "file": {"size": 1234, "inode": 5678, "last": "d" * 16},
+        "loki": {"last_ns": 9},
+    }
+    store.save(cursor)
+    saved = json.loads(path.read_text())
+    assert "file_size" not in saved and saved["marks"] == cursor.marks
+    assert store.load_all()[(777, FULL.deploy_id)] == cursor
 
 
 # -- a full disk -----------------------------------------------------------------------------

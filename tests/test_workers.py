@@ -329,8 +329,8 @@ def test_two_workers_reading_one_window_at_once_cost_one_request():
         deploy_id = emu.deploy(PROJECT)
         emu.write(PROJECT, ["one", "two"])
         emu.publish()
-        api = client(emu)
-        api.cache_ttl = 1.0
+        policy = RetryPolicy(max_attempts=1, auth_attempts=1)
+        api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=policy, cache_ttl=1.0)
         windows: list[tuple[str, ...]] = []
 
         def read() -> None:

@@ -6,10 +6,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 
-from tailer.sinks.recovery import last_line_print
-
-Position = tuple[int | None, int | None, str | None]
-"""A file's flushed length, inode and last line's fingerprint (each None if unknown)."""
+from tailer.sinks.recovery import FileMark, last_line_print
 
 
 @dataclass(slots=True)
@@ -22,18 +19,18 @@ class Emptied:
     """
 
     size: int  # its length at the restart: the bytes still to be matched
-    saved: Position  # what its cursor said of it
+    saved: FileMark  # what its cursor said of it
     fd: int  # the file found at the restart, read and cut through this descriptor: renamed
     inode: int  # away by a rotation before its lines are read again, it still holds them
     matched: int = 0  # bytes matched so far, from its start
     last: str | None = None  # fingerprint of the last line matched
 
-    def position(self) -> Position:
+    def position(self) -> FileMark:
         """What a cursor saved now says of the file: until a line is matched, what it said
         (a restart then finds the file as this one did), then the lines matched."""
         if self.matched == 0:
             return self.saved
-        return self.matched, self.inode, self.last
+        return FileMark(self.matched, self.inode, self.last)
 
     def match(self, data: bytes) -> tuple[int, bool]:
         """How many leading bytes of ``data`` (lines delivered next) the file holds already,

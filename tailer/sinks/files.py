@@ -7,7 +7,7 @@ import errno
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import count, groupby
 from operator import itemgetter
 from pathlib import Path
@@ -20,15 +20,12 @@ from tailer.errors import OutputError
 from tailer.records import escaped_lines, texts_of
 from tailer.sinks import Record
 from tailer.sinks.emptied import Emptied
-from tailer.sinks.recovery import last_line_print, unproven
+from tailer.sinks.recovery import FileMark, last_line_print, unproven
 from tailer.store import safe_name
 
 _DEPLOYMENT = itemgetter(0, 1)  # (project_id, deploy_id), of any record alike
 
 log = structlog.get_logger(__name__)
-
-_Position = tuple[int | None, int | None, str | None]
-"""A file's flushed length, inode and last line's fingerprint (each None if unknown)."""
 
 Write = Callable[[int, memoryview], int]
 """``os.write``: one write to a descriptor, returning how many bytes it took."""
@@ -47,7 +44,7 @@ class _Open:
     committed: int  # the length when last flushed: what a cursor may refer to
     inode: int
     start: int = 0  # the length before the first write since the last flush
-    last: str | None = None  # fingerprint of the last line flushed (see ``Cursor.file_last``)
+    last: str | None = None  # fingerprint of the last line flushed (see ``FileMark.last``)
     pending: str | None = None  # ... of the last line written since
 
 
@@ -74,9 +71,9 @@ class FileSink:
         self.max_open = max_open or max(1, min(MAX_OPEN, open_files_limit() // 4))
         self._open: OrderedDict[tuple[int, str], _Open] = OrderedDict()  # least recent first
         self._touched: set[tuple[int, str]] = set()
-        self._closed: dict[tuple[int, str], _Position] = {}
+        self._closed: dict[tuple[int, str], FileMark] = {}
         self._emptied: dict[tuple[int, str], Emptied] = {}  # found so at the restart
-        self._proven: dict[tuple[int, str], _Position] = {}  # by content at the restart
+        self._proven: dict[tuple[int, str], FileMark] = {}  # by content at the restart
         self._reopen = False
         self._short_of_files = False  # said so; until a file opens again
 
@@ -94,33 +91,34 @@ class FileSink:
         more will be written to it).
         """
         for cursor in cursors:
-            if cursor.file_size is None:
+            saved = FileMark.of(cursor)
+            if saved.size is None:
                 continue
             key = (cursor.project_id, cursor.deploy_id)
             try:
                 fd = self._open_fd(key, create=False, read=True)
             except FileNotFoundError:  # deleted, or rotated away: delivery starts it afresh
-                if cursor.file_size and not cursor.done:
+                if saved.size and not cursor.done:
                     log.info("output_missing", path=str(self.path(*key)), hint="a new one starts")
                 continue
             except OSError as exc:  # a symlink planted where our file should be, say
                 raise _output_error(self.path(*key), exc) from None
             try:
-                kept = self._recover(fd, cursor)
+                kept = self._recover(fd, cursor, saved)
             except OSError as exc:
                 os.close(fd)
                 raise _output_error(self.path(*key), exc) from None
             if not kept:
                 os.close(fd)
 
-    def _recover(self, fd: int, cursor: Cursor) -> bool:
+    def _recover(self, fd: int, cursor: Cursor, saved: FileMark) -> bool:
         """Cut the file back, or keep it to match (then its descriptor too: True)."""
         path = self.path(cursor.project_id, cursor.deploy_id)
         stat = os.fstat(fd)
-        keep = cursor.file_size or 0
+        keep = saved.size or 0
         if stat.st_size == 0 or (cursor.done and stat.st_size <= keep):
             return False  # nothing to cut (an emptied file holds nothing to protect either)
-        reason = unproven(fd, stat, cursor)
+        reason = unproven(fd, stat, cursor, saved)
         if reason is None:
             if stat.st_size > keep:
                 os.ftruncate(fd, keep)
@@ -128,12 +126,11 @@ class FileSink:
             # Proven by content, whatever its inode (a copy): its last line is the cursor's,
             # for the cursors saved while it stays as it is now.
             key = (cursor.project_id, cursor.deploy_id)
-            self._proven[key] = (keep, stat.st_ino, cursor.file_last)
+            self._proven[key] = FileMark(keep, stat.st_ino, saved.last)
         elif cursor.done:
             log.info("output_unverified", path=str(path), reason=reason, hint="left as it is")
         else:  # emptied in place and written before a crash, or replaced: content tells
             os.fsync(fd)  # what it holds is matched as delivered: on disk, as if flushed
-            saved = (cursor.file_size, cursor.file_inode, cursor.file_last)
             emptied = Emptied(stat.st_size, saved, fd, stat.st_ino)
             self._emptied[(cursor.project_id, cursor.deploy_id)] = emptied
             log.warning(
@@ -261,11 +258,12 @@ class FileSink:
                     os.close(handle.fd)
         if size is None:
             return cursor
-        if last is None and (size, inode) == (cursor.file_size, cursor.file_inode):
-            last = cursor.file_last  # not written by this process: as the cursor knew it
-        return replace(cursor, file_size=size, file_inode=inode, file_last=last)
+        saved = FileMark.of(cursor)
+        if last is None and (size, inode) == saved[:2]:
+            last = saved.last  # not written by this process: as the cursor knew it
+        return FileMark(size, inode, last).on(cursor)
 
-    def position(self, project_id: int, deploy_id: str) -> _Position:
+    def position(self, project_id: int, deploy_id: str) -> FileMark:
         """The flushed length, inode and last line's fingerprint of a deployment's file, for
         its cursor (kept after a SIGHUP closed the file: the cursor still describes it)."""
         handle = self._open.get((project_id, deploy_id))
@@ -273,16 +271,16 @@ class FileSink:
         if emptied is not None:
             return emptied.position()
         if handle is not None:
-            return handle.committed, handle.inode, handle.last
+            return FileMark(handle.committed, handle.inode, handle.last)
         if (project_id, deploy_id) in self._closed:
             return self._closed[(project_id, deploy_id)]
         try:  # not opened by this process: as it stands (nothing at all: length 0)
             stat = os.stat(self.path(project_id, deploy_id), follow_symlinks=False)
         except FileNotFoundError:
-            return 0, None, None
+            return FileMark(0, None, None)
         proven = self._proven.get((project_id, deploy_id))
         same = proven is not None and proven[:2] == (stat.st_size, stat.st_ino)
-        return stat.st_size, stat.st_ino, proven[2] if proven is not None and same else None
+        return FileMark(stat.st_size, stat.st_ino, proven.last if proven and same else None)
 
     def reopen(self) -> None:
         """Close files at the next write, so renamed ones are let go (SIGHUP)."""
@@ -334,7 +332,7 @@ class FileSink:
     def _close(self, key: tuple[int, str]) -> None:
         """Close a file, keeping what its cursor says of it."""
         handle = self._open.pop(key)
-        self._closed[key] = (handle.committed, handle.inode, handle.last)
+        self._closed[key] = FileMark(handle.committed, handle.inode, handle.last)
         with contextlib.suppress(OSError):
             os.close(handle.fd)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -12,7 +11,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from tailer.config import LokiConfig
-from tailer.cursor import Cursor
+from tailer.cursor import Cursor, MarkError
 from tailer.errors import OutputError, TransientError
 from tailer.http import HttpClient
 from tailer.records import Line, expand, line_time
@@ -26,6 +25,8 @@ from tailer.sinks.loki_refusal import Refused
 
 log = structlog.get_logger(__name__)
 
+LOKI = "loki"
+"""The name of the Loki output's mark in a cursor."""
 NS = 1_000_000_000
 MAX_LINE_BYTES = 262_144  # Loki's default max_line_size; a longer line is refused
 TRUNCATED = " [qc-tail: truncated from {size} bytes]"
@@ -119,15 +120,21 @@ class LokiSink:
 
     def recover(self, cursors: Iterable[Cursor]) -> None:
         for cursor in cursors:
-            if cursor.last_ns is not None:
-                self._committed[(cursor.project_id, cursor.deploy_id)] = cursor.last_ns
+            last = cursor.mark(LOKI).get("last_ns")
+            if last is None:
+                continue
+            if not isinstance(last, int) or isinstance(last, bool):
+                raise MarkError(cursor, LOKI)
+            self._committed[(cursor.project_id, cursor.deploy_id)] = last
 
     def stamp(self, cursor: Cursor) -> Cursor:
+        """The cursor, with the last timestamp given to its deployment's lines (``last_ns``):
+        after a crash, Loki is asked what it holds from there on before anything is pushed."""
         key = (cursor.project_id, cursor.deploy_id)
         if cursor.done:
             self._known.discard(key)
         last = self._committed.pop(key, None) if cursor.done else self._committed.get(key)
-        return cursor if last is None else replace(cursor, last_ns=last)  # done: forgotten
+        return cursor if last is None else cursor.marked(LOKI, {"last_ns": last})  # done: forgotten
 
     def write(self, records: Sequence[Record]) -> None:
         lines = [record for record in expand(records) if isinstance(record, Line)]

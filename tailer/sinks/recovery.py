@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import NamedTuple, TypeGuard
 
-from tailer.cursor import Cursor
+from tailer.cursor import Cursor, MarkError
 from tailer.records import fingerprint
 
 _FIRST_READ = 4096
@@ -13,44 +14,75 @@ _LOOKBACK = 1 << 20
 """How far back from the saved length the last delivered line is looked for."""
 _PIECES = 16
 """A line whose text holds newlines spans several lines of the file: up to this many."""
+FILE = "file"
+"""The name of a file output's mark in a cursor."""
 
 
-def unproven(fd: int, stat: os.stat_result, cursor: Cursor) -> str | None:
+class FileMark(NamedTuple):
+    """What a file output saves with each cursor: the file's length once the cursor's lines
+    were flushed into it, its inode, and the fingerprint of its last line as its bytes were
+    written (escaped: one line of the file). Each None if unknown."""
+
+    size: int | None = None
+    inode: int | None = None
+    last: str | None = None
+
+    @classmethod
+    def of(cls, cursor: Cursor) -> FileMark:
+        """The mark ``cursor`` holds; MarkError if it is not one a file output makes."""
+        mark = cursor.mark(FILE)
+        size, inode, last = mark.get("size"), mark.get("inode"), mark.get("last")
+        if not (_count(size) and _count(inode) and (last is None or isinstance(last, str))):
+            raise MarkError(cursor, FILE)
+        return cls(size, inode, last)
+
+    def on(self, cursor: Cursor) -> Cursor:
+        """``cursor`` with this mark."""
+        return cursor.marked(FILE, self._asdict())
+
+
+def _count(value: object) -> TypeGuard[int | None]:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+
+
+def unproven(fd: int, stat: os.stat_result, cursor: Cursor, saved: FileMark) -> str | None:
     """None if the open file ``fd`` provably holds what ``cursor`` counts at its start (so
-    whatever lies past ``cursor.file_size`` was written after the cursor was saved, and may
-    be cut); else why it cannot be proven.
+    whatever lies past ``saved.size`` was written after the cursor was saved, and may be
+    cut); else why it cannot be proven.
 
     The proof is the content: the file reaches the saved length, and the last line delivered
     ends exactly there. The inode counts only where no line was delivered to recognise (a
     copy of a file keeps its bytes, not its inode; a new file may get an old one's inode).
     """
-    saved = cursor.file_size or 0
-    if stat.st_size < saved:
-        return f"it is shorter ({stat.st_size} bytes) than the {saved} bytes delivered to it"
-    if saved == 0:  # nothing was in it: all it holds came later (ours, from a crash)
-        if cursor.file_inode in (None, stat.st_ino):
+    size = saved.size or 0
+    if stat.st_size < size:
+        return f"it is shorter ({stat.st_size} bytes) than the {size} bytes delivered to it"
+    if size == 0:  # nothing was in it: all it holds came later (ours, from a crash)
+        if saved.inode in (None, stat.st_ino):
             return None
         return "it was replaced since the cursor was saved, when it was empty"
-    if cursor.file_last is not None:  # the last line as written: escaped, one line of the file
-        if not _ends_with_line(fd, saved, cursor.file_last, written=True):
-            return f"the last line written does not end at byte {saved}, where its cursor says"
-        return _unless_copied_whole(fd, stat, cursor)
+    if saved.last is not None:  # the last line as written: escaped, one line of the file
+        if not _ends_with_line(fd, size, saved.last, written=True):
+            return f"the last line written does not end at byte {size}, where its cursor says"
+        return _unless_copied_whole(fd, stat, cursor, saved)
     if not cursor.tail:  # the last record delivered was a gap, or the lines were not ours
-        if stat.st_ino == cursor.file_inode:
+        if stat.st_ino == saved.inode:
             return None
         return "it was replaced (a new inode) and no delivered line is known to check it by"
-    if _ends_with_line(fd, saved, cursor.tail[-1]):  # a cursor saved before file_last was kept
+    if _ends_with_line(fd, size, cursor.tail[-1]):  # a mark saved before ``last`` was kept
         return None
-    return f"the last line delivered does not end at byte {saved}, where its cursor says"
+    return f"the last line delivered does not end at byte {size}, where its cursor says"
 
 
-def _unless_copied_whole(fd: int, stat: os.stat_result, cursor: Cursor) -> str | None:
+def _unless_copied_whole(
+    fd: int, stat: os.stat_result, cursor: Cursor, saved: FileMark
+) -> str | None:
     """For a file with another inode than its cursor's (a copy, or a new file after a
     rotation): None if the lines before its last one are the lines delivered before it too
-    (each one line of the file, as written since ``file_last`` is kept).
+    (each one line of the file, as written since ``FileMark.last`` is kept).
     A last line alone may be a repeated one (a heartbeat) that another file's lines put at
     the same byte by chance."""
-    if stat.st_ino == cursor.file_inode or _ends_with_tail(fd, cursor.file_size or 0, cursor):
+    if stat.st_ino == saved.inode or _ends_with_tail(fd, saved.size or 0, cursor):
         return None
     return "it was replaced (a new inode), and the lines before its last are not those delivered"
 
