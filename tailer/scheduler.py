@@ -424,12 +424,12 @@ class Scheduler:
                 group.append(event)
                 lines += event.count
                 if lines >= GROUP_LINES:
-                    found += self._deliver(slot, group)
-                    group, lines, groups = [], 0, groups + 1
+                    full, group, lines, groups = group, [], 0, groups + 1
+                    found += self._deliver(slot, full)  # which keeps it if it fails
                     if turn is not None and groups >= turn:
                         slot.events = events
                         break
-        except BaseException:
+        except BaseException:  # the follower failed, or a cursor could not be saved
             slot.kept = slot.kept or group or None
             raise
         if group:

@@ -7,6 +7,7 @@ import itertools
 import os
 import signal
 import threading
+from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
@@ -346,3 +347,49 @@ def test_a_group_an_output_refused_is_delivered_before_any_more_is_read(emu, api
 
     scheduler.run(on_idle=on_idle)
     assert out.getvalue().splitlines() == [*first, "later"]
+
+
+class FillsUp(FlakyStore):
+    """A state directory that takes ``room`` cursors, then is full (until ``full`` is
+    cleared: space was made)."""
+
+    def __init__(self, directory: Path, room: int) -> None:
+        super().__init__(directory)
+        self.room: int | None = room
+
+    def save(self, cursor: Cursor) -> None:
+        super().save(cursor)
+        if self.room is not None:
+            self.room -= 1
+            if self.room == 0:
+                self.full, self.room = True, None
+
+
+def test_a_catch_up_whose_cursor_the_state_directory_refused_is_not_written_twice(
+    emu, api, tmp_path
+):
+    """A full group is in the files when its cursor save fails (a full state directory): it
+    is delivered, only its cursor waits. Delivered again, it would be in the files twice."""
+    emu.deploy(PROJECT)
+    backlog = [f"backlog {i}" for i in range(GROUP_LINES + 5)]
+    emu.write(PROJECT, backlog)
+    emu.publish()
+    store = FillsUp(tmp_path / "state", room=1)  # the follower's first cursor, then full
+    files = FileSink(tmp_path / "out")
+    follower = ProjectFollower(api, PROJECT, start=Start("deployment"), clock=lambda: 0.0)
+    time = FakeTime(until=30)
+    turns: list[float] = []
+
+    def on_idle() -> None:
+        turns.append(time.now)
+        if len(turns) == 4:
+            store.full = False
+
+    pipeline = Pipeline([files], [follower], save=store.save)
+    Scheduler([pipeline], time, interval=1.0, max_interval=2.0, clock=time.clock).run(
+        on_idle=on_idle
+    )
+    deploy_id = emu.deploy_ids(PROJECT)[-1]
+    assert files.path(PROJECT, deploy_id).read_text().splitlines() == backlog
+    (saved,) = store.load_all().values()
+    assert saved.position == len(backlog)
