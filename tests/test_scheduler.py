@@ -7,6 +7,7 @@ import itertools
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -214,32 +215,40 @@ class FlakyStore(CursorStore):
         super().save(cursor)
 
 
+def to_files(
+    api: QcApi, tmp_path: Path, store: CursorStore, until: float, on_turn: Callable[[int], None]
+) -> tuple[FileSink, Pipeline]:
+    """Run the follower of PROJECT from its first line, to files under ``tmp_path`` with its
+    cursors in ``store``, on a fake clock until ``until``; ``on_turn(n)`` after turn n."""
+    files = FileSink(tmp_path / "out")
+    follower = ProjectFollower(api, PROJECT, start=Start("deployment"), clock=lambda: 0.0)
+    time = FakeTime(until=until)
+    turns = itertools.count(1)
+    pipeline = Pipeline([files], [follower], save=store.save)
+    Scheduler([pipeline], time, interval=1.0, max_interval=8.0, clock=time.clock).run(
+        on_idle=lambda: on_turn(next(turns))
+    )
+    return files, pipeline
+
+
 def test_cursors_a_full_state_directory_refused_are_saved_later_and_no_line_is_doubled(
     emu, api, tmp_path
 ):
     emu.deploy(PROJECT)
     store = FlakyStore(tmp_path / "state")
-    files = FileSink(tmp_path / "out")
-    follower = ProjectFollower(api, PROJECT, start=Start("deployment"), clock=lambda: 0.0)
-    time = FakeTime(until=60)
-    turns: list[float] = []
 
-    def on_idle() -> None:
-        turns.append(time.now)
-        if len(turns) == 1:  # the first lines are out; now the disk fills up
+    def on_turn(turn: int) -> None:
+        if turn == 1:  # the first lines are out; now the disk fills up
             store.full = True
             emu.write(PROJECT, ["two", "three"])
             emu.publish()
-        if len(turns) == 6:
+        if turn == 6:
             store.full = False
 
     emu.write(PROJECT, ["one"])
     emu.publish()
-    pipeline = Pipeline([files], [follower], save=store.save)
     with capture_logs() as events:
-        Scheduler([pipeline], time, interval=1.0, max_interval=8.0, clock=time.clock).run(
-            on_idle=on_idle
-        )
+        files, pipeline = to_files(api, tmp_path, store, 60, on_turn)
     deploy_id = emu.deploy_ids(PROJECT)[-1]
     assert files.path(PROJECT, deploy_id).read_text() == "one\ntwo\nthree\n"
     (saved,) = store.load_all().values()
@@ -375,20 +384,12 @@ def test_a_catch_up_whose_cursor_the_state_directory_refused_is_not_written_twic
     emu.write(PROJECT, backlog)
     emu.publish()
     store = FillsUp(tmp_path / "state", room=1)  # the follower's first cursor, then full
-    files = FileSink(tmp_path / "out")
-    follower = ProjectFollower(api, PROJECT, start=Start("deployment"), clock=lambda: 0.0)
-    time = FakeTime(until=30)
-    turns: list[float] = []
 
-    def on_idle() -> None:
-        turns.append(time.now)
-        if len(turns) == 4:
+    def on_turn(turn: int) -> None:
+        if turn == 4:
             store.full = False
 
-    pipeline = Pipeline([files], [follower], save=store.save)
-    Scheduler([pipeline], time, interval=1.0, max_interval=2.0, clock=time.clock).run(
-        on_idle=on_idle
-    )
+    files, _ = to_files(api, tmp_path, store, 30, on_turn)
     deploy_id = emu.deploy_ids(PROJECT)[-1]
     assert files.path(PROJECT, deploy_id).read_text().splitlines() == backlog
     (saved,) = store.load_all().values()
