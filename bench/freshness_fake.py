@@ -26,6 +26,7 @@ from harness import TOKEN, USER_ID, machine
 from tailer import logs
 from tailer.api import QcApi
 from tailer.auth import QcAuth
+from tailer.config import StartAt
 from tailer.emulator import Emulator
 from tailer.follower import ProjectFollower, Start
 from tailer.pipeline import Pipeline
@@ -93,7 +94,7 @@ def follow(scenario: Scenario, seed: int, *, rhythmic: bool) -> Client:
         api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN))
         clock = SharedClock(emu, schedule(scenario, seed), until=scenario.duration + INTERVAL)
         clock.now = 1.5  # qc-tail starts a moment after the emulator
-        follower = ProjectFollower(api, PROJECT, start=Start("end"), clock=clock.clock)
+        follower = ProjectFollower(api, PROJECT, start=Start(StartAt.END), clock=clock.clock)
         Scheduler(
             [Pipeline([StdoutSink(Screen(clock, client))], [follower])],
             clock,

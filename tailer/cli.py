@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 import structlog
 
 from tailer import __version__, commands, logs
-from tailer.config import LIST_STATUSES
+from tailer.config import LIST_STATUSES, StartAt
 from tailer.errors import QcTailError
 from tailer.follower import Start
 from tailer.shutdown import Interrupted, Shutdown
@@ -112,8 +112,8 @@ def _lines(text: str) -> Start:
     """``-n``: ``N`` is the last N lines; ``+K`` starts with the deployment's K-th line (as in
     GNU tail, ``+0`` is ``+1``)."""
     if text.startswith("+"):
-        return Start("line", max(0, _count(text[1:]) - 1))
-    return Start("last", _count(text))
+        return Start(StartAt.LINE, max(0, _count(text[1:]) - 1))
+    return Start(StartAt.LAST, _count(text))
 
 
 def _fraction(text: str) -> float:
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-n",
         "--lines",
         type=_lines,
-        default=Start("last", 10),
+        default=Start(StartAt.LAST, 10),
         metavar="N",
         help="the last N lines (default 10); +K: from the deployment's K-th line on",
     )

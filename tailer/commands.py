@@ -16,7 +16,7 @@ from tailer import colour, service, terminal
 from tailer.api import QcApi
 from tailer.assembly import FOLLOWING, ONE_SHOT, build_api
 from tailer.colour import Painter
-from tailer.config import Config, load_config
+from tailer.config import Config, StartAt, load_config
 from tailer.daemon import Notifier
 from tailer.discovery import Discovery
 from tailer.errors import ConfigError, NotFoundError
@@ -47,7 +47,7 @@ def tail(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
         all=args.all,
         deploy=args.deploy,
         follow=args.follow,
-        start=Start("deployment") if args.from_start else args.lines,
+        start=Start(StartAt.DEPLOYMENT) if args.from_start else args.lines,
         format=args.format,
         prefix=args.prefix,
         interval=args.interval,
@@ -203,7 +203,7 @@ def demo(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
             )
             api = build_api(config, shutdown, FOLLOWING)
             followers = [
-                ProjectFollower(api, project_id, start=Start("last", 3))
+                ProjectFollower(api, project_id, start=Start(StartAt.LAST, 3))
                 for project_id in scenery.project_ids
             ]
             paint = Painter() if colour.wanted("auto", sys.stdout, env) else None

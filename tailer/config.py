@@ -10,6 +10,7 @@ appear in a repr. Empty environment variables count as unset.
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import os
@@ -26,7 +27,20 @@ from zoneinfo import ZoneInfo
 from tailer.errors import ConfigError
 from tailer.redaction import redact_url
 
-STARTS = ("end", "deployment", "project")
+
+class StartAt(enum.StrEnum):
+    """Where a deployment with no saved cursor starts (``follower.Start`` adds how far):
+    the config accepts the first three (``STARTS``); ``tail``'s options give the others."""
+
+    END = "end"
+    DEPLOYMENT = "deployment"
+    PROJECT = "project"
+    LAST = "last"
+    LINE = "line"
+    SINCE = "since"
+
+
+STARTS = (StartAt.END, StartAt.DEPLOYMENT, StartAt.PROJECT)
 FORMATS = ("text", "json")
 LINE_LABELS = ("project_id", "deploy_id", "name")  # Loki labels qc-tail sets on every stream
 CREDENTIAL_NAME = "qc-api-token"  # the systemd credential in $CREDENTIALS_DIRECTORY
@@ -101,7 +115,7 @@ class DiscoveryConfig:
     enabled: bool = True
     interval: float = 300.0
     projects: tuple[int, ...] = ()
-    start: str = "deployment"
+    start: StartAt = StartAt.DEPLOYMENT
     shard: tuple[int, int] = (1, 1)  # (K, N): this instance follows shard K of N
 
 
@@ -120,7 +134,7 @@ class FollowConfig:
     project_id: int
     deploy_id: str | None = None
     name: str | None = None
-    start: str = "deployment"
+    start: StartAt = StartAt.DEPLOYMENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,7 +503,7 @@ def _discovery(t: _Table) -> DiscoveryConfig:
     enabled = t.boolean("enabled", d.enabled)
     interval = t.number("interval", d.interval)
     projects = tuple(dict.fromkeys(t.integers("projects", minimum=1)))
-    start = t.string("start", d.start, _one_of(*STARTS))
+    start = StartAt(t.string("start", d.start, _one_of(*STARTS)))
     shard = t.string("shard", None, _shard)
     t.done()
     return DiscoveryConfig(enabled, interval, projects, start, _parse_shard(shard) or d.shard)
@@ -540,7 +554,7 @@ def _follow(t: _Table) -> FollowConfig:
     project_id = t.integer("project_id", 0, minimum=1, required=True)
     deploy_id = t.string("deploy_id", None, _matches(r"L-[A-Za-z0-9]{1,64}"))
     name = t.string("name", None, _printable(1, 64))
-    start = t.string("start", FollowConfig(0).start, _one_of(*STARTS))
+    start = StartAt(t.string("start", FollowConfig(0).start, _one_of(*STARTS)))
     t.done()
     return FollowConfig(project_id, deploy_id, name, start)
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import structlog
 
 from tailer.api import Deployment, QcApi
-from tailer.config import DRAIN
+from tailer.config import DRAIN, StartAt
 from tailer.cursor import Cursor
 from tailer.errors import NotFoundError
 from tailer.export import Exporter
@@ -28,7 +28,7 @@ class Start:
     ``count`` lines (``tail -n +K``: count = K - 1; at the end if it has fewer), or ``since``:
     at its first line stamped at ``since`` or later (naive, the algorithm's time zone)."""
 
-    kind: str = "deployment"
+    kind: StartAt = StartAt.DEPLOYMENT
     count: int = 0
     since: datetime | None = None
 
@@ -235,11 +235,11 @@ class ProjectFollower:
         )
         if self.pinned:
             self._superseded[reader.deploy_id] = self._clock()
-            self._successor = self._reader(successors[0], Start("deployment"), followed=False)
+            self._successor = self._reader(successors[0], Start(StartAt.DEPLOYMENT), followed=False)
             return "redeployed"
         for deployment in successors:
             self._superseded[self.chain[-1].deploy_id] = self._clock()
-            self.chain.append(self._reader(deployment, Start("deployment")))
+            self.chain.append(self._reader(deployment, Start(StartAt.DEPLOYMENT)))
         self.deployment = current
         return "redeployed"
 
@@ -310,7 +310,7 @@ class ProjectFollower:
             self.name = current.project_name or str(self.project_id)
         if not self.pinned:
             for deployment in self._older(current, listed):
-                self.chain.append(self._reader(deployment, Start("deployment")))
+                self.chain.append(self._reader(deployment, Start(StartAt.DEPLOYMENT)))
                 self._superseded[deployment.deploy_id] = self._clock()
         end = None
         if self.pinned and self.pinned != current.deploy_id:
@@ -364,10 +364,10 @@ class ProjectFollower:
         """
         unfinished = {c.deploy_id for c in self._saved.values() if not c.done}
         unfinished.discard(current.deploy_id)
-        if self._start.kind != "project" and not unfinished:
+        if self._start.kind != StartAt.PROJECT and not unfinished:
             return []
         older = _launched_before(current, listed)
-        if self._start.kind != "project":  # from the first unfinished one on
+        if self._start.kind != StartAt.PROJECT:  # from the first unfinished one on
             ids = [d.deploy_id for d in older]
             older = older[min((ids.index(d) for d in unfinished if d in ids), default=len(ids)) :]
         # Every one not finished: a deployment without a cursor delivered nothing yet.
@@ -400,7 +400,7 @@ class ProjectFollower:
         )
         reader.probe()
         start = start or self._start
-        if start.kind in ("end", "last", "line", "since"):
+        if start.kind in (StartAt.END, StartAt.LAST, StartAt.LINE, StartAt.SINCE):
             reader.place(replace(cursor, position=self._skip(start, reader, end)))
         if followed:
             self._begun.append(reader.cursor)
@@ -409,9 +409,9 @@ class ProjectFollower:
     def _skip(self, start: Start, reader: DeploymentReader, end: int | None) -> int:
         """How many of the deployment's lines a start that is not its first line passes."""
         visible = reader.visible(end)
-        if start.kind == "last":
+        if start.kind == StartAt.LAST:
             return max(0, visible - start.count)
-        if start.kind == "line":
+        if start.kind == StartAt.LINE:
             return min(start.count, visible)
         if start.since is not None:
             first = reader.offset

@@ -149,7 +149,7 @@ class DeploymentReader:
         self.length = 0  # the project's row count the API last reported
         self.window = min(window, MAX_WINDOW)
         self.prefetcher = prefetcher
-        self._ahead: dict[tuple[int, int], Future[LogWindow]] = {}
+        self._prefetched: dict[tuple[int, int], Future[LogWindow]] = {}  # by (start, stop)
         self._narrowed: tuple[int, int] | None = None  # (line to pass, window to restore)
         self._basis: dict[tuple[int, int], tuple[int, int]] = {}  # offset, length when asked
         self.caught_up = False  # the last read found nothing new up to the deployment's end
@@ -399,18 +399,32 @@ class DeploymentReader:
             self._fresh, plan.start, plan.stop, window, plan.checked, self.deploy_id
         )
         least = self._least_shift(window)
-        if window.deployment_offset != self.offset:
-            log.info(
-                "offset_moved", deploy=self.deploy_id, was=self.offset, now=window.deployment_offset
-            )
-            self._forget_prefetched()
-            if least == 0 or plan.checked == 0:  # the offset's fall is the whole shift
-                self._accept(window)
-                return _AGAIN
+        if self._offset_moved(window, plan, least):
+            self._accept(window)
+            return _AGAIN
         if plan.checked == 0 or (
             (plan.unique or least == 0) and not past_end and self._aligned(window, plan)
         ):
             return window  # one answer's surprise: a lagging replica's, or an old prefetch
+        return self._realign_or_wait(end, window, least, plan)
+
+    def _offset_moved(self, window: LogWindow, plan: _Plan, least: int) -> bool:
+        """Whether the settled answer moved the deployment's offset by the whole shift (then
+        taken as it is, and read again). A move of any size outdates the windows prefetched."""
+        if window.deployment_offset == self.offset:
+            return False
+        log.info(
+            "offset_moved", deploy=self.deploy_id, was=self.offset, now=window.deployment_offset
+        )
+        self._forget_prefetched()
+        return least == 0 or plan.checked == 0  # the offset's fall is the whole shift
+
+    def _realign_or_wait(
+        self, end: int | None, window: LogWindow, least: int, plan: _Plan
+    ) -> Batch | object:
+        """``_realign``, as ``_check`` answers it: a gap, or read again; now (``_AGAIN``), or a
+        little later when a later answer must confirm this one (or the successor's offset be
+        asked again: ``_RECHECK``)."""
         outcome = self._realign(end, window, least, plan)
         if outcome is _WAIT or outcome is _RECHECK:
             self._forget_prefetched()
@@ -588,15 +602,39 @@ class DeploymentReader:
         An answer over our own size cap raises AnswerTooLargeError once the window is halved
         (the caller asks again, with the overlap it checks), down to a single line.
         """
+        self._restore_window(start)
+        if not fresh:
+            exported = self._from_export(start, stop)
+            if exported is not None:
+                return exported
+        future = None if fresh else self._take_prefetched(start, stop)
+        return self._read_halving(start, stop, future, fresh=fresh)
+
+    def _restore_window(self, start: int) -> None:
+        """The window's width from before ``_narrow``, once a read starts past its lines."""
         if self._narrowed is not None and start >= self._narrowed[0] + TAIL_LINES:
             self.window, self._narrowed = self._narrowed[1], None  # the large lines are behind
-        if not fresh and self._export is not None:
-            self._exported = self._export.window(start, stop)
-            if self._exported is not None:
-                return self._exported
-        future = None if fresh else self._ahead.pop((start, stop), None)
+
+    def _from_export(self, start: int, stop: int) -> LogWindow | None:
+        """The window from the export placed, if there is one and it holds the window."""
+        if self._export is None:
+            return None
+        self._exported = self._export.window(start, stop)
+        return self._exported
+
+    def _take_prefetched(self, start: int, stop: int) -> Future[LogWindow] | None:
+        """The answer prefetched for ``[start, stop)``, unless it was not asked yet."""
+        future = self._prefetched.pop((start, stop), None)
         if future is not None and future.cancel():  # still queued, maybe behind read-ahead
-            future = None  # another deployment's stuck server holds up: read it here, now
+            return None  # another deployment's stuck server holds up: read it here, now
+        return future
+
+    def _read_halving(
+        self, start: int, stop: int, future: Future[LogWindow] | None, *, fresh: bool
+    ) -> LogWindow:
+        """The prefetched answer (``future``), or one asked now. A refusal of the window's
+        size halves it and asks again, down to two lines; an answer over our own size cap
+        narrows it (``_narrow``) and raises."""
         while True:
             try:
                 if future is not None:
@@ -700,7 +738,8 @@ class DeploymentReader:
         # order, and reading goes on while the outputs fsync (16 windows by default).
         depth = 4 * int(self.api.budget.window)
         overlap = min(TAIL_LINES, self.window - 1)
-        while len(self._ahead) < depth:  # past those already asked for, to keep depth in flight
+        # Past those already asked for, to keep depth in flight.
+        while len(self._prefetched) < depth:
             start = stop - overlap
             if start + overlap >= (length if bound is None else min(length, bound)):
                 return
@@ -708,18 +747,18 @@ class DeploymentReader:
             if bound is not None:
                 nxt = min(nxt, max(bound, start + 1))
             exported = self._export is not None and nxt <= self._export.end  # read from it
-            if (start, nxt) not in self._ahead and not exported:
+            if (start, nxt) not in self._prefetched and not exported:
                 read = functools.partial(
                     self.api.read_logs, self.project_id, self.deploy_id, start, nxt
                 )
-                self._ahead[(start, nxt)] = self.prefetcher.submit(read)
+                self._prefetched[(start, nxt)] = self.prefetcher.submit(read)
                 self._basis[(start, nxt)] = (self.offset, self.length)
             stop = nxt
 
     def _forget_prefetched(self) -> None:
-        for future in self._ahead.values():
+        for future in self._prefetched.values():
             future.cancel()
-        self._ahead.clear()
+        self._prefetched.clear()
         self._basis.clear()
 
     def _realign(
@@ -754,15 +793,44 @@ class DeploymentReader:
         may be a lagging replica's: it is acted upon only once a later one says the same
         (``_WAIT``). Then the numbers place the lines, and content is not sure.
         """
-        found, matched = self._find(plan, expected, end, window)
-        sure = plan.unique and realign.sure(plan.pair or plan.prints, matched)
-        short = min(window.length, window.length if end is None else end) <= expected
+        found, sure = self._found_by_content(plan, expected, end, window)
+        short = _short(window, end, expected)
         if found == expected and (least == 0 or sure):  # where it was, yet the read disagreed
-            if short and self._wait(window, expected):
-                return _WAIT
-            raise ProtocolError(f"{self.deploy_id}: answers disagree with each other")
+            return self._unmoved(window, expected, short)
         placed = found is not None and sure
-        if not placed and plan.unique and self._beyond(plan, expected, end, window):
+        if not placed and (behind := self._end_behind(plan, expected, end, window)) is not None:
+            return behind
+        contradicted = _above_numbers(found, sure, expected - least)
+        if (contradicted or (short and not placed)) and self._wait(window, expected):
+            return _WAIT
+        if contradicted:
+            found, _ = self._find(plan, expected - least, end, window)
+            sure = False
+        return found, sure
+
+    def _found_by_content(
+        self, plan: _Plan, expected: int, end: int | None, window: LogWindow
+    ) -> tuple[int | None, bool]:
+        """Where the lines delivered last end now, by content (see ``_find``), and whether
+        the fingerprints that matched are sure of it."""
+        found, matched = self._find(plan, expected, end, window)
+        return found, plan.unique and realign.sure(plan.pair or plan.prints, matched)
+
+    def _unmoved(self, window: LogWindow, expected: int, short: bool) -> object:
+        """The lines delivered last are where they were, yet the read disagreed: an answer
+        that does not reach them (``short``) waits for a later one (``_WAIT``, once in a
+        row); otherwise the answers contradict each other."""
+        if short and self._wait(window, expected):
+            return _WAIT
+        raise ProtocolError(f"{self.deploy_id}: answers disagree with each other")
+
+    def _end_behind(
+        self, plan: _Plan, expected: int, end: int | None, window: LogWindow
+    ) -> object | None:
+        """Where content did not place the lines delivered last and the successor's offset
+        (``end``) is below them: ``_LATER`` if they are still served past it (that end is
+        stale), or ``_RECHECK`` to ask it again (once per read); None otherwise."""
+        if plan.unique and self._beyond(plan, expected, end, window):
             log.info(
                 "end_behind",
                 deploy=self.deploy_id,
@@ -772,17 +840,11 @@ class DeploymentReader:
                 "read again at the next poll",
             )
             return _LATER
-        if end is not None and end <= expected and not placed and not self._rechecked:
+        if end is not None and end <= expected and not self._rechecked:
             self._rechecked = True
             log.info("end_behind", deploy=self.deploy_id, end=end, hint="asking it again")
             return _RECHECK
-        contradicted = not sure and found is not None and found > expected - least
-        if (contradicted or (short and not placed)) and self._wait(window, expected):
-            return _WAIT
-        if contradicted:
-            found, _ = self._find(plan, expected - least, end, window)
-            sure = False
-        return found, sure
+        return None
 
     def _wait(self, window: LogWindow, expected: int) -> bool:
         """Whether to wait for a later answer before acting on this one (once in a row)."""
@@ -868,3 +930,15 @@ def _cut(plan: _Plan, window: LogWindow) -> int:
     the API keeps line numbers across retention."""
     promised = min(plan.stop, window.length) - plan.start
     return max(0, promised - len(window.logs))
+
+
+def _short(window: LogWindow, end: int | None, expected: int) -> bool:
+    """Whether the answer (or the successor's offset, ``end``) does not even reach the last
+    line delivered, ``expected``."""
+    return min(window.length, window.length if end is None else end) <= expected
+
+
+def _above_numbers(found: int | None, sure: bool, highest: int) -> bool:
+    """Whether content, not sure, found the lines delivered last higher than the numbers
+    allow (``highest``: where they are at most, by the numbers)."""
+    return not sure and found is not None and found > highest

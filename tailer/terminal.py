@@ -10,7 +10,7 @@ from typing import TextIO
 from tailer.api import QcApi
 from tailer.assembly import build_exporter
 from tailer.colour import Painter
-from tailer.config import Config, LokiConfig
+from tailer.config import Config, LokiConfig, StartAt
 from tailer.discovery import Discovery
 from tailer.follower import ProjectFollower, Start
 from tailer.notices import StatusWatch
@@ -25,7 +25,7 @@ from tailer.sinks.progress import ProgressSink
 from tailer.sinks.stdout import StdoutSink
 from tailer.targets import resolve
 
-LAST_TEN = Start("last", 10)
+LAST_TEN = Start(StartAt.LAST, 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +73,7 @@ def tail(
             project_id,
             name=name,
             deploy_id=options.deploy,
-            start=Start("deployment") if began[0] else start,
+            start=Start(StartAt.DEPLOYMENT) if began[0] else start,
             drain=config.poll.drain,
             wait_for_deployment=options.follow,
             prefetcher=prefetcher,
@@ -133,7 +133,7 @@ def _start(config: Config, options: TailOptions) -> Start:
         return options.start
     loki = config.output.loki
     zone = loki.timezone if loki is not None else _default_zone()
-    return Start("since", since=options.since.moment(zone))
+    return Start(StartAt.SINCE, since=options.since.moment(zone))
 
 
 def _default_zone() -> str:

@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 
 from tailer.api import QcApi
 from tailer.auth import QcAuth
-from tailer.config import load_config
+from tailer.config import StartAt, load_config
 from tailer.emulator import Emulator, Fault
 from tailer.errors import ConfigError, ExportError
 from tailer.export import ExportedLog, Exporter
@@ -57,7 +57,7 @@ class Daemon:
             **({"spool": spool} if spool else {}),
         )
         follower = ProjectFollower(
-            api, PROJECT, start=Start("deployment"), saved=mine, exporter=self.exporter
+            api, PROJECT, start=Start(StartAt.DEPLOYMENT), saved=mine, exporter=self.exporter
         )
         self.pipeline = Pipeline([self.files], [follower], save=self.store.save, saved=saved.keys())
         self.scheduler = Scheduler([self.pipeline], Shutdown(), interval=1.0, max_interval=1.0)
@@ -318,7 +318,7 @@ def test_a_redeploy_chain_read_from_its_start_shares_one_export(emu, api, tmp_pa
     emu.write(PROJECT, [f"second {i}" for i in range(1000)])
     store = CursorStore(tmp_path / "state")
     exporter = Exporter(api, ExportQuota(30), threshold=THRESHOLD)
-    follower = ProjectFollower(api, PROJECT, start=Start("project"), exporter=exporter)
+    follower = ProjectFollower(api, PROJECT, start=Start(StartAt.PROJECT), exporter=exporter)
     files = FileSink(tmp_path / "out")
     pipeline = Pipeline([files], [follower], save=store.save)
     Scheduler([pipeline], Shutdown(), interval=1.0, max_interval=1.0).poll_once()

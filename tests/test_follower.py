@@ -10,6 +10,7 @@ from structlog.testing import capture_logs
 
 from tailer.api import QcApi
 from tailer.auth import QcAuth
+from tailer.config import StartAt
 from tailer.emulator import Emulator
 from tailer.follower import Ended, ProjectFollower, Start
 from tailer.pipeline import Pipeline
@@ -41,7 +42,7 @@ class Daemon:
         self,
         api: QcApi,
         root: Path,
-        start: str,
+        start: StartAt,
         deploy_id: str | None = None,
         drain: float = 600.0,
     ) -> None:
@@ -76,11 +77,11 @@ def test_a_restart_resumes_a_deployment_begun_at_its_end_with_no_new_line_yet(
     must deliver them, not start at the end again."""
     deploy_id = emu.deploy(PROJECT)
     emu.write(PROJECT, ["before 0", "before 1"])
-    first = Daemon(api, tmp_path, "end")
+    first = Daemon(api, tmp_path, StartAt.END)
     first.poll()
     first.kill()
     emu.write(PROJECT, ["while down 0", "while down 1"])
-    second = Daemon(api, tmp_path, "end")
+    second = Daemon(api, tmp_path, StartAt.END)
     second.poll()
     assert second.lines(deploy_id) == ["while down 0", "while down 1"]
 
@@ -92,13 +93,13 @@ def test_a_restart_drains_a_deployment_followed_before_a_redeploy_while_down(
     it is redeployed while the daemon is down, and the old one's last line arrives late. The
     restart must still drain the old deployment (SPEC: redeploys drain it to its end)."""
     old = emu.deploy(PROJECT)
-    first = Daemon(api, tmp_path, "deployment")
+    first = Daemon(api, tmp_path, StartAt.DEPLOYMENT)
     first.poll()
     first.kill()
     new = emu.deploy(PROJECT)
     emu.write(PROJECT, ["new 0"], deploy_id=new)
     emu.write(PROJECT, ["old, late"], deploy_id=old)
-    second = Daemon(api, tmp_path, "deployment")
+    second = Daemon(api, tmp_path, StartAt.DEPLOYMENT)
     second.poll()
     assert (second.lines(old), second.lines(new)) == (["old, late"], ["new 0"])
 
@@ -111,7 +112,7 @@ def test_a_pinned_deployment_saves_no_cursor_for_the_successor_it_only_probes(
     pinned = emu.deploy(PROJECT)
     emu.write(PROJECT, ["pinned 0"])
     emu.deploy(PROJECT)
-    daemon = Daemon(api, tmp_path, "deployment", deploy_id=pinned)
+    daemon = Daemon(api, tmp_path, StartAt.DEPLOYMENT, deploy_id=pinned)
     daemon.poll()
     assert list(daemon.store.load_all()) == [(PROJECT, pinned)]
     assert daemon.lines(pinned) == ["pinned 0"]
@@ -124,10 +125,10 @@ def test_a_first_poll_that_delivers_leaves_the_cursor_after_its_lines(
     before the reader's lines are delivered, never after (a restart would read them again)."""
     deploy_id = emu.deploy(PROJECT)
     emu.write(PROJECT, ["line 0", "line 1"])
-    first = Daemon(api, tmp_path, "deployment")
+    first = Daemon(api, tmp_path, StartAt.DEPLOYMENT)
     first.poll()
     first.kill()
-    second = Daemon(api, tmp_path, "deployment")
+    second = Daemon(api, tmp_path, StartAt.DEPLOYMENT)
     second.poll()
     assert second.lines(deploy_id) == ["line 0", "line 1"]
 
@@ -140,7 +141,7 @@ def test_a_stale_current_deployment_does_not_send_the_follower_backwards(
     successor, and each file holds its deployment's lines once, with no gap."""
     old = emu.deploy(PROJECT)
     emu.write(PROJECT, [f"old {i}" for i in range(20)])
-    daemon = Daemon(api, tmp_path, "deployment")
+    daemon = Daemon(api, tmp_path, StartAt.DEPLOYMENT)
     daemon.poll()
     new = emu.deploy(PROJECT)
     emu.write(PROJECT, [f"new {i}" for i in range(40)])
@@ -166,7 +167,7 @@ def test_a_stale_current_deployment_does_not_hide_a_redeploy_not_seen_yet(
     offset, and each file holds its deployment's lines once."""
     old = emu.deploy(PROJECT)
     emu.write(PROJECT, [f"old {i}" for i in range(20)])
-    daemon = Daemon(api, tmp_path, "deployment")
+    daemon = Daemon(api, tmp_path, StartAt.DEPLOYMENT)
     daemon.poll()
     new = emu.deploy(PROJECT)
     emu.write(PROJECT, [f"new {i}" for i in range(30)])
@@ -193,7 +194,7 @@ def test_a_stale_current_deployment_at_the_first_poll_begins_at_the_latest_liste
     new = emu.deploy(PROJECT)
     emu.write(PROJECT, ["new 0", "new 1"])
     emu.stale_live_read(PROJECT, answers=1)
-    daemon = Daemon(api, tmp_path, "deployment")
+    daemon = Daemon(api, tmp_path, StartAt.DEPLOYMENT)
     with capture_logs() as events:
         daemon.poll()
     assert (daemon.lines(old), daemon.lines(new)) == ([], ["new 0", "new 1"])
@@ -215,7 +216,7 @@ def test_a_list_of_every_projects_deployments_is_not_chained_into_this_one(
         emu.write(PROJECT, [f"old {i}" for i in range(10)])
         policy = RetryPolicy(max_attempts=1)
         api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=policy, sleep=lambda s: None)
-        first = Daemon(api, tmp_path, "deployment")
+        first = Daemon(api, tmp_path, StartAt.DEPLOYMENT)
         first.poll()
         first.kill()
         emu.write(PROJECT, [f"old {i}" for i in range(10, 2010)])
@@ -223,7 +224,7 @@ def test_a_list_of_every_projects_deployments_is_not_chained_into_this_one(
         emu.write(PROJECT + 1, ["not ours"])
         new = emu.deploy(PROJECT)
         emu.write(PROJECT, ["new 0", "new 1"])
-        second = Daemon(api, tmp_path, "deployment")
+        second = Daemon(api, tmp_path, StartAt.DEPLOYMENT)
         for _ in range(2):
             second.poll()
         assert second.lines(old) == emu.published(PROJECT, old)
@@ -239,7 +240,7 @@ def test_a_restart_does_not_begin_at_a_stale_current_deployment(
     begin at D1 and take D2's lines for D1's."""
     old = emu.deploy(PROJECT)
     emu.write(PROJECT, ["old 0"])
-    first = Daemon(api, tmp_path, "deployment", drain=drain)
+    first = Daemon(api, tmp_path, StartAt.DEPLOYMENT, drain=drain)
     first.poll()
     new = emu.deploy(PROJECT)
     emu.write(PROJECT, ["new 0"])
@@ -248,7 +249,7 @@ def test_a_restart_does_not_begin_at_a_stale_current_deployment(
     first.kill()
     emu.write(PROJECT, ["new 1", "new 2"])
     emu.stale_live_read(PROJECT, answers=1)
-    second = Daemon(api, tmp_path, "deployment", drain=drain)
+    second = Daemon(api, tmp_path, StartAt.DEPLOYMENT, drain=drain)
     for _ in range(3):
         second.poll()
     assert second.lines(old) == ["old 0"]
@@ -264,7 +265,7 @@ def test_a_stale_current_deployment_does_not_end_a_pinned_one(
     emu.write(PROJECT, ["old 0"])
     pinned = emu.deploy(PROJECT)
     emu.write(PROJECT, ["pinned 0"])
-    daemon = Daemon(api, tmp_path, "deployment", deploy_id=pinned)
+    daemon = Daemon(api, tmp_path, StartAt.DEPLOYMENT, deploy_id=pinned)
     daemon.poll()
     emu.stale_live_read(PROJECT, answers=1)
     emu.write(PROJECT, ["pinned 1"])
@@ -281,7 +282,7 @@ def test_a_poll_reads_what_the_log_holds_and_asks_no_more(
     promised are read, the poll is over (the next one looks for more)."""
     emu.deploy(PROJECT)
     emu.write(PROJECT, ["before"])
-    follower = ProjectFollower(api, PROJECT, start=Start("end"))
+    follower = ProjectFollower(api, PROJECT, start=Start(StartAt.END))
     assert batches(follower) == []
     emu.write(PROJECT, [f"line {i}" for i in range(new)])
     asked = emu.stats.by_path["/live/logs/read"]

@@ -49,6 +49,7 @@ from tailer.config import (
     FollowConfig,
     OutputConfig,
     PollConfig,
+    StartAt,
     StateConfig,
 )
 from tailer.cursor import TAIL_LINES, Cursor, period
@@ -271,7 +272,7 @@ class TailerModel(RuleBasedStateMachine):
             poll=PollConfig(interval=1.0, max_interval=1.0, drain=DRAIN),
             state=StateConfig(dir=self.dir / "state"),
             discovery=DiscoveryConfig(enabled=False),
-            follows=(FollowConfig(self.project, start="project"),),
+            follows=(FollowConfig(self.project, start=StartAt.PROJECT),),
             output=OutputConfig(directory=self.dir / "out"),
         )
         self.files = FileSink(self.dir / "out")  # only for its path(): never opened
@@ -470,10 +471,10 @@ class TailerModel(RuleBasedStateMachine):
         """A project with a deployment or none yet; followed by a follow entry, or by
         discovery (limited to it) while it has a Running deployment; where it starts."""
         if discover:
-            found = DiscoveryConfig(enabled=True, projects=(self.project,), start=start)
+            found = DiscoveryConfig(enabled=True, projects=(self.project,), start=StartAt(start))
             self.config = replace(self.config, follows=(), discovery=found)
         else:
-            follows = (FollowConfig(self.project, start=start),)
+            follows = (FollowConfig(self.project, start=StartAt(start)),)
             self.config = replace(self.config, follows=follows)
         if deployed:
             self.emu.deploy(self.project)

@@ -6,6 +6,7 @@ import io
 
 from tailer.api import QcApi
 from tailer.auth import QcAuth
+from tailer.config import StartAt
 from tailer.follower import ProjectFollower, Start
 from tailer.notices import StatusWatch
 from tailer.reader import Batch
@@ -15,7 +16,7 @@ from .conftest import PROJECT, TOKEN, USER_ID
 
 def watching(emu, *, pinned: str | None = None, **options):
     api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN))
-    follower = ProjectFollower(api, PROJECT, deploy_id=pinned, start=Start("end"))
+    follower = ProjectFollower(api, PROJECT, deploy_id=pinned, start=Start(StartAt.END))
     assert follower.begin()
     stderr, notes = io.StringIO(), []
     now, wall = [0.0], [emu.model._clock()]

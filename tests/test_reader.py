@@ -213,7 +213,7 @@ def test_a_catch_up_keeps_its_prefetched_windows_topped_up(emu):
     while (batch := reader.read()) is not None:
         reader.commit(batch)
         batches.append(batch)
-        ahead.append(len(reader._ahead))
+        ahead.append(len(reader._prefetched))
     assert texts(batches) == expected
     remaining = [len(ahead) - 1 - i for i in range(len(ahead))]  # windows still to read
     assert ahead == [min(8, left) for left in remaining]

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 
 from tailer.api import QcApi
 from tailer.auth import QcAuth
+from tailer.config import StartAt
 from tailer.cursor import Cursor
 from tailer.emulator import Emulator, Fault
 from tailer.errors import CursorSaveError, OutputError, QcTailError
@@ -56,7 +57,7 @@ def api(emu: Emulator) -> QcApi:
 
 
 def scheduler(api: QcApi, time: FakeTime, out: io.StringIO) -> Scheduler:
-    follower = ProjectFollower(api, PROJECT, start=Start("end"), clock=time.clock)
+    follower = ProjectFollower(api, PROJECT, start=Start(StartAt.END), clock=time.clock)
     return Scheduler(
         [Pipeline([StdoutSink(out)], [follower])],
         time,
@@ -117,7 +118,7 @@ def test_many_idle_deployments_poll_spread_out_not_in_bursts(emu, api):
         emu.deploy(project_id)
     time = FakeTime(until=1.5)  # the first round, and the shifted second polls
     followers = [
-        ProjectFollower(api, project_id, start=Start("end"), clock=time.clock)
+        ProjectFollower(api, project_id, start=Start(StartAt.END), clock=time.clock)
         for project_id in projects
     ]
     scheduler = Scheduler(
@@ -158,7 +159,7 @@ def test_poll_once_delivers_to_every_output_before_naming_the_one_left_behind(em
     emu.publish()
 
     def followers() -> list[ProjectFollower]:
-        return [ProjectFollower(api, p, start=Start("deployment")) for p in projects]
+        return [ProjectFollower(api, p, start=Start(StartAt.DEPLOYMENT)) for p in projects]
 
     out = io.StringIO()
     down = Pipeline([Unreachable()], followers(), name="Loki")
@@ -187,7 +188,7 @@ def test_a_long_catch_up_takes_turns_with_the_first_poll_of_others(emu, api):
     time = FakeTime(until=10)
     out = io.StringIO()
     followers = [
-        ProjectFollower(api, project_id, start=Start("deployment"), clock=time.clock)
+        ProjectFollower(api, project_id, start=Start(StartAt.DEPLOYMENT), clock=time.clock)
         for project_id in (PROJECT, PROJECT + 1)
     ]
     Scheduler(
@@ -221,7 +222,7 @@ def to_files(
     """Run the follower of PROJECT from its first line, to files under ``tmp_path`` with its
     cursors in ``store``, on a fake clock until ``until``; ``on_turn(n)`` after turn n."""
     files = FileSink(tmp_path / "out")
-    follower = ProjectFollower(api, PROJECT, start=Start("deployment"), clock=lambda: 0.0)
+    follower = ProjectFollower(api, PROJECT, start=Start(StartAt.DEPLOYMENT), clock=lambda: 0.0)
     time = FakeTime(until=until)
     turns = itertools.count(1)
     pipeline = Pipeline([files], [follower], save=store.save)
@@ -283,7 +284,7 @@ def test_on_a_pool_in_the_main_thread_a_stop_lets_the_file_write_in_hand_finish(
     api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=RetryPolicy(max_attempts=1))
     files = FileSink(tmp_path / "out", write=slow_write)
     store = CursorStore(tmp_path / "state")
-    follower = ProjectFollower(api, PROJECT, start=Start("deployment"))
+    follower = ProjectFollower(api, PROJECT, start=Start(StartAt.DEPLOYMENT))
     shutdown = Shutdown()
     scheduler = Scheduler(
         [Pipeline([files], [follower], save=store.save)],
@@ -337,7 +338,7 @@ def test_a_group_an_output_refused_is_delivered_before_any_more_is_read(emu, api
     emu.publish()
     time = FakeTime(until=30)
     out = io.StringIO()
-    follower = ProjectFollower(api, PROJECT, start=Start("deployment"), clock=time.clock)
+    follower = ProjectFollower(api, PROJECT, start=Start(StartAt.DEPLOYMENT), clock=time.clock)
     scheduler = Scheduler(
         [Pipeline([DownFor(out, times=3)], [follower])],
         time,

@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 
 from tailer.api import QcApi
 from tailer.auth import QcAuth
+from tailer.config import StartAt
 from tailer.emulator import Emulator
 from tailer.follower import ProjectFollower, Start
 from tailer.lifecycle import Lifecycle
@@ -79,7 +80,7 @@ def api(emu: Emulator) -> QcApi:
 def follow(api: QcApi, time: Publishing, *, rhythmic: bool = True) -> Screen:
     """``tail -f -n 0`` until the fake clock runs out: each line's arrival on the screen."""
     screen = Screen(time)
-    follower = ProjectFollower(api, PROJECT, start=Start("end"), clock=time.clock)
+    follower = ProjectFollower(api, PROJECT, start=Start(StartAt.END), clock=time.clock)
     Scheduler(
         [Pipeline([StdoutSink(screen)], [follower])],
         time,
@@ -118,7 +119,7 @@ def test_the_learned_period_is_shown_and_exposed(emu, api):
     moments = [7.0 + PERIOD * k for k in range(1, 15)]
     time = Publishing(emu, moments, until=moments[-1] + 1)
     screen = Screen(time)
-    follower = ProjectFollower(api, PROJECT, start=Start("end"), clock=time.clock)
+    follower = ProjectFollower(api, PROJECT, start=Start(StartAt.END), clock=time.clock)
     metrics = Metrics()
     scheduler = Scheduler(
         [Pipeline([StdoutSink(screen)], [follower])],
@@ -150,7 +151,7 @@ def test_a_stopped_deployment_is_polled_at_the_interval(emu, api):
     time = Publishing(emu, moments, until=stopped + 8 * INTERVAL)
     time.before = {stopped: lambda: emu.stop_deployment(PROJECT)}
     polls: list[float] = []
-    follower = ProjectFollower(api, PROJECT, start=Start("end"), clock=time.clock)
+    follower = ProjectFollower(api, PROJECT, start=Start(StartAt.END), clock=time.clock)
     scheduler = Scheduler(
         [Pipeline([StdoutSink(io.StringIO())], [follower])],
         time,

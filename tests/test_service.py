@@ -24,6 +24,7 @@ from tailer.config import (
     LokiConfig,
     OutputConfig,
     PollConfig,
+    StartAt,
     StateConfig,
 )
 from tailer.discovery import Discovery
@@ -84,7 +85,7 @@ def daemon(
         api=ApiConfig(base_url=emu.base_url, user_id=USER_ID, api_token=TOKEN),
         poll=PollConfig(interval=1.0, max_interval=pace, drain=DRAIN),
         state=StateConfig(dir=root / "state"),
-        discovery=DiscoveryConfig(enabled=True, interval=pace, start="deployment"),
+        discovery=DiscoveryConfig(enabled=True, interval=pace, start=StartAt.DEPLOYMENT),
         output=output or OutputConfig(directory=root / "out"),
     )
     api = QcApi(
@@ -257,7 +258,7 @@ def test_a_follow_pinned_to_an_old_deployment_leaves_the_running_one_to_discover
     emu.write(PROJECT, ["new 1"])
     emu.write(PROJECT, ["old 2 late"], deploy_id=old)
     emu.publish(PROJECT)
-    pinned = (FollowConfig(PROJECT, deploy_id=old, start="deployment"),)
+    pinned = (FollowConfig(PROJECT, deploy_id=old, start=StartAt.DEPLOYMENT),)
     _, scheduler = daemon(emu, tmp_path, time, pinned)
     time.run(scheduler, 3)
     emu.write(PROJECT, ["new 2"])

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from tailer.api import QcApi
 from tailer.auth import QcAuth
-from tailer.config import DiscoveryConfig
+from tailer.config import DiscoveryConfig, StartAt
 from tailer.cursor import Cursor
 from tailer.discovery import Discovery
 from tailer.emulator import Emulator
@@ -60,7 +60,9 @@ def worker(
     health: Health | None = None,
     polls: int = 1,
 ) -> Scheduler:
-    pipeline.followers.append(ProjectFollower(client(emu), PROJECT, start=Start("deployment")))
+    pipeline.followers.append(
+        ProjectFollower(client(emu), PROJECT, start=Start(StartAt.DEPLOYMENT))
+    )
     return Scheduler(
         [pipeline], shutdown, interval=0.05, max_interval=0.1, health=health, polls=polls
     )

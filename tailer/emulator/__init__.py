@@ -335,23 +335,10 @@ def serve(
         stale_read_rate=stale_read_rate,
         **unknowns,
     ).start(host, port)
-    shape, emulator.export.quota = export
-    emulator.export.enabled = shape != "off"
-    emulator.export.over_quota = shape if shape != "off" else "429"
-    if fault_rate:
-        if fault_kinds:
-            emulator.faults.random(fault_rate, fault_kinds, seed=secrets.randbelow(2**31))
-        else:
-            emulator.faults.random(fault_rate, seed=secrets.randbelow(2**31))
-    if lag_rate:
-        emulator.lags.random(lag_rate, lag_lines, seed=secrets.randbelow(2**31))
+    _set_export(emulator, export)
+    _set_faults(emulator, fault_rate, fault_kinds, lag_rate, lag_lines)
     if preload is not None or projects is not None:
-        lines = [bench_line(i) for i in range(preload or 0)]
-        for project_id in range(1, (projects or 1) + 1):
-            emulator.add_project(project_id, "bench" if project_id == 1 else f"bench-{project_id}")
-            emulator.deploy(project_id)
-            emulator.write(project_id, lines)
-        emulator.publish()
+        _preload(emulator, preload or 0, projects or 1)
     scenery = Scenery(emulator).start() if lively else None
 
     in_main = threading.current_thread() is threading.main_thread()
@@ -359,18 +346,58 @@ def serve(
     handlers = _bench_signals(emulator, out, activity) if in_main else {}
     previous = _install(handlers)
     try:
-        projects_text = " ".join(str(p) for p in emulator.project_ids) or "none (lively is off)"
-        out.write(
-            f"export QC_BASE_URL={emulator.base_url} QC_USER_ID={user_id} "
-            f"QC_API_TOKEN={api_token}  # projects: {projects_text}\n"
-        )
-        out.flush()
+        _announce(emulator, out, user_id, api_token)
         stop.wait()
     finally:
         _install(previous)
         if scenery is not None:
             scenery.stop()
         emulator.stop()
+
+
+def _set_export(emulator: Emulator, export: tuple[str, int]) -> None:
+    """The export endpoint: its over-quota shape (``off``: no endpoint) and its quota."""
+    shape, emulator.export.quota = export
+    emulator.export.enabled = shape != "off"
+    emulator.export.over_quota = shape if shape != "off" else "429"
+
+
+def _set_faults(
+    emulator: Emulator,
+    fault_rate: float,
+    fault_kinds: Sequence[str],
+    lag_rate: float,
+    lag_lines: int,
+) -> None:
+    """Random faults (all the transient kinds if ``fault_kinds`` is empty) and stale reads."""
+    if fault_rate:
+        if fault_kinds:
+            emulator.faults.random(fault_rate, fault_kinds, seed=secrets.randbelow(2**31))
+        else:
+            emulator.faults.random(fault_rate, seed=secrets.randbelow(2**31))
+    if lag_rate:
+        emulator.lags.random(lag_rate, lag_lines, seed=secrets.randbelow(2**31))
+
+
+def _preload(emulator: Emulator, preload: int, projects: int) -> None:
+    """Projects ``1..projects`` (project 1 named ``bench``), each deployed with ``preload``
+    published lines."""
+    lines = [bench_line(i) for i in range(preload)]
+    for project_id in range(1, projects + 1):
+        emulator.add_project(project_id, "bench" if project_id == 1 else f"bench-{project_id}")
+        emulator.deploy(project_id)
+        emulator.write(project_id, lines)
+    emulator.publish()
+
+
+def _announce(emulator: Emulator, out: TextIO, user_id: int, api_token: str) -> None:
+    """How to point qc-tail at the emulator, and the projects it serves."""
+    projects_text = " ".join(str(p) for p in emulator.project_ids) or "none (lively is off)"
+    out.write(
+        f"export QC_BASE_URL={emulator.base_url} QC_USER_ID={user_id} "
+        f"QC_API_TOKEN={api_token}  # projects: {projects_text}\n"
+    )
+    out.flush()
 
 
 Handler = Callable[[int, FrameType | None], None]

@@ -72,6 +72,13 @@ def _required(body: dict[str, Any], name: str) -> int:
     return value
 
 
+def _required_text(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"Missing required field: {name}")
+    return value
+
+
 class Api:
     """Everything the handler asks: the clock, the auth verdict, faults, and the answers."""
 
@@ -175,20 +182,10 @@ class Api:
     def _logs_read(self, body: dict[str, Any]) -> Reply:
         project = _required(body, "projectId")
         start, end = _required(body, "startLine"), _required(body, "endLine")
-        deploy = body.get("algorithmId")
-        if not isinstance(deploy, str) or not deploy:
-            raise BadRequest("Missing required field: algorithmId")
-        allowed = self.max_window - 1 if self.strict_window else self.max_window
-        with self._lock:
-            self.stats.max_window_seen = max(self.stats.max_window_seen, end - start)
-            if end - start > allowed:
-                self.stats.oversized_windows += 1
-        if start < 0 or end < 0 or end < start:
-            return refusal("startLine and endLine must be non-negative, endLine >= startLine")
-        if end - start > allowed:
-            if self.strict_window:
-                return refusal(f"The page size must be smaller than {self.max_window} lines")
-            return refusal(f"Log lines can be read in pages up to {self.max_window} lines")
+        deploy = _required_text(body, "algorithmId")
+        refused = self._window_refused(start, end)
+        if refused is not None:
+            return refused
         query = body.get("query")
         if query is not None and not isinstance(query, str):
             raise BadRequest("Field query must be a string")
@@ -201,6 +198,21 @@ class Api:
         payload = {"logs": logs or (None if self.bare_answers else []), "length": length}
         return self._success({**payload, "deploymentOffset": offset})
 
+    def _window_refused(self, start: int, end: int) -> Reply | None:
+        """The refusal of a window out of bounds or over the page size, after counting it."""
+        allowed = self.max_window - 1 if self.strict_window else self.max_window
+        with self._lock:
+            self.stats.max_window_seen = max(self.stats.max_window_seen, end - start)
+            if end - start > allowed:
+                self.stats.oversized_windows += 1
+        if start < 0 or end < 0 or end < start:
+            return refusal("startLine and endLine must be non-negative, endLine >= startLine")
+        if end - start > allowed:
+            if self.strict_window:
+                return refusal(f"The page size must be smaller than {self.max_window} lines")
+            return refusal(f"Log lines can be read in pages up to {self.max_window} lines")
+        return None
+
     def _success(self, payload: dict[str, Any]) -> Reply:
         """A successful answer, with ``errors: []``, or bare: without it, and with a field
         no client knows."""
@@ -210,9 +222,7 @@ class Api:
 
     def _export_logs(self, body: dict[str, Any]) -> Reply:
         project = _required(body, "projectId")
-        deploy = body.get("deployId")
-        if not isinstance(deploy, str) or not deploy:
-            raise BadRequest("Missing required field: deployId")
+        deploy = _required_text(body, "deployId")
         return self.export.answer(project, deploy)
 
     def stale_live_read(self, project_id: int, answers: int) -> None:
