@@ -161,6 +161,20 @@ def _marks(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _invalid(raw: dict[str, Any]) -> str | None:
     """What is wrong with a cursor's fields, if anything."""
+    problem = _mistyped(raw) or _bad_marks(raw)
+    if problem:
+        return problem
+    if not all(isinstance(item, str) for item in raw["tail"]):
+        return "field 'tail' holds something other than strings"
+    if raw["position"] < 0 or raw["trimmed"] < 0 or raw["trimmed"] > raw["position"]:
+        return "position/trimmed out of range"
+    if (raw.get("run") or 0) < 0:
+        return "field 'run' is negative"
+    return None
+
+
+def _mistyped(raw: dict[str, Any]) -> str | None:
+    """The first field missing or of the wrong type, said."""
     for key, kind in _FIELDS.items():
         value = raw.get(key)
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
@@ -171,21 +185,22 @@ def _invalid(raw: dict[str, Any]) -> str | None:
             return f"field {key!r} is of the wrong type"
     for key in _LEGACY:
         value = raw.get(key)
-        if value is not None and (not isinstance(value, int | str) or isinstance(value, bool)):
+        if value is not None and not _scalar(value):
             return f"field {key!r} is of the wrong type"
-    if not all(isinstance(item, str) for item in raw["tail"]):
-        return "field 'tail' holds something other than strings"
-    for output, mark in (raw.get("marks") or {}).items():
-        scalars = (int, str, type(None))
-        if not isinstance(mark, dict) or not all(
-            isinstance(v, scalars) and not isinstance(v, bool) for v in mark.values()
-        ):
-            return f"its {output} mark is not a set of whole numbers and strings"
-    if raw["position"] < 0 or raw["trimmed"] < 0 or raw["trimmed"] > raw["position"]:
-        return "position/trimmed out of range"
-    if (raw.get("run") or 0) < 0:
-        return "field 'run' is negative"
     return None
+
+
+def _bad_marks(raw: dict[str, Any]) -> str | None:
+    """An output's mark that is not a set of named whole numbers and strings, said (what
+    each value means is for its output to check)."""
+    for output, mark in (raw.get("marks") or {}).items():
+        if not isinstance(mark, dict) or not all(_scalar(v) for v in mark.values()):
+            return f"its {output} mark is not a set of whole numbers and strings"
+    return None
+
+
+def _scalar(value: object) -> bool:
+    return value is None or (isinstance(value, int | str) and not isinstance(value, bool))
 
 
 def _write_new(path: Path, data: bytes) -> None:
