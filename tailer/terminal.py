@@ -87,6 +87,8 @@ def tail(
     if options.all:
         every = min(config.discovery.interval, interval)
         discovery = Discovery(api, replace(config.discovery, enabled=True, interval=every))
+    if options.progress:  # after the lines: the progress line follows what is on screen
+        outputs.append(ProgressSink(stderr, lambda: _left(scheduler)))
     pipeline = Pipeline(outputs, followers, name="stdout")
     scheduler = Scheduler(
         [pipeline],
@@ -100,8 +102,6 @@ def tail(
         make_follower=lambda _pipeline, project_id, _others: make(project_id),
         polls=config.api.max_in_flight if several else 1,  # a slow target holds back no other
     )
-    if options.progress:
-        pipeline.outputs.append(ProgressSink(stderr, lambda: _left(scheduler)))
     try:
         if not options.follow:
             scheduler.poll_once()
