@@ -126,9 +126,7 @@ class ProjectFollower:
         for reader in self.chain:
             reader.rewind()
         yield from self._forget_drained()
-        for batch in self._poll_chain():
-            yield from self._said_begun()  # a redeploy found: before any line of it
-            yield batch
+        yield from self._poll_chain()
         yield from self._said_begun()
         if self.caught_up:
             self.polls_caught_up += 1
@@ -149,7 +147,15 @@ class ProjectFollower:
         begun, self._begun = self._begun, []
         return [Started(cursor) for cursor in begun]
 
-    def _poll_chain(self) -> Iterator[Batch]:
+    def _hand_out(self, reader: DeploymentReader, batch: Batch) -> Iterator[Event]:
+        """The deployments begun (a redeploy found: before any line of it), then the batch.
+        It counts as handed out only once it is yielded: whoever takes the ``Started`` may
+        fail to save it, and a batch then read again is not lost."""
+        yield from self._said_begun()
+        reader.commit(batch)
+        yield batch
+
+    def _poll_chain(self) -> Iterator[Event]:
         for index, reader in enumerate(list(self.chain)[:-1]):
             successor = self.chain[index + 1]
             successor.probe()
@@ -158,7 +164,7 @@ class ProjectFollower:
 
     # -- the last deployment of the chain -------------------------------------------------
 
-    def _follow_last(self) -> Iterator[Batch]:
+    def _follow_last(self) -> Iterator[Event]:
         reader = self.chain[-1]
         if self._successor is not None:
             self._successor.probe()
@@ -185,22 +191,20 @@ class ProjectFollower:
         if self._until is not None:
             safe_end = min(safe_end, self._until)
         while batch is not None:
-            reader.commit(batch)
-            yield batch
+            yield from self._hand_out(reader, batch)
             if reader.ahead.line_number(reader.offset) >= safe_end:
                 return  # all the answer promised is read: asking again would find no more
             batch = reader.read(limit=safe_end)
 
     def _drain_reader(
         self, reader: DeploymentReader, successor: DeploymentReader
-    ) -> Iterator[Batch]:
+    ) -> Iterator[Event]:
         """A superseded deployment's lines, up to its successor's offset (which the reader may
         ask again: one answer, maybe a lagging replica's, proves nothing)."""
         while (
             batch := reader.read(successor.offset, limit=self._until, recheck=successor.reprobe)
         ) is not None:
-            reader.commit(batch)
-            yield batch
+            yield from self._hand_out(reader, batch)
 
     def _newer_deployment(self, reader: DeploymentReader) -> str:
         """Ask the API which deployment is current: still ``reader``'s (``latest``), a newer

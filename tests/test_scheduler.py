@@ -393,3 +393,38 @@ def test_a_catch_up_whose_cursor_the_state_directory_refused_is_not_written_twic
     assert files.path(PROJECT, deploy_id).read_text().splitlines() == backlog
     (saved,) = store.load_all().values()
     assert saved.position == len(backlog)
+
+
+def test_a_redeploy_whose_first_cursor_the_state_directory_refused_loses_no_older_line(
+    emu, api, tmp_path
+):
+    """A poll finds the old deployment's last lines and a redeploy; the new deployment's
+    first cursor is saved before any of them, and the state directory refuses it. The old
+    deployment's lines read just before are delivered once it takes cursors again."""
+    old = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["old 1"])
+    emu.publish()
+    store = FlakyStore(tmp_path / "state")
+    files = FileSink(tmp_path / "out")
+    follower = ProjectFollower(api, PROJECT, start=Start("deployment"), clock=lambda: 0.0)
+    time = FakeTime(until=60)
+    turns: list[float] = []
+
+    def on_idle() -> None:
+        turns.append(time.now)
+        if len(turns) == 1:  # "old 1" is out; the last old lines, a redeploy, a full disk
+            emu.write(PROJECT, ["old 2", "old 3"])
+            new = emu.deploy(PROJECT)
+            emu.write(PROJECT, ["new 1"], new)
+            emu.publish()
+            store.full = True
+        if len(turns) == 4:
+            store.full = False
+
+    pipeline = Pipeline([files], [follower], save=store.save)
+    Scheduler([pipeline], time, interval=1.0, max_interval=2.0, clock=time.clock).run(
+        on_idle=on_idle
+    )
+    new = emu.deploy_ids(PROJECT)[-1]
+    assert files.path(PROJECT, old).read_text().splitlines() == ["old 1", "old 2", "old 3"]
+    assert files.path(PROJECT, new).read_text().splitlines() == ["new 1"]
