@@ -131,10 +131,11 @@ class ProjectFollower:
         if self.caught_up:
             self.polls_caught_up += 1
 
-    def begin(self) -> list[Started]:
+    def begin(self) -> Iterator[Started]:
         """Choose the deployments to read and where each starts, once (the first ``poll``
         does it if nothing did before): those begun, to save at once. Nothing while the
-        project has no deployment."""
+        project has no deployment. Each is said once taken: those left when the taker
+        stopped (a save refused) come first in the next poll."""
         if not self.chain:
             self._begin()
         return self._said_begun()
@@ -143,9 +144,9 @@ class ProjectFollower:
         """Let every deployment go (the project is no longer followed): their last cursors."""
         return [Ended(replace(reader.cursor, done=True)) for reader in self.chain]
 
-    def _said_begun(self) -> list[Started]:
-        begun, self._begun = self._begun, []
-        return [Started(cursor) for cursor in begun]
+    def _said_begun(self) -> Iterator[Started]:
+        while self._begun:
+            yield Started(self._begun.pop(0))
 
     def _hand_out(self, reader: DeploymentReader, batch: Batch) -> Iterator[Event]:
         """The deployments begun (a redeploy found: before any line of it), then the batch.

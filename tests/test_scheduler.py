@@ -428,3 +428,48 @@ def test_a_redeploy_whose_first_cursor_the_state_directory_refused_loses_no_olde
     new = emu.deploy_ids(PROJECT)[-1]
     assert files.path(PROJECT, old).read_text().splitlines() == ["old 1", "old 2", "old 3"]
     assert files.path(PROJECT, new).read_text().splitlines() == ["new 1"]
+
+
+def test_every_deployment_a_redeploy_began_is_saved_though_the_first_save_was_refused(
+    emu, api, tmp_path
+):
+    """Two redeploys between polls begin two deployments, each saved where it starts before
+    anything else. The state directory refuses the first: once it takes cursors again, both
+    are saved, and a restart reads the lines the latest one got while qc-tail was down."""
+    emu.deploy(PROJECT)
+    store = FlakyStore(tmp_path / "state")
+    files = FileSink(tmp_path / "out")
+    follower = ProjectFollower(api, PROJECT, start=Start("end"), clock=lambda: 0.0)
+    time = FakeTime(until=30)
+    turns: list[float] = []
+
+    def on_idle() -> None:
+        turns.append(time.now)
+        if len(turns) == 1:  # two redeploys, a line of the first; the disk is full
+            middle = emu.deploy(PROJECT)
+            emu.deploy(PROJECT)
+            emu.write(PROJECT, ["middle"], middle)
+            emu.publish()
+            store.full = True
+        if len(turns) == 4:
+            store.full = False
+
+    pipeline = Pipeline([files], [follower], save=store.save)
+    Scheduler([pipeline], time, interval=1.0, max_interval=2.0, clock=time.clock).run(
+        on_idle=on_idle
+    )
+    latest = emu.deploy_ids(PROJECT)[-1]
+    assert (PROJECT, latest) in store.load_all()
+    emu.write(PROJECT, ["while down"], latest)  # then a restart
+    emu.publish()
+    saved = store.load_all()
+    restarted = ProjectFollower(
+        api,
+        PROJECT,
+        start=Start("end"),
+        saved={d: c for (_, d), c in saved.items()},
+        clock=lambda: 0.0,
+    )
+    again = Pipeline([files], [restarted], save=store.save)
+    Scheduler([again], FakeTime(until=5), interval=1.0, max_interval=2.0).poll_once()
+    assert files.path(PROJECT, latest).read_text() == "while down\n"
