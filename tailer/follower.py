@@ -325,7 +325,10 @@ class ProjectFollower:
         target = current
         if self.pinned and self.pinned != current.deploy_id:
             target = Deployment(self.project_id, self.pinned, "Undefined")
-        self.chain.append(self._reader(target, None, end))
+        # After deployments read before (a restart), the current one is a redeploy like any
+        # other: it was launched after them, and its lines are read from its first one.
+        start = Start("deployment") if self.chain else None
+        self.chain.append(self._reader(target, start, end))
         if self._snapshot:
             self._until = self.chain[-1].length  # the probe that placed its start
         return True

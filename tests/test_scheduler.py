@@ -473,3 +473,32 @@ def test_every_deployment_a_redeploy_began_is_saved_though_the_first_save_was_re
     again = Pipeline([files], [restarted], save=store.save)
     Scheduler([again], FakeTime(until=5), interval=1.0, max_interval=2.0).poll_once()
     assert files.path(PROJECT, latest).read_text() == "while down\n"
+
+
+def test_a_redeploy_while_down_is_read_from_its_first_line_whatever_the_start(emu, api, tmp_path):
+    """``start = "end"`` places the first deployment a follower meets; a redeploy found while
+    it runs is read from its first line. One that happened while qc-tail was down (the
+    deployment followed before still unfinished) is a redeploy all the same: its lines
+    published meanwhile are not skipped."""
+    old = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["old before"])
+    emu.publish()
+    store = CursorStore(tmp_path / "state")
+    files = FileSink(tmp_path / "out")
+
+    def daemon() -> Scheduler:
+        saved = {d: c for (_, d), c in store.load_all().items()}
+        follower = ProjectFollower(api, PROJECT, start=Start("end"), saved=saved)
+        pipeline = Pipeline([files], [follower], save=store.save, saved=store.load_all())
+        return Scheduler([pipeline], FakeTime(until=5), interval=1.0, max_interval=2.0)
+
+    daemon().poll_once()
+    emu.write(PROJECT, ["old 1"])
+    emu.publish()
+    daemon().poll_once()
+    new = emu.deploy(PROJECT)  # while qc-tail is down
+    emu.write(PROJECT, ["new 1", "new 2"], new)
+    emu.publish()
+    daemon().poll_once()
+    assert files.path(PROJECT, old).read_text() == "old 1\n"
+    assert files.path(PROJECT, new).read_text() == "new 1\nnew 2\n"
