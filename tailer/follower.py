@@ -126,17 +126,16 @@ class ProjectFollower:
         for reader in self.chain:
             reader.rewind()
         yield from self._forget_drained()
-        for batch in self._poll_chain():
-            yield from self._said_begun()  # a redeploy found: before any line of it
-            yield batch
+        yield from self._poll_chain()
         yield from self._said_begun()
         if self.caught_up:
             self.polls_caught_up += 1
 
-    def begin(self) -> list[Started]:
+    def begin(self) -> Iterator[Started]:
         """Choose the deployments to read and where each starts, once (the first ``poll``
         does it if nothing did before): those begun, to save at once. Nothing while the
-        project has no deployment."""
+        project has no deployment. Each is said once taken: those left when the taker
+        stopped (a save refused) come first in the next poll."""
         if not self.chain:
             self._begin()
         return self._said_begun()
@@ -145,11 +144,19 @@ class ProjectFollower:
         """Let every deployment go (the project is no longer followed): their last cursors."""
         return [Ended(replace(reader.cursor, done=True)) for reader in self.chain]
 
-    def _said_begun(self) -> list[Started]:
-        begun, self._begun = self._begun, []
-        return [Started(cursor) for cursor in begun]
+    def _said_begun(self) -> Iterator[Started]:
+        while self._begun:
+            yield Started(self._begun.pop(0))
 
-    def _poll_chain(self) -> Iterator[Batch]:
+    def _hand_out(self, reader: DeploymentReader, batch: Batch) -> Iterator[Event]:
+        """The deployments begun (a redeploy found: before any line of it), then the batch.
+        It counts as handed out only once it is yielded: whoever takes the ``Started`` may
+        fail to save it, and a batch then read again is not lost."""
+        yield from self._said_begun()
+        reader.commit(batch)
+        yield batch
+
+    def _poll_chain(self) -> Iterator[Event]:
         for index, reader in enumerate(list(self.chain)[:-1]):
             successor = self.chain[index + 1]
             successor.probe()
@@ -158,7 +165,7 @@ class ProjectFollower:
 
     # -- the last deployment of the chain -------------------------------------------------
 
-    def _follow_last(self) -> Iterator[Batch]:
+    def _follow_last(self) -> Iterator[Event]:
         reader = self.chain[-1]
         if self._successor is not None:
             self._successor.probe()
@@ -185,22 +192,20 @@ class ProjectFollower:
         if self._until is not None:
             safe_end = min(safe_end, self._until)
         while batch is not None:
-            reader.commit(batch)
-            yield batch
+            yield from self._hand_out(reader, batch)
             if reader.ahead.line_number(reader.offset) >= safe_end:
                 return  # all the answer promised is read: asking again would find no more
             batch = reader.read(limit=safe_end)
 
     def _drain_reader(
         self, reader: DeploymentReader, successor: DeploymentReader
-    ) -> Iterator[Batch]:
+    ) -> Iterator[Event]:
         """A superseded deployment's lines, up to its successor's offset (which the reader may
         ask again: one answer, maybe a lagging replica's, proves nothing)."""
         while (
             batch := reader.read(successor.offset, limit=self._until, recheck=successor.reprobe)
         ) is not None:
-            reader.commit(batch)
-            yield batch
+            yield from self._hand_out(reader, batch)
 
     def _newer_deployment(self, reader: DeploymentReader) -> str:
         """Ask the API which deployment is current: still ``reader``'s (``latest``), a newer
@@ -320,7 +325,10 @@ class ProjectFollower:
         target = current
         if self.pinned and self.pinned != current.deploy_id:
             target = Deployment(self.project_id, self.pinned, "Undefined")
-        self.chain.append(self._reader(target, None, end))
+        # After deployments read before (a restart), the current one is a redeploy like any
+        # other: it was launched after them, and its lines are read from its first one.
+        start = Start(StartAt.DEPLOYMENT) if self.chain else None
+        self.chain.append(self._reader(target, start, end))
         if self._snapshot:
             self._until = self.chain[-1].length  # the probe that placed its start
         return True

@@ -1007,3 +1007,29 @@ def test_out_of_descriptors_is_an_error_event_saying_which_limit_to_raise(out, f
     assert "LimitNOFILE=" in str(raised.value)
     assert [e for e in again if e["event"] == "too_many_open_files"] == []  # said once
     assert all(p.stat().st_size == 0 for p in out.glob("*/*.log"))  # all cut back
+
+
+@pytest.mark.parametrize("other", [False, True])
+def test_a_full_disk_while_matching_an_emptied_file_writes_no_line_twice_on_the_retry(
+    out, sink, other
+):
+    """After a restart, the lines read again are matched with an emptied file's; a full disk
+    then fails the write (on that file, past the lines it held, or on another deployment's
+    file): the retry of the same lines matches them again, and writes each line once."""
+    after = texts("a", 5, start=100)
+    path, before = emptied_then_killed(sink, after)
+    write = FullDisk()
+    restarted = FileSink(out, write=write)
+    restarted.recover([before])
+    more = texts("a", 3, start=105)
+    group = lines("L-a", [*after, *more], start=100)
+    if other:  # the file's own lines are all held: nothing of them to write
+        group = [*lines("L-a", after, start=100), *lines("L-b", texts("b", 2))]
+    write.armed = True
+    with pytest.raises(OutputError, match="disk is full"):
+        restarted.write(group)
+    restarted.write(group)  # delivered again: the scheduler keeps a group that failed
+    restarted.flush()
+    restarted.close()
+    assert path.read_bytes() == raw(after if other else [*after, *more])
+    assert set_aside(path) == []

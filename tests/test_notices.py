@@ -17,7 +17,7 @@ from .conftest import PROJECT, TOKEN, USER_ID
 def watching(emu, *, pinned: str | None = None, **options):
     api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN))
     follower = ProjectFollower(api, PROJECT, deploy_id=pinned, start=Start(StartAt.END))
-    assert follower.begin()
+    assert list(follower.begin())
     stderr, notes = io.StringIO(), []
     now, wall = [0.0], [emu.model._clock()]
     watch = StatusWatch(

@@ -217,16 +217,23 @@ class FlakyStore(CursorStore):
 
 
 def to_files(
-    api: QcApi, tmp_path: Path, store: CursorStore, until: float, on_turn: Callable[[int], None]
+    api: QcApi,
+    tmp_path: Path,
+    store: CursorStore,
+    until: float,
+    on_turn: Callable[[int], None],
+    *,
+    start: StartAt = StartAt.DEPLOYMENT,
+    max_interval: float = 8.0,
 ) -> tuple[FileSink, Pipeline]:
-    """Run the follower of PROJECT from its first line, to files under ``tmp_path`` with its
+    """Run the follower of PROJECT from ``start``, to files under ``tmp_path`` with its
     cursors in ``store``, on a fake clock until ``until``; ``on_turn(n)`` after turn n."""
     files = FileSink(tmp_path / "out")
-    follower = ProjectFollower(api, PROJECT, start=Start(StartAt.DEPLOYMENT), clock=lambda: 0.0)
+    follower = ProjectFollower(api, PROJECT, start=Start(start), clock=lambda: 0.0)
     time = FakeTime(until=until)
     turns = itertools.count(1)
     pipeline = Pipeline([files], [follower], save=store.save)
-    Scheduler([pipeline], time, interval=1.0, max_interval=8.0, clock=time.clock).run(
+    Scheduler([pipeline], time, interval=1.0, max_interval=max_interval, clock=time.clock).run(
         on_idle=lambda: on_turn(next(turns))
     )
     return files, pipeline
@@ -395,3 +402,96 @@ def test_a_catch_up_whose_cursor_the_state_directory_refused_is_not_written_twic
     assert files.path(PROJECT, deploy_id).read_text().splitlines() == backlog
     (saved,) = store.load_all().values()
     assert saved.position == len(backlog)
+
+
+def test_a_redeploy_whose_first_cursor_the_state_directory_refused_loses_no_older_line(
+    emu, api, tmp_path
+):
+    """A poll finds the old deployment's last lines and a redeploy; the new deployment's
+    first cursor is saved before any of them, and the state directory refuses it. The old
+    deployment's lines read just before are delivered once it takes cursors again."""
+    old = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["old 1"])
+    emu.publish()
+    store = FlakyStore(tmp_path / "state")
+
+    def on_turn(turn: int) -> None:
+        if turn == 1:  # "old 1" is out; the last old lines, a redeploy, a full disk
+            emu.write(PROJECT, ["old 2", "old 3"])
+            new = emu.deploy(PROJECT)
+            emu.write(PROJECT, ["new 1"], new)
+            emu.publish()
+            store.full = True
+        if turn == 4:
+            store.full = False
+
+    files, _ = to_files(api, tmp_path, store, 60, on_turn, max_interval=2.0)
+    new = emu.deploy_ids(PROJECT)[-1]
+    assert files.path(PROJECT, old).read_text().splitlines() == ["old 1", "old 2", "old 3"]
+    assert files.path(PROJECT, new).read_text().splitlines() == ["new 1"]
+
+
+def test_every_deployment_a_redeploy_began_is_saved_though_the_first_save_was_refused(
+    emu, api, tmp_path
+):
+    """Two redeploys between polls begin two deployments, each saved where it starts before
+    anything else. The state directory refuses the first: once it takes cursors again, both
+    are saved, and a restart reads the lines the latest one got while qc-tail was down."""
+    emu.deploy(PROJECT)
+    store = FlakyStore(tmp_path / "state")
+
+    def on_turn(turn: int) -> None:
+        if turn == 1:  # two redeploys, a line of the first; the disk is full
+            middle = emu.deploy(PROJECT)
+            emu.deploy(PROJECT)
+            emu.write(PROJECT, ["middle"], middle)
+            emu.publish()
+            store.full = True
+        if turn == 4:
+            store.full = False
+
+    files, _ = to_files(api, tmp_path, store, 30, on_turn, start=StartAt.END, max_interval=2.0)
+    latest = emu.deploy_ids(PROJECT)[-1]
+    assert (PROJECT, latest) in store.load_all()
+    emu.write(PROJECT, ["while down"], latest)  # then a restart
+    emu.publish()
+    saved = store.load_all()
+    restarted = ProjectFollower(
+        api,
+        PROJECT,
+        start=Start(StartAt.END),
+        saved={d: c for (_, d), c in saved.items()},
+        clock=lambda: 0.0,
+    )
+    again = Pipeline([files], [restarted], save=store.save)
+    Scheduler([again], FakeTime(until=5), interval=1.0, max_interval=2.0).poll_once()
+    assert files.path(PROJECT, latest).read_text() == "while down\n"
+
+
+def test_a_redeploy_while_down_is_read_from_its_first_line_whatever_the_start(emu, api, tmp_path):
+    """``start = "end"`` places the first deployment a follower meets; a redeploy found while
+    it runs is read from its first line. One that happened while qc-tail was down (the
+    deployment followed before still unfinished) is a redeploy all the same: its lines
+    published meanwhile are not skipped."""
+    old = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["old before"])
+    emu.publish()
+    store = CursorStore(tmp_path / "state")
+    files = FileSink(tmp_path / "out")
+
+    def daemon() -> Scheduler:
+        saved = {d: c for (_, d), c in store.load_all().items()}
+        follower = ProjectFollower(api, PROJECT, start=Start(StartAt.END), saved=saved)
+        pipeline = Pipeline([files], [follower], save=store.save, saved=store.load_all())
+        return Scheduler([pipeline], FakeTime(until=5), interval=1.0, max_interval=2.0)
+
+    daemon().poll_once()
+    emu.write(PROJECT, ["old 1"])
+    emu.publish()
+    daemon().poll_once()
+    new = emu.deploy(PROJECT)  # while qc-tail is down
+    emu.write(PROJECT, ["new 1", "new 2"], new)
+    emu.publish()
+    daemon().poll_once()
+    assert files.path(PROJECT, old).read_text() == "old 1\n"
+    assert files.path(PROJECT, new).read_text() == "new 1\nnew 2\n"

@@ -73,6 +73,9 @@ class FileSink:
         self._touched: set[tuple[int, str]] = set()
         self._closed: dict[tuple[int, str], FileMark] = {}
         self._emptied: dict[tuple[int, str], Emptied] = {}  # found so at the restart
+        # Where matching stood before the writes since the last flush: a roll-back puts it
+        # back, or the same lines, delivered again, would be matched past what they are.
+        self._matching: dict[tuple[int, str], tuple[Emptied, int, str | None]] = {}
         self._proven: dict[tuple[int, str], FileMark] = {}  # by content at the restart
         self._reopen = False
         self._short_of_files = False  # said so; until a file opens again
@@ -154,6 +157,7 @@ class FileSink:
         emptied = self._emptied.get(key)
         if emptied is None:
             return data
+        self._matching.setdefault(key, (emptied, emptied.matched, emptied.last))
         taken, differs = emptied.match(data)
         if differs and os.fstat(emptied.fd).st_size > emptied.matched:
             aside = self._split_off(self.path(*key), emptied.fd, emptied.matched)
@@ -170,9 +174,8 @@ class FileSink:
             )
         if differs:  # nothing of it is left past the lines matched
             emptied.matched = emptied.size
-        if emptied.settled:
+        if emptied.settled:  # (its descriptor is closed once the lines are flushed)
             del self._emptied[key]
-            emptied.close()
             size = os.fstat(handle.fd).st_size  # a new file, if that one was rotated away
             handle.committed, handle.start = size, size
             same = handle.inode == emptied.inode and size == emptied.matched
@@ -240,6 +243,10 @@ class FileSink:
             handle.committed = os.fstat(handle.fd).st_size
             handle.last, handle.pending = handle.pending, None
         self._touched.clear()
+        for key, (emptied, _, _) in self._matching.items():
+            if key not in self._emptied:
+                emptied.close()  # settled, and what follows its lines is flushed
+        self._matching.clear()
 
     def stamp(self, cursor: Cursor) -> Cursor:
         """The cursor, with the flushed length and inode of its deployment's file.
@@ -288,6 +295,10 @@ class FileSink:
 
     def close(self) -> None:
         self._close_all()
+        for key, (emptied, _, _) in self._matching.items():
+            if key not in self._emptied:  # settled: not closed yet
+                emptied.close()
+        self._matching.clear()
         for emptied in self._emptied.values():
             emptied.close()
         self._emptied.clear()
@@ -366,6 +377,10 @@ class FileSink:
                 handle.committed = keep
             handle.pending = None
         self._touched.clear()
+        for key, (emptied, matched, last) in self._matching.items():
+            emptied.matched, emptied.last = matched, last
+            self._emptied[key] = emptied
+        self._matching.clear()
 
     def _error(self, path: Path, exc: OSError) -> OutputError:
         """``_output_error``, and for a lack of descriptors an error event (once until a
