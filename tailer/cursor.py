@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from tailer.errors import StateError
 from tailer.records import fingerprint
 
 TAIL_LINES = 4
@@ -15,14 +16,17 @@ Mark = Mapping[str, int | str | None]
 values by name, as JSON keeps them."""
 
 
-class MarkError(ValueError):
+class MarkError(StateError):
     """An output's mark in a saved cursor is not one that output makes (edited by hand)."""
 
     def __init__(self, cursor: Cursor, output: str) -> None:
         self.project_id, self.deploy_id = cursor.project_id, cursor.deploy_id
-        super().__init__(
+        self.reason = (
             f"its {output} mark is not one qc-tail makes: {dict(cursor.mark(output))!r}; "
             "move this cursor file away to read the deployment afresh"
+        )
+        super().__init__(
+            f"the cursor of {self.deploy_id} (project {self.project_id}): {self.reason}"
         )
 
 

@@ -279,7 +279,7 @@ def _pipeline(
             output.recover(saved.values())
         except MarkError as exc:  # a cursor file edited by hand: as if it did not parse
             path = store.path(exc.project_id, exc.deploy_id)
-            raise StateError(str(exc), path=str(path)) from None
+            raise StateError(exc.reason, path=str(path)) from None
     make = follower_factory(api, config, saved, clock, exporter)  # one prefetcher a pipeline
     pipeline = Pipeline(
         outputs,

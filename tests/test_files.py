@@ -19,7 +19,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from tailer.cursor import Cursor
-from tailer.errors import OutputError
+from tailer.errors import OutputError, StateError
 from tailer.pipeline import Pipeline
 from tailer.reader import Batch
 from tailer.records import Gap, Line, LineRun
@@ -598,6 +598,19 @@ def test_recover_without_lines_to_recognise_trusts_only_the_same_file(out, sink)
 def test_recover_without_a_file_creates_nothing(out):
     cursor = FileMark(100, 12345).on(Cursor(PROJECT, "L-a", position=3))
     FileSink(out).recover([cursor])
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("mark", [{"size": "12"}, {"inode": -3}, {"last": 7}, {"size": True}])
+def test_a_file_mark_that_is_not_one_is_a_clear_state_error(out, sink, mark):
+    """A cursor file edited by hand, read at start or later (a project discovered while
+    running): exit 78 naming the deployment, never a traceback nor a guess."""
+    cursor = Cursor(PROJECT, "L-a", position=1, marks={"file": mark})
+    for use in (lambda: FileSink(out).recover([cursor]), lambda: sink.stamp(cursor)):
+        with pytest.raises(StateError) as raised:
+            use()
+        assert raised.value.exit_code == 78
+        assert "L-a" in str(raised.value) and "its file mark is not one" in str(raised.value)
     assert not out.exists()
 
 
