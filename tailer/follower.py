@@ -327,7 +327,8 @@ class ProjectFollower:
             target = Deployment(self.project_id, self.pinned, "Undefined")
         # After deployments read before (a restart), the current one is a redeploy like any
         # other: it was launched after them, and its lines are read from its first one.
-        start = Start(StartAt.DEPLOYMENT) if self.chain else None
+        redeploy = self.chain or self._read_before(current, listed)
+        start = Start(StartAt.DEPLOYMENT) if redeploy else None
         self.chain.append(self._reader(target, start, end))
         if self._snapshot:
             self._until = self.chain[-1].length  # the probe that placed its start
@@ -381,6 +382,14 @@ class ProjectFollower:
         # Every one not finished: a deployment without a cursor delivered nothing yet.
         done = {c.deploy_id for c in self._saved.values() if c.done}
         return [d for d in older if d.deploy_id not in done]
+
+    def _read_before(self, current: Deployment, listed: list[Deployment]) -> bool:
+        """Whether a deployment launched before ``current`` was read to its end and let go
+        (a saved cursor, done): ``current`` then followed it, a redeploy."""
+        if self.pinned:
+            return False
+        done = {c.deploy_id for c in self._saved.values() if c.done}
+        return any(d.deploy_id in done for d in _launched_before(current, listed))
 
     def _reader(
         self,
