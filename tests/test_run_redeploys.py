@@ -54,3 +54,26 @@ def test_a_redeploy_while_down_after_a_drained_deployment_is_read_from_its_first
     assert result.returncode == 0, result.stderr
     assert output_of(tmp_path, PROJECT, first) == [stamp(n) for n in range(30, 40)]
     assert output_of(tmp_path, PROJECT, second) == emu.published(PROJECT, second)
+
+
+def test_a_redeploy_found_by_discovery_after_the_last_deployment_was_let_go_is_read_whole(
+    tmp_path, emu
+):
+    """The same in one run: discovery lets the stopped deployment go, then finds the next
+    one some polls later; the lines it logged meanwhile are read."""
+    first = emu.deploy(PROJECT)
+    emu.write(PROJECT, [stamp(n) for n in range(30)])
+    process = daemon(config(tmp_path, emu, start="end"), emu)
+    try:
+        assert wait_until(lambda: (tmp_path / "state/cursors" / str(PROJECT)).exists())
+        emu.stop_deployment(PROJECT)
+        assert wait_until(lambda: cursor_of(tmp_path, PROJECT, first)["done"])
+        second = emu.deploy(PROJECT)
+        emu.write(PROJECT, [stamp(n) for n in range(100, 120)])
+        expected = emu.published(PROJECT, second)
+        wait_until(lambda: output_of(tmp_path, PROJECT, second) == expected)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code, stderr = finish(process)
+    assert code == 0, stderr
+    assert output_of(tmp_path, PROJECT, second) == expected
