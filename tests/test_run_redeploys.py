@@ -77,3 +77,18 @@ def test_a_redeploy_found_by_discovery_after_the_last_deployment_was_let_go_is_r
         code, stderr = finish(process)
     assert code == 0, stderr
     assert output_of(tmp_path, PROJECT, second) == expected
+
+
+def test_every_deployment_launched_while_down_after_a_drained_one_is_read(tmp_path, emu):
+    """Two redeploys while down after the last deployment was let go: the one between is
+    read whole too, not skipped for the current one."""
+    path, first = drained_then_dropped(tmp_path, emu)
+    between = emu.deploy(PROJECT)
+    emu.write(PROJECT, [stamp(n) for n in range(100, 120)])
+    current = emu.deploy(PROJECT)
+    emu.write(PROJECT, [stamp(n) for n in range(200, 210)])
+    result = run(emu, "--config", str(path), "run", "--once")
+    assert result.returncode == 0, result.stderr
+    assert output_of(tmp_path, PROJECT, first) == [stamp(n) for n in range(30, 40)]
+    assert output_of(tmp_path, PROJECT, between) == [stamp(n) for n in range(100, 120)]
+    assert output_of(tmp_path, PROJECT, current) == [stamp(n) for n in range(200, 210)]
