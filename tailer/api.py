@@ -50,6 +50,8 @@ TERMINAL_STATUSES = frozenset(
 )
 _AUTH_ERRORS = ("Hash doesn't match", "UserID not valid")
 _CACHE_SIZE = 64
+_SHARED_STEP = 0.1
+"""Seconds between the signs of life of a read waiting for the same read in flight."""
 _USER_AGENT = "qc-tail/0.1 (+https://pypi.org/project/qc-tailer/)"
 _HEADERS = {
     "Accept": "application/json",
@@ -182,7 +184,11 @@ class QcApi:
                 if reading is None:
                     self._reading[key] = threading.Event()
                     break
-            reading.wait()  # then from the cache, or (that read failed) asked again
+            # Then from the cache, or (that read failed) asked again. The other read may be
+            # waiting out a Retry-After or a backoff: this is a wait as deliberate as its
+            # own, so it goes through the client's sleep (a sign of life for the watchdog).
+            while not reading.wait(_SHARED_STEP):
+                self._sleep(0.0)
         try:
             window = self._read_logs(project_id, deploy_id, start, end)
             with self._cache_lock:

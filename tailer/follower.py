@@ -327,7 +327,8 @@ class ProjectFollower:
             target = Deployment(self.project_id, self.pinned, "Undefined")
         # After deployments read before (a restart), the current one is a redeploy like any
         # other: it was launched after them, and its lines are read from its first one.
-        start = Start(StartAt.DEPLOYMENT) if self.chain else None
+        redeploy = self.chain or self._read_before(current, listed)
+        start = Start(StartAt.DEPLOYMENT) if redeploy else None
         self.chain.append(self._reader(target, start, end))
         if self._snapshot:
             self._until = self.chain[-1].length  # the probe that placed its start
@@ -367,20 +368,29 @@ class ProjectFollower:
         """Earlier deployments still to read before ``current``, oldest first.
 
         With ``start = "project"``: all of them. After a restart: those with an unfinished
-        saved cursor, and every one launched after them (a redeploy while we were away), so
-        that no deployment's lines are skipped.
+        saved cursor, and every one launched after a deployment read before (a redeploy while
+        we were away, or since the last one was read to its end and let go), so that no
+        deployment's lines are skipped.
         """
-        unfinished = {c.deploy_id for c in self._saved.values() if not c.done}
-        unfinished.discard(current.deploy_id)
-        if self._start.kind != StartAt.PROJECT and not unfinished:
+        read = {c.deploy_id for c in self._saved.values()}
+        read.discard(current.deploy_id)
+        if self._start.kind != StartAt.PROJECT and not read:
             return []
         older = _launched_before(current, listed)
-        if self._start.kind != StartAt.PROJECT:  # from the first unfinished one on
+        if self._start.kind != StartAt.PROJECT:  # from the first one read before on
             ids = [d.deploy_id for d in older]
-            older = older[min((ids.index(d) for d in unfinished if d in ids), default=len(ids)) :]
+            older = older[min((ids.index(d) for d in read if d in ids), default=len(ids)) :]
         # Every one not finished: a deployment without a cursor delivered nothing yet.
         done = {c.deploy_id for c in self._saved.values() if c.done}
         return [d for d in older if d.deploy_id not in done]
+
+    def _read_before(self, current: Deployment, listed: list[Deployment]) -> bool:
+        """Whether a deployment launched before ``current`` was read to its end and let go
+        (a saved cursor, done): ``current`` then followed it, a redeploy."""
+        if self.pinned:
+            return False
+        done = {c.deploy_id for c in self._saved.values() if c.done}
+        return any(d.deploy_id in done for d in _launched_before(current, listed))
 
     def _reader(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import signal
 import socket
@@ -15,9 +16,11 @@ import pytest
 
 from tailer.daemon import Notifier
 from tailer.emulator import Emulator
+from tailer.emulator.faults import Fault
 
 from .conftest import PROJECT, TOKEN, USER_ID, cli_env, qc_tail, secrets_in
 from .conftest import daemon_config as conftest_daemon_config
+from .loki_recorder import LokiRecorder
 
 
 class NotifySocket:
@@ -173,6 +176,47 @@ def test_a_long_catch_up_is_ready_early_and_keeps_the_watchdog_fed(tmp_path, not
     started = notify_socket.messages[0][0]
     assert ready_at < complete_at  # ready after the first lines, not after the whole backlog
     assert len([at for at in notify_socket.pings(started) if at < complete_at]) >= 2
+
+
+def test_waiting_out_a_429_read_that_another_output_waits_for_keeps_the_watchdog_fed(
+    tmp_path, emu, notify_socket
+):
+    """Files and Loki read the same windows, one request serving both: while the API asks
+    for seconds of patience (429 with Retry-After), the output waiting for the other's read
+    waits deliberately too, and systemd must go on hearing from us."""
+    emu.deploy(PROJECT)
+    emu.write(PROJECT, ["hello"])
+    with LokiRecorder(check_age=False) as loki:
+        config = conftest_daemon_config(
+            tmp_path,
+            emu,
+            timeout=2,
+            poll="interval = 0.05\nmax_interval = 0.1",
+            discovery="enabled = false",
+            more=f'[output.loki]\nurl = "{loki.url}"\n[[follow]]\nproject_id = {PROJECT}\n',
+        )
+        env = cli_env(emu, NOTIFY_SOCKET=notify_socket.address, WATCHDOG_USEC="2000000")
+        process = subprocess.Popen(
+            qc_tail("--config", str(config), "run"), env=env, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            notify_socket.wait_for("READY=1")
+            assert loki.wait_for_lines(1, timeout=20) == ["hello"]
+            emu.faults.script([Fault("429", retry_after=4)] * 3, path="/live/logs/read")
+            start = time.monotonic()
+            notify_socket.collect(8.0)
+            end = time.monotonic()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=10)
+            assert process.stderr is not None
+            with process.stderr:
+                stderr = process.stderr.read()
+    assert code == 0, stderr
+    pings = [start, *notify_socket.pings(start), end]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(pings)]
+    assert max(gaps) < 2.0, gaps  # WATCHDOG_USEC: systemd would have aborted us
+    assert "worker_stalled" not in stderr
 
 
 def test_detach_keeps_a_locked_pidfile_and_removes_it_on_sigterm(tmp_path, emu):
