@@ -149,6 +149,7 @@ class DeploymentReader:
         self.length = 0  # the project's row count the API last reported
         self.window = min(window, MAX_WINDOW)
         self.prefetcher = prefetcher
+        self._checks: dict[tuple[int, int], Future[LogWindow]] = {}  # see _checked_fresh
         self._prefetched: dict[tuple[int, int], Future[LogWindow]] = {}  # by (start, stop)
         self._narrowed: tuple[int, int] | None = None  # (line to pass, window to restore)
         self._basis: dict[tuple[int, int], tuple[int, int]] = {}  # offset, length when asked
@@ -511,23 +512,24 @@ class DeploymentReader:
             return False
         if window.deployment_offset > 0 or len(window.logs) <= plan.checked:
             return False
-        if not self._retention_acts(plan.cursor, window):
+        if not self._retention_acts(plan.cursor, window.length):
             return False
         if self._doubt_said and (plan.cursor is self._doubted or not self._published_since()):
             return False  # said before this very window (read again since), or nothing new
         if not plan.unique:
             return True
         below = max(window.deployment_offset, plan.start - self.window + plan.checked)
-        if realign.repeats(self._fresh, plan.prints[-plan.checked :], below, plan.first - 1):
+        fetch = self._checked_fresh
+        if realign.repeats(fetch, plan.prints[-plan.checked :], below, plan.first - 1):
             return True
         if self._doubt_said:  # placed by content after a publication: compare with it now
             self._note_end(window.length)
         return False
 
-    def _retention_acts(self, cursor: Cursor, window: LogWindow) -> bool:
+    def _retention_acts(self, cursor: Cursor, length: int) -> bool:
         """Whether retention may remove this deployment's lines: it was seen to, the project
         is at its most rows, or the deployment is old enough for lines to age out."""
-        if self._trims_seen or cursor.trimmed > 0 or window.length >= RETENTION:
+        if self._trims_seen or cursor.trimmed > 0 or length >= RETENTION:
             return True
         return cursor.launched is not None and self.clock() - cursor.launched >= AGED_OUT
 
@@ -576,6 +578,15 @@ class DeploymentReader:
 
     def _fresh(self, start: int, stop: int) -> LogWindow:
         return self._fetch(start, stop, fresh=True)
+
+    def _checked_fresh(self, start: int, stop: int) -> LogWindow:
+        """Rows a window's check reads afresh (``_doubtful``): asked alongside the window,
+        if ``_prefetch`` foresaw them, so that a catch-up where retention acts does not wait
+        for one more answer at every window. As fresh as the window it checks."""
+        future = self._checks.pop((start, stop), None)
+        if future is not None and future.cancel():
+            future = None  # not asked yet: ask it now
+        return self._read_halving(start, stop, future, fresh=True)
 
     def commit(self, batch: Batch) -> None:
         """The batch is handed out: whoever took it delivers it, so reads go on after it."""
@@ -753,12 +764,28 @@ class DeploymentReader:
                 )
                 self._prefetched[(start, nxt)] = self.prefetcher.submit(read)
                 self._basis[(start, nxt)] = (self.offset, self.length)
+                self._foresee_check(self.prefetcher, start, overlap)
             stop = nxt
 
+    def _foresee_check(self, prefetcher: Prefetcher, start: int, overlap: int) -> None:
+        """Ask, alongside the window from ``start``, the rows ``_doubtful`` will read afresh
+        to check it, where it will: retention acts on this deployment, and no older one's
+        rows are left to go first (its offset is 0)."""
+        if self.offset > 0 or not self._retention_acts(self.ahead, self.length):
+            return
+        lo = max(self.offset, start - self.window + overlap)
+        key = (lo, start + overlap - 2)  # as realign.repeats asks: up to the checked rows
+        if key[1] - lo >= overlap and key not in self._checks:
+            read = functools.partial(
+                self.api.read_logs, self.project_id, self.deploy_id, *key, fresh=True
+            )
+            self._checks[key] = prefetcher.submit(read)
+
     def _forget_prefetched(self) -> None:
-        for future in self._prefetched.values():
+        for future in (*self._prefetched.values(), *self._checks.values()):
             future.cancel()
         self._prefetched.clear()
+        self._checks.clear()
         self._basis.clear()
 
     def _realign(
