@@ -291,6 +291,25 @@ class ProjectFollower:
 
     def _begin(self) -> bool:
         """Find the deployment to follow; False while the project has none."""
+        found = self._current()
+        if found is None:
+            return False
+        current, listed = found
+        self.deployment = current
+        if self.name is None:
+            self.name = current.project_name or str(self.project_id)
+        if not self.pinned:
+            for deployment in self._older(current, listed):
+                self.chain.append(self._reader(deployment, Start(StartAt.DEPLOYMENT)))
+                self._superseded[deployment.deploy_id] = self._clock()
+        self._begin_followed(current, listed)
+        if self._snapshot:
+            self._until = self.chain[-1].length  # the probe that placed its start
+        return True
+
+    def _current(self) -> tuple[Deployment, list[Deployment]] | None:
+        """The project's current deployment, and its deployments listed; None while it has
+        none, or while ``/live/read`` names one older than what was read already."""
         try:
             current = self.api.read_live(self.project_id)
         except NotFoundError as exc:
@@ -299,7 +318,7 @@ class ProjectFollower:
             if not self._waiting_logged:
                 log.warning("no_deployment", project=self.project_id, hint="waiting for one")
                 self._waiting_logged = True
-            return False
+            return None
         listed = self._listed()
         if self._lags(current, listed):
             log.info(
@@ -308,31 +327,24 @@ class ProjectFollower:
                 named=current.deploy_id,
                 hint="an answer older than what was read already; asking again next poll",
             )
-            return False
-        current = self._latest(current, listed)
-        self.deployment = current
-        if self.name is None:
-            self.name = current.project_name or str(self.project_id)
-        if not self.pinned:
-            for deployment in self._older(current, listed):
-                self.chain.append(self._reader(deployment, Start(StartAt.DEPLOYMENT)))
-                self._superseded[deployment.deploy_id] = self._clock()
+            return None
+        return self._latest(current, listed), listed
+
+    def _begin_followed(self, current: Deployment, listed: list[Deployment]) -> None:
+        """The reader of the deployment followed (the pinned one, else the current one), last
+        in the chain; for a pinned one superseded already, its successor, to know its end."""
         end = None
+        target = current
         if self.pinned and self.pinned != current.deploy_id:
             later = self._successors(self.pinned, current, listed)[0]
             self._successor = self._reader(later, Start(), followed=False)
             end = self._successor.offset
-        target = current
-        if self.pinned and self.pinned != current.deploy_id:
             target = Deployment(self.project_id, self.pinned, "Undefined")
         # After deployments read before (a restart), the current one is a redeploy like any
         # other: it was launched after them, and its lines are read from its first one.
         redeploy = self.chain or self._read_before(current, listed)
         start = Start(StartAt.DEPLOYMENT) if redeploy else None
         self.chain.append(self._reader(target, start, end))
-        if self._snapshot:
-            self._until = self.chain[-1].length  # the probe that placed its start
-        return True
 
     def _latest(self, current: Deployment, listed: list[Deployment]) -> Deployment:
         """The project's current deployment: ``current``, unless ``/live/list`` shows one

@@ -262,6 +262,15 @@ class Background:
         return code, "".join(self._stderr)
 
 
+def terminated(process: subprocess.Popen[str]) -> tuple[int, str]:
+    """SIGTERM to a process started with ``stderr=PIPE``: its exit status and its stderr."""
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(timeout=10)  # a hang guard; SIGTERM's promise is 2 s
+    assert process.stderr is not None
+    with process.stderr:
+        return code, process.stderr.read()
+
+
 @contextlib.contextmanager
 def trickling(head: bytes, drip: bytes, every: float = 0.2) -> Iterator[str]:
     """A server that sends ``head`` at once, then ``drip`` one byte every ``every`` seconds:

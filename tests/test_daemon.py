@@ -18,7 +18,7 @@ from tailer.daemon import Notifier
 from tailer.emulator import Emulator
 from tailer.emulator.faults import Fault
 
-from .conftest import PROJECT, TOKEN, USER_ID, cli_env, qc_tail, secrets_in
+from .conftest import PROJECT, TOKEN, USER_ID, cli_env, qc_tail, secrets_in, terminated
 from .conftest import daemon_config as conftest_daemon_config
 from .loki_recorder import LokiRecorder
 
@@ -134,11 +134,7 @@ def test_ready_status_and_a_watchdog_that_stops_when_the_loop_cannot_progress(
         assert notify_socket.pings(recovered_from)
     finally:
         emu.stall(False)
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=10)
-        assert process.stderr is not None
-        with process.stderr:
-            stderr = process.stderr.read()
+        code, stderr = terminated(process)
     notify_socket.collect(0.3)
     assert code == 0, stderr
     assert secrets_in(stderr) == []
@@ -207,11 +203,7 @@ def test_waiting_out_a_429_read_that_another_output_waits_for_keeps_the_watchdog
             notify_socket.collect(8.0)
             end = time.monotonic()
         finally:
-            process.send_signal(signal.SIGTERM)
-            code = process.wait(timeout=10)
-            assert process.stderr is not None
-            with process.stderr:
-                stderr = process.stderr.read()
+            code, stderr = terminated(process)
     assert code == 0, stderr
     pings = [start, *notify_socket.pings(start), end]
     gaps = [later - earlier for earlier, later in itertools.pairwise(pings)]

@@ -28,7 +28,17 @@ from tailer.records import Line
 from tailer.retry import RetryPolicy
 from tailer.sinks.loki import LokiSink
 
-from .conftest import TOKEN, USER_ID, cli_env, kill_when, qc_tail, run, secrets_in, trickling
+from .conftest import (
+    TOKEN,
+    USER_ID,
+    cli_env,
+    kill_when,
+    qc_tail,
+    run,
+    secrets_in,
+    terminated,
+    trickling,
+)
 from .conftest import daemon_config as conftest_daemon_config
 from .loki_recorder import LokiRecorder
 
@@ -500,11 +510,7 @@ def test_a_loki_outage_holds_back_neither_files_nor_lines_for_loki(tmp_path, fle
             loki.outage(False)
             assert loki.wait_for_lines(3000, timeout=20, deploy_id=deploy_id) == expected
         finally:
-            process.send_signal(signal.SIGTERM)
-            code = process.wait(timeout=10)
-            assert process.stderr is not None
-            with process.stderr:
-                stderr = process.stderr.read()
+            code, stderr = terminated(process)
     assert code == 0, stderr
     assert secrets_in(stderr) == []
     failing = [json.loads(x) for x in stderr.splitlines() if '"poll_failing"' in x]
