@@ -770,8 +770,11 @@ class DeploymentReader:
     def _foresee_check(self, prefetcher: Prefetcher, start: int, overlap: int) -> None:
         """Ask, alongside the window from ``start``, the rows ``_doubtful`` will read afresh
         to check it, where it will: retention acts on this deployment, and no older one's
-        rows are left to go first (its offset is 0)."""
-        if self.offset > 0 or not self._retention_acts(self.ahead, self.length):
+        rows are left to go first (its offset is 0), and no possible gap was said in this
+        catch-up (then only a publication since brings the check back: see ``_doubtful``)."""
+        if self.offset > 0 or self._doubt_said:
+            return
+        if not self._retention_acts(self.ahead, self.length):
             return
         lo = max(self.offset, start - self.window + overlap)
         key = (lo, start + overlap - 2)  # as realign.repeats asks: up to the checked rows

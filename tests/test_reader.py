@@ -751,3 +751,41 @@ def test_a_trim_between_two_windows_where_the_whole_log_is_one_line_is_invisible
     later = drain(reader)
     assert gaps(later) == []
     assert reader.cursor.position == 1210  # five fewer than the 1,215 lines logged
+
+
+def test_at_the_retention_cap_each_window_is_checked_by_the_read_asked_beside_it(
+    emu: Emulator, api: QcApi
+) -> None:
+    """At 100,000 rows retention acts, and each window is checked by a fresh read of the
+    rows below it. That read is asked alongside the window (the prefetcher's), and is the
+    one used: two reads a window, not a third asked again when the window is judged."""
+    deploy_id = emu.deploy(PROJECT)
+    lines = [stamp(i) for i in range(100_000)]
+    emu.write(PROJECT, lines)
+    emu.publish()
+    reader = DeploymentReader(api, Cursor(PROJECT, deploy_id), "p", prefetcher=Prefetcher(4))
+    reader.probe()
+    asked = emu.stats.by_path["/live/logs/read"]
+    assert texts(drain(reader)) == lines
+    windows = -(-(len(lines) - 249) // (249 - 4)) + 1  # each overlaps the last by 4 rows
+    reads = emu.stats.by_path["/live/logs/read"] - asked
+    assert 2 * windows - 2 <= reads <= 2 * windows + 4, (reads, windows)
+
+
+def test_at_the_retention_cap_a_possible_gap_said_asks_no_checks_it_will_not_use(
+    emu: Emulator, api: QcApi
+) -> None:
+    """A catch-up of one repeated line from the deployment's first, at 100,000 rows: a
+    possible gap is said once; after it, a window is checked only after a publication, so
+    no check is asked beside each (it would go unused)."""
+    deploy_id = emu.deploy(PROJECT)
+    emu.write(PROJECT, [SAME] * 100_000)
+    emu.publish()
+    reader = DeploymentReader(api, Cursor(PROJECT, deploy_id), "p", prefetcher=Prefetcher(4))
+    reader.probe()
+    asked = emu.stats.by_path["/live/logs/read"]
+    batches = drain(reader)
+    assert len(texts(batches)) == 100_000 and gaps(batches) == [None]
+    windows = -(-(100_000 - 249) // (249 - 4)) + 1
+    reads = emu.stats.by_path["/live/logs/read"] - asked
+    assert reads < 1.5 * windows, (reads, windows)  # a check beside each would be two a window
