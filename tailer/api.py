@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeGuard
@@ -69,11 +70,15 @@ class _BareServerError(TransientError):
 
 @dataclass(frozen=True, slots=True)
 class LogWindow:
-    """One answer of /live/logs/read: project-wide rows and where the deployment begins."""
+    """One answer of /live/logs/read: project-wide rows and where the deployment begins, and,
+    on the API client's clock, when it was asked and answered (the server served it in
+    between; unknown for one not read from the API, such as an export's)."""
 
     logs: tuple[str, ...]
     length: int
     deployment_offset: int
+    asked: float = field(default=-math.inf, compare=False)
+    answered: float = field(default=math.inf, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +144,7 @@ class QcApi:
         self._transient = transient_retrying(self.policy, sleep=sleep, stop_event=stop_event)
         self._signed = auth_retrying(self.policy, sleep=sleep, stop_event=stop_event)
         self.cache_ttl = cache_ttl  # see read_logs
-        self._clock = clock  # ages the cached answers
+        self._clock = clock  # ages the cached answers, and says when each was asked
         self._cache: dict[tuple[int, str, int, int], tuple[float, LogWindow]] = {}
         self._cache_lock = threading.Lock()
         self._reading: dict[tuple[int, str, int, int], threading.Event] = {}  # in flight
@@ -168,10 +173,10 @@ class QcApi:
         ``fresh`` asks the API again all the same (to confirm an answer by a second one).
         """
         if not self.cache_ttl:
-            return self._read_logs(project_id, deploy_id, start, end)
+            return self._read_stamped(project_id, deploy_id, start, end)
         key = (project_id, deploy_id, start, end)
         if fresh:
-            window = self._read_logs(project_id, deploy_id, start, end)
+            window = self._read_stamped(project_id, deploy_id, start, end)
             with self._cache_lock:
                 self._cache[key] = (self._clock(), window)
             return window
@@ -190,7 +195,7 @@ class QcApi:
             while not reading.wait(_SHARED_STEP):
                 self._sleep(0.0)
         try:
-            window = self._read_logs(project_id, deploy_id, start, end)
+            window = self._read_stamped(project_id, deploy_id, start, end)
             with self._cache_lock:
                 self._cache[key] = (self._clock(), window)
                 while len(self._cache) > _CACHE_SIZE:
@@ -199,6 +204,12 @@ class QcApi:
             with self._cache_lock:
                 self._reading.pop(key).set()
         return window
+
+    def _read_stamped(self, project_id: int, deploy_id: str, start: int, end: int) -> LogWindow:
+        """``_read_logs``, stamped with when it was asked and answered (retries included)."""
+        asked = self._clock()
+        window = self._read_logs(project_id, deploy_id, start, end)
+        return replace(window, asked=asked, answered=self._clock())
 
     def _read_logs(self, project_id: int, deploy_id: str, start: int, end: int) -> LogWindow:
         """One window; a read at or past the log's end that the API refuses (where the

@@ -31,6 +31,11 @@ class RequestBudget:
     Requests made for a key (``requests_of``: a deployment's poll and its read-ahead) hold
     all but one of the places at most: however many of them a server leaves unanswered,
     one place is left to the others' requests.
+
+    Places go to waiting requests in the order they came, the first one with room first: a
+    request that waits is never overtaken by one that came later and could wait as well (a
+    read-ahead worker freeing its place and asking again at once would otherwise win it
+    back, over and over, from a request its reader is waiting for).
     """
 
     def __init__(
@@ -51,6 +56,13 @@ class RequestBudget:
         self._held: dict[Hashable, int] = {}  # places held, by key
         self._next_start = 0.0
         self._paused_until = 0.0
+        self._queue: list[tuple[object, Hashable | None]] = []  # waiting, in order of coming
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a place."""
+        with self._cond:
+            return len(self._queue)
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -71,8 +83,7 @@ class RequestBudget:
     def _acquire(self, key: Hashable | None) -> None:
         while True:
             with self._cond:
-                while not self._room(key):
-                    self._cond.wait()
+                self._wait_turn(key)
                 now = self._clock()
                 start = max(now, self._next_start, self._paused_until)
                 if start <= now:
@@ -82,6 +93,24 @@ class RequestBudget:
                     self._next_start = now + self._spacing
                     return
             self._sleep(start - now)
+
+    def _wait_turn(self, key: Hashable | None) -> None:
+        """Wait (holding ``_cond``) until a place is free for ``key`` and no request that
+        came earlier and is still waiting could take it."""
+        turn = (object(), key)
+        self._queue.append(turn)
+        try:
+            while not self._first_with_room(turn):
+                self._cond.wait()
+        finally:
+            self._queue.remove(turn)
+            self._cond.notify_all()  # the next in line may have room too
+
+    def _first_with_room(self, turn: tuple[object, Hashable | None]) -> bool:
+        for waiting in self._queue:
+            if self._room(waiting[1]):
+                return waiting is turn
+        return False
 
     def _room(self, key: Hashable | None) -> bool:
         places = max(1, int(self.window))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -16,6 +17,7 @@ from tailer.cursor import TAIL_LINES, Cursor
 from tailer.errors import AnswerTooLargeError, ProtocolError, WindowTooLargeError
 from tailer.export import Exporter, PlacedExport
 from tailer.prefetch import Prefetcher
+from tailer.publications import EndRead, Publications
 from tailer.records import Gap, Line, LineRun, fingerprint
 
 log = structlog.get_logger(__name__)
@@ -27,6 +29,10 @@ _ATTEMPTS = 6
 """Reads in a row that find the log moved (offset, trim) before one gives up until later."""
 _CONFIRM_AFTER = 2.0
 """Seconds to wait before reading again what answers said gone: a lagging replica catches up."""
+_GROUP = 32
+"""Windows read ahead that one read of the log's end covers, where windows are checked for a
+publication between them (see ``Publications``): the more, the fewer reads of the end, and
+the more windows held while that read is awaited."""
 _AGAIN = object()  # read again now
 _WAIT = object()  # lines said gone by answers that a later one must confirm: read again later
 _LATER = object()  # nothing to read until the caller knows more (at its next poll)
@@ -149,7 +155,7 @@ class DeploymentReader:
         self.length = 0  # the project's row count the API last reported
         self.window = min(window, MAX_WINDOW)
         self.prefetcher = prefetcher
-        self._checks: dict[tuple[int, int], Future[LogWindow]] = {}  # see _checked_fresh
+        self._published = Publications(self._read_end, api.pause)  # see _doubtful
         self._prefetched: dict[tuple[int, int], Future[LogWindow]] = {}  # by (start, stop)
         self._narrowed: tuple[int, int] | None = None  # (line to pass, window to restore)
         self._basis: dict[tuple[int, int], tuple[int, int]] = {}  # offset, length when asked
@@ -201,6 +207,7 @@ class DeploymentReader:
         """Start from ``cursor`` (a start position chosen before anything was read)."""
         self.cursor = self.ahead = cursor
         self._shown = None
+        self._published.reset()
 
     def rewind(self) -> None:
         """Forget reads that were never handed out: the next read starts at the cursor (and
@@ -208,6 +215,7 @@ class DeploymentReader:
         self.ahead = self.cursor
         self._shown = None
         self._forget_prefetched()
+        self._published.reset()
 
     def read(
         self,
@@ -231,7 +239,7 @@ class DeploymentReader:
             if plan is None:
                 self.caught_up = limit is None  # a limit is not the deployment's end
                 self._export, self._export_declined = None, False
-                self._doubt_said = False
+                self._caught_up()
                 return None
             self._consider_export(plan, bound)
             basis = self._basis.pop((plan.start, plan.stop), (self.offset, self.length))
@@ -452,15 +460,22 @@ class DeploymentReader:
         self._unserved = False
         if not rows:  # this catch-up is over: the next may read an export again
             self._export_declined = False
-            self._doubt_said = False  # new lines from here on came with a new publication
+            self._caught_up()
             return None
         batch = self._batch(rows, plan.first)
+        self._published.delivered(window, self.ahead)
         # An answer shorter than one before may be a lagging replica's: its end is not the end.
         at_end = plan.start + len(window.logs) >= window.length >= known
         self._shown = (self.ahead, at_end, plan.first + len(rows))
         if at_end:  # the catch-up is over even if no empty read is asked to show it
-            self._export_declined = self._doubt_said = False
+            self._export_declined = False
+            self._caught_up()
         return batch
+
+    def _caught_up(self) -> None:
+        """A catch-up is over: new lines from here on came with a new publication."""
+        self._doubt_said = False
+        self._published.reset()
 
     def _accept(self, window: LogWindow) -> None:
         """Take the answer's numbers as the log's: what later answers are compared with."""
@@ -504,10 +519,12 @@ class DeploymentReader:
         """Whether the answer, aligned, may still show the last lines delivered where a trim
         moved copies of them: retention acts on this deployment (its offset is 0: no older
         rows are left to go first), and those lines repeat back to its first line or a gap,
-        or read the same further down (a longer pattern). Asked as a catch-up begins (the
-        publication that brought its lines may have trimmed), then at each window only if a
-        publication landed since the gap was said: a trim balanced by as many new rows
-        leaves the numbers as they were, not the log's last rows."""
+        or read the same further down (a longer pattern) after a publication that landed
+        since they were read. Asked as a catch-up begins (the publication that brought its
+        lines may have trimmed), then at each window only if a publication landed since the
+        one before (see ``Publications``), and, once the gap is said, since it was: a trim
+        balanced by as many new rows leaves the numbers as they were, not the log's last
+        rows."""
         if plan.checked == 0 or plan.pair is not None:
             return False
         if window.deployment_offset > 0 or len(window.logs) <= plan.checked:
@@ -518,13 +535,43 @@ class DeploymentReader:
             return False  # said before this very window (read again since), or nothing new
         if not plan.unique:
             return True
+        if self._published.quiet(plan.cursor, window, self._asked_after(plan)):
+            return False  # nothing published since the lines compared were read: none moved
         below = max(window.deployment_offset, plan.start - self.window + plan.checked)
-        fetch = self._checked_fresh
-        if realign.repeats(fetch, plan.prints[-plan.checked :], below, plan.first - 1):
+        if realign.repeats(self._fresh, plan.prints[-plan.checked :], below, plan.first - 1):
             return True
         if self._doubt_said:  # placed by content after a publication: compare with it now
             self._note_end(window.length)
         return False
+
+    def _asked_after(self, plan: _Plan) -> Callable[[], list[Future[LogWindow]]]:
+        """The windows read ahead after ``plan``'s (up to a group): one read of the log's end
+        made once they are answered covers them all."""
+
+        def group() -> list[Future[LogWindow]]:
+            keys = sorted(key for key in self._prefetched if key[0] > plan.start)
+            return [self._prefetched[key] for key in keys[:_GROUP]]
+
+        return group
+
+    def _read_end(self, known: realign.End | None) -> EndRead:
+        """How the log ends now (see ``realign.log_end``), and when it was read. Its rows too
+        large for one answer are not watched (every window is then checked)."""
+        answers: list[LogWindow] = []
+
+        def fetch(start: int, stop: int) -> LogWindow:
+            answers.append(
+                self.api.read_logs(self.project_id, self.deploy_id, start, stop, fresh=True)
+            )
+            return answers[-1]
+
+        try:
+            end = realign.log_end(fetch, self.length, self.window, self.deploy_id, known)
+        except (AnswerTooLargeError, WindowTooLargeError):
+            return EndRead(-math.inf, math.inf, None)
+        return EndRead(
+            min(answer.asked for answer in answers), max(answer.answered for answer in answers), end
+        )
 
     def _retention_acts(self, cursor: Cursor, length: int) -> bool:
         """Whether retention may remove this deployment's lines: it was seen to, the project
@@ -578,15 +625,6 @@ class DeploymentReader:
 
     def _fresh(self, start: int, stop: int) -> LogWindow:
         return self._fetch(start, stop, fresh=True)
-
-    def _checked_fresh(self, start: int, stop: int) -> LogWindow:
-        """Rows a window's check reads afresh (``_doubtful``): asked alongside the window,
-        if ``_prefetch`` foresaw them, so that a catch-up where retention acts does not wait
-        for one more answer at every window. As fresh as the window it checks."""
-        future = self._checks.pop((start, stop), None)
-        if future is not None and future.cancel():
-            future = None  # not asked yet: ask it now
-        return self._read_halving(start, stop, future, fresh=True)
 
     def commit(self, batch: Batch) -> None:
         """The batch is handed out: whoever took it delivers it, so reads go on after it."""
@@ -744,10 +782,9 @@ class DeploymentReader:
         """
         if self.prefetcher is None:
             return
-        # Four times what may be in flight (the budget caps that): a worker that finishes
-        # takes the next window at once, rather than waiting for the reader to consume in
-        # order, and reading goes on while the outputs fsync (16 windows by default).
-        depth = 4 * int(self.api.budget.window)
+        depth = self._depth()
+        if self._watching(length):  # a group awaits the read that covers it, and the next
+            depth += 2 * _GROUP  # one is read meanwhile
         overlap = min(TAIL_LINES, self.window - 1)
         # Past those already asked for, to keep depth in flight.
         while len(self._prefetched) < depth:
@@ -764,31 +801,26 @@ class DeploymentReader:
                 )
                 self._prefetched[(start, nxt)] = self.prefetcher.submit(read)
                 self._basis[(start, nxt)] = (self.offset, self.length)
-                self._foresee_check(self.prefetcher, start, overlap)
             stop = nxt
 
-    def _foresee_check(self, prefetcher: Prefetcher, start: int, overlap: int) -> None:
-        """Ask, alongside the window from ``start``, the rows ``_doubtful`` will read afresh
-        to check it, where it will: retention acts on this deployment, and no older one's
-        rows are left to go first (its offset is 0), and no possible gap was said in this
-        catch-up (then only a publication since brings the check back: see ``_doubtful``)."""
+    def _watching(self, length: int) -> bool:
+        """Whether windows asked ahead now can be told quiet (see ``Publications``) where
+        ``_doubtful`` will check them: the log's end is read, if it was not yet."""
         if self.offset > 0 or self._doubt_said:
-            return
-        if not self._retention_acts(self.ahead, self.length):
-            return
-        lo = max(self.offset, start - self.window + overlap)
-        key = (lo, start + overlap - 2)  # as realign.repeats asks: up to the checked rows
-        if key[1] - lo >= overlap and key not in self._checks:
-            read = functools.partial(
-                self.api.read_logs, self.project_id, self.deploy_id, *key, fresh=True
-            )
-            self._checks[key] = prefetcher.submit(read)
+            return False
+        return self._retention_acts(self.ahead, length) and self._published.watch()
+
+    def _depth(self) -> int:
+        """Windows to keep asked ahead: four times what may be in flight (the budget caps
+        that), so that a worker that finishes takes the next window at once, rather than
+        waiting for the reader to consume in order, and reading goes on while the outputs
+        fsync or a group of windows awaits the read of the log's end that covers it."""
+        return 4 * int(self.api.budget.window)
 
     def _forget_prefetched(self) -> None:
-        for future in (*self._prefetched.values(), *self._checks.values()):
+        for future in self._prefetched.values():
             future.cancel()
         self._prefetched.clear()
-        self._checks.clear()
         self._basis.clear()
 
     def _realign(
@@ -804,24 +836,28 @@ class DeploymentReader:
             return _WAIT
         if not isinstance(located, tuple):
             return located
-        found, sure = located
+        found, sure, anchored = located
         self._waited = False
         self._accept(window)
         self._forget_prefetched()  # asked for before the lines moved
         if found is None:
             return self._gap(end)
-        return self._shift(plan.cursor, expected - found, sure)
+        cursor = plan.cursor if anchored else replace(plan.cursor, anchor=None)
+        return self._shift(cursor, expected - found, sure)
 
     def _locate(
         self, end: int | None, window: LogWindow, least: int, plan: _Plan, expected: int
-    ) -> tuple[int | None, bool] | object:
-        """Where the lines delivered last end now, and whether content alone is sure of it.
+    ) -> tuple[int | None, bool, bool] | object:
+        """Where the lines delivered last end now, whether content alone is sure of it, and
+        whether a long run's anchor is still known.
 
         Unique fingerprints, found, are believed. Where the answer (or the successor's offset,
         ``end``) does not even reach the last line delivered and content cannot place it, or
         repeating ones match higher than the numbers allow (anywhere in their run), the answer
         may be a lagging replica's: it is acted upon only once a later one says the same
-        (``_WAIT``). Then the numbers place the lines, and content is not sure.
+        (``_WAIT``). Then the numbers place the lines, and content is not sure. A long run
+        whose anchor is gone (trimmed with the lines before it) reaches back to the first row
+        served: its lines are placed as high as the numbers allow, never above.
         """
         found, sure = self._found_by_content(plan, expected, end, window)
         short = _short(window, end, expected)
@@ -836,7 +872,11 @@ class DeploymentReader:
         if contradicted:
             found, _ = self._find(plan, expected - least, end, window)
             sure = False
-        return found, sure
+        if found is None and short and plan.pair is not None:
+            at = expected - least
+            found, _ = realign.search(self._fresh, plan.prints, at, end, window, self.window)
+            return found, False, found is None
+        return found, sure, True
 
     def _found_by_content(
         self, plan: _Plan, expected: int, end: int | None, window: LogWindow

@@ -119,12 +119,17 @@ def log_end(fetch: Fetch, length: int, rows: int, who: str, known: End | None = 
     even one that retention balances by trimming as many rows: every row moves down. None
     where no row breaks the repetition a few windows back: a publication of more of the same,
     balanced, could leave the log as it was. An answer unlike ``known`` is confirmed by a
-    second (one may be a lagging replica's)."""
+    second (one may be a lagging replica's: one that says the log moved when it did not would
+    cost a check; one that says it stayed cannot be told from the truth). Without ``known``,
+    the first answer is taken as it is: one from a lagging replica only makes a later answer
+    differ."""
     if known is None:
         span = _watched(fetch, length, rows)
         if span is None:
             return None
-        start, stop = span
+        start, stop, read = span
+        if read is not None:
+            return _end(start, read)
     else:
         start, stop = known[0], known[0] + max(1, len(known[3]))
     answer = fetch(start, stop)
@@ -133,15 +138,17 @@ def log_end(fetch: Fetch, length: int, rows: int, who: str, known: End | None = 
     return _end(start, answer)
 
 
-def _watched(fetch: Fetch, length: int, rows: int) -> tuple[int, int] | None:
-    """The rows ``log_end`` watches: the last ``rows``, or ``rows`` from the row that breaks
-    their repetition (None if none does within ``END_SEARCH`` windows back)."""
+def _watched(fetch: Fetch, length: int, rows: int) -> tuple[int, int, LogWindow | None] | None:
+    """The rows ``log_end`` watches: the last ``rows`` (with the answer that showed them), or
+    ``rows`` from the row that breaks their repetition (None if none does within
+    ``END_SEARCH`` windows back)."""
     stop = max(1, length)
     lo = max(0, stop - rows)
-    prints = [fingerprint(row) for row in fetch(lo, stop).logs]
+    last = fetch(lo, stop)
+    prints = [fingerprint(row) for row in last.logs]
     q = period(prints) if len(prints) > 1 else None
     if q is None:
-        return lo, stop
+        return lo, stop, last
     for _ in range(END_SEARCH):
         below = max(0, lo - rows)
         more = [fingerprint(row) for row in fetch(below, lo).logs] if below < lo else []
@@ -150,7 +157,7 @@ def _watched(fetch: Fetch, length: int, rows: int) -> tuple[int, int] | None:
         prints = more + prints
         for j in range(len(more) - 1, -1, -1):
             if prints[j] != prints[j + q]:
-                return below + j, min(below + j + rows, stop)
+                return below + j, min(below + j + rows, stop), None
         lo = below
     return None
 

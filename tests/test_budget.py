@@ -116,3 +116,30 @@ def test_requests_without_a_key_may_take_every_place():
 
     threading.Thread(target=two_at_once, daemon=True).start()
     assert both.wait(timeout=20)
+
+
+def test_a_waiting_request_is_not_overtaken_by_one_that_came_later():
+    """The place a request frees goes to the one waiting longest: a read-ahead worker that
+    frees its place and asks again at once cannot win it back over and over from a request
+    its reader waits for."""
+    budget = RequestBudget(max_in_flight=1)
+    order: list[str] = []
+    waiting = threading.Event()
+
+    def patient() -> None:
+        waiting.set()
+        with budget.slot():
+            order.append("waited")
+
+    with budget.slot():
+        thread = threading.Thread(target=patient)
+        thread.start()
+        assert waiting.wait(timeout=20)
+        deadline = time.monotonic() + 20
+        while not budget.waiting and time.monotonic() < deadline:  # it reached the budget
+            time.sleep(0.01)
+    for _ in range(20):  # the holder asks again at once, 20 times
+        with budget.slot():
+            order.append("again")
+    thread.join(timeout=20)
+    assert order[0] == "waited"
