@@ -873,10 +873,16 @@ class DeploymentReader:
             found, _ = self._find(plan, expected - least, end, window)
             sure = False
         if found is None and short and plan.pair is not None:
-            at = expected - least
-            found, _ = realign.search(self._fresh, plan.prints, at, end, window, self.window)
-            return found, False, found is None
+            return self._in_unanchored_run(plan, expected - least, end, window)
         return found, sure, True
+
+    def _in_unanchored_run(
+        self, plan: _Plan, highest: int, end: int | None, window: LogWindow
+    ) -> tuple[int | None, bool, bool]:
+        """Where a long run whose anchor is gone ends now: by its own lines, no higher than
+        ``highest`` (the numbers' bound), never sure; its anchor no longer known."""
+        found, _ = realign.search(self._fresh, plan.prints, highest, end, window, self.window)
+        return found, False, found is None
 
     def _found_by_content(
         self, plan: _Plan, expected: int, end: int | None, window: LogWindow
