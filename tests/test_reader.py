@@ -853,6 +853,39 @@ def rotations(pattern: list[str]) -> list[list[str]]:
     return [pattern[i:] + pattern[:i] for i in range(len(pattern))]
 
 
+@pytest.mark.parametrize("workers", [1, 4])
+def test_a_publication_that_repeats_the_logs_last_rows_at_the_cap_is_not_kept_silent(
+    emu: Emulator, api: QcApi, workers: int
+) -> None:
+    """At 100,000 rows retention acts, and a catch-up reads from unique lines into five
+    lines logged over and over, up to a block that ends the log (a few lines, then more of
+    the five). Between two of its windows a publication brings that same block again, and
+    retention takes as many rows: the log's last rows read as they did, and every row moved
+    down by a multiple of five, so a window read after it shows the lines compared where
+    they were, though the block's length of unread lines went. The lines compared repeat in
+    the rows below them: a gap of unknown size is said before the lines that went missing,
+    never none."""
+    deploy_id = emu.deploy(PROJECT)
+    emu.write(PROJECT, [stamp(9000 + i) for i in range(100)])
+    reader = DeploymentReader(api, Cursor(PROJECT, deploy_id), "p", prefetcher=Prefetcher(workers))
+    drain(reader)
+    unique = [stamp(5000 + i) for i in range(1000)]
+    block = ["report begins", "a", "b", "c", "report ends", *PATTERN * 60]
+    repeated = PATTERN * ((100_000 - 100 - len(unique) - len(block)) // len(PATTERN))
+    emu.write(PROJECT, unique + repeated + block)
+    assert emu.length(PROJECT) == 100_000  # at the cap: a publication trims as much
+    batches: list[Batch] = []
+    while sum(batch.count for batch in batches) < 8 * 249:  # into the five lines repeated
+        batch = reader.read()
+        assert batch is not None
+        reader.commit(batch)
+        batches.append(batch)
+    emu.write(PROJECT, block)
+    batches += drain(reader)
+    logged = unique + repeated + block + block
+    assert len(lost_before_a_gap(batches, logged)) == len(block)
+
+
 def test_at_the_retention_cap_a_possible_gap_said_asks_no_checks_it_will_not_use(
     emu: Emulator, api: QcApi
 ) -> None:
