@@ -523,26 +523,30 @@ class DeploymentReader:
         rows are left to go first), and those lines repeat back to its first line or a gap,
         or read the same further down (a longer pattern). Asked as a catch-up begins (the
         publication that brought its lines may have trimmed), then at each window until the
-        gap is said, and after it only if a publication landed since: a trim balanced by as
-        many new rows leaves the numbers as they were, not the log's last rows. The rows
-        further down are read afresh only if a publication landed since the window before
-        (see ``Publications``); else they are those its answer showed. Where they read the
-        same, a possible gap is said even if reads of the log's end show none: a
-        publication that repeats the log's last rows leaves them as they were."""
+        gap is said, and after it only if a publication landed since it was and since the
+        window before: a trim balanced by as many new rows leaves the numbers as they were,
+        not the log's last rows. The rows further down are read afresh only if a
+        publication landed since the window before (see ``Publications``); else they are
+        those its answer showed. Where they read the same, a possible gap is said even if
+        reads of the log's end show none: a publication that repeats the log's last rows
+        leaves them as they were."""
         if plan.checked == 0 or plan.pair is not None:
             return False
         if window.deployment_offset > 0 or len(window.logs) <= plan.checked:
             return False
         if not self._retention_acts(plan.cursor, window.length):
             return False
-        if self._doubt_said and (plan.cursor is self._doubted or not self._published_since()):
+        quiet = functools.partial(self._published.quiet, plan.cursor, window)
+        if self._doubt_said and (
+            plan.cursor is self._doubted
+            or quiet(self._asked_after(plan))
+            or not self._published_since()
+        ):
             return False  # said before this very window (read again since), or nothing new
         if not plan.unique:
             return True
         fetch = self._fresh
-        if self._published.quiet(plan.cursor, window, self._asked_after(plan)):
-            if self._doubt_said:
-                return False  # nothing published since the lines compared were read
+        if not self._doubt_said and quiet(self._asked_after(plan)):
             fetch = self._as_shown  # the rows below read now would be those it showed
         below = max(window.deployment_offset, plan.start - self.window + plan.checked)
         if realign.repeats(fetch, plan.prints[-plan.checked :], below, plan.first - 1):
@@ -823,7 +827,7 @@ class DeploymentReader:
     def _watching(self, length: int) -> bool:
         """Whether windows asked ahead now can be told quiet (see ``Publications``) where
         ``_doubtful`` will check them: the log's end is read, if it was not yet."""
-        if self.offset > 0 or self._doubt_said:
+        if self.offset > 0:
             return False
         return self._retention_acts(self.ahead, length) and self._published.watch()
 
