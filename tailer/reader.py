@@ -156,7 +156,8 @@ class DeploymentReader:
         self.window = min(window, MAX_WINDOW)
         self.prefetcher = prefetcher
         self._published = Publications(self._read_end, api.pause)  # see _doubtful
-        self._shown_rows: tuple[Cursor, int, LogWindow] | None = None  # see _as_shown
+        # The answer the last lines delivered came from, where it starts, and its export
+        self._shown_rows: tuple[Cursor, int, LogWindow, PlacedExport | None] | None = None
         self._prefetched: dict[tuple[int, int], Future[LogWindow]] = {}  # by (start, stop)
         self._narrowed: tuple[int, int] | None = None  # (line to pass, window to restore)
         self._basis: dict[tuple[int, int], tuple[int, int]] = {}  # offset, length when asked
@@ -465,7 +466,8 @@ class DeploymentReader:
             return None
         batch = self._batch(rows, plan.first)
         self._published.delivered(window, self.ahead)
-        self._shown_rows = (self.ahead, plan.start, window)
+        exported = self._export if window is self._exported else None
+        self._shown_rows = (self.ahead, plan.start, window, exported)
         # An answer shorter than one before may be a lagging replica's: its end is not the end.
         at_end = plan.start + len(window.logs) >= window.length >= known
         self._shown = (self.ahead, at_end, plan.first + len(rows))
@@ -536,17 +538,15 @@ class DeploymentReader:
             return False
         if not self._retention_acts(plan.cursor, window.length):
             return False
-        quiet = functools.partial(self._published.quiet, plan.cursor, window)
+        quiet = functools.partial(self._quiet, plan, window)
         if self._doubt_said and (
-            plan.cursor is self._doubted
-            or quiet(self._asked_after(plan))
-            or not self._published_since()
+            plan.cursor is self._doubted or quiet() or not self._published_since()
         ):
             return False  # said before this very window (read again since), or nothing new
         if not plan.unique:
             return True
         fetch = self._fresh
-        if not self._doubt_said and quiet(self._asked_after(plan)):
+        if not self._doubt_said and quiet():
             fetch = self._as_shown  # the rows below read now would be those it showed
         below = max(window.deployment_offset, plan.start - self.window + plan.checked)
         if realign.repeats(fetch, plan.prints[-plan.checked :], below, plan.first - 1):
@@ -554,6 +554,15 @@ class DeploymentReader:
         if self._doubt_said:  # placed by content after a publication: compare with it now
             self._note_end(window.length)
         return False
+
+    def _quiet(self, plan: _Plan, window: LogWindow) -> bool:
+        """Whether nothing was published between the answer the lines up to the plan's cursor
+        came from and ``window``: both are the export's (one snapshot), or reads of the
+        log's end say so (see ``Publications``)."""
+        shown = self._shown_rows
+        if shown is not None and shown[0] is plan.cursor and window is self._exported:
+            return shown[3] is not None and shown[3] is self._export
+        return self._published.quiet(plan.cursor, window, self._asked_after(plan))
 
     def _asked_after(self, plan: _Plan) -> Callable[[], list[Future[LogWindow]]]:
         """The windows read ahead after ``plan``'s (up to a group): one read of the log's end
@@ -640,7 +649,7 @@ class DeploymentReader:
     def _as_shown(self, start: int, stop: int) -> LogWindow:
         """Rows ``[start, stop)`` as the answer the last lines delivered came from showed
         them, if it holds them (else read afresh)."""
-        cursor, first, window = self._shown_rows or (None, 0, None)
+        cursor, first, window, _ = self._shown_rows or (None, 0, None, None)
         if window is None or cursor is not self.ahead or not first <= start <= stop:
             return self._fresh(start, stop)
         if stop > first + len(window.logs):

@@ -11,6 +11,8 @@ from tailer.budget import RequestBudget
 from tailer.cursor import Cursor
 from tailer.emulator import Emulator
 from tailer.errors import TransientError
+from tailer.export import Exporter
+from tailer.export_quota import ExportQuota
 from tailer.http import HttpClient
 from tailer.prefetch import Prefetcher
 from tailer.reader import Batch, DeploymentReader
@@ -810,6 +812,27 @@ def test_at_the_retention_cap_a_catch_up_after_a_possible_gap_still_reads_the_en
     windows = -(-(len(lines) + 4 - 249) // (249 - 4)) + 1  # each overlaps the last by 4 rows
     reads = emu.stats.by_path["/live/logs/read"] - asked
     assert windows <= reads <= 1.25 * windows, (reads, windows)
+
+
+def test_at_the_retention_cap_a_catch_up_read_from_an_export_asks_no_window_beside_it(
+    emu: Emulator, api: QcApi
+) -> None:
+    """At 100,000 rows retention acts, and a catch-up reads a large backlog from an export:
+    one snapshot, in which nothing is published between two windows, and which holds the
+    rows below each. Its windows need no read of the API to be checked: a few reads in all,
+    not one a window."""
+    deploy_id = emu.deploy(PROJECT)
+    lines = [stamp(i) for i in range(100_000)]
+    emu.write(PROJECT, lines)
+    exporter = Exporter(api, ExportQuota(30), threshold=1000)
+    reader = DeploymentReader(
+        api, Cursor(PROJECT, deploy_id), "p", prefetcher=Prefetcher(4), exporter=exporter
+    )
+    reader.probe()
+    asked = emu.stats.by_path["/live/logs/read"]
+    assert texts(drain(reader)) == lines
+    assert exporter.calls == 1
+    assert emu.stats.by_path["/live/logs/read"] - asked < 10  # 409 windows
 
 
 PATTERN = [stamp(i) for i in range(5)]
