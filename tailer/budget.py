@@ -81,30 +81,30 @@ class RequestBudget:
                 self._cond.notify_all()
 
     def _acquire(self, key: Hashable | None) -> None:
-        while True:
-            with self._cond:
-                self._wait_turn(key)
-                now = self._clock()
-                start = max(now, self._next_start, self._paused_until)
-                if start <= now:
-                    self._in_flight += 1
-                    if key is not None:
-                        self._held[key] = self._held.get(key, 0) + 1
-                    self._next_start = now + self._spacing
-                    return
-            self._sleep(start - now)
-
-    def _wait_turn(self, key: Hashable | None) -> None:
-        """Wait (holding ``_cond``) until a place is free for ``key`` and no request that
-        came earlier and is still waiting could take it."""
+        """Wait for a place (see ``_first_with_room``), then for the start time the rate cap
+        or a 429's pause sets, keeping the turn meanwhile: a request that came later waits
+        behind it, not beside it."""
         turn = (object(), key)
-        self._queue.append(turn)
+        with self._cond:
+            self._queue.append(turn)
         try:
-            while not self._first_with_room(turn):
-                self._cond.wait()
+            while True:
+                with self._cond:
+                    while not self._first_with_room(turn):
+                        self._cond.wait()
+                    now = self._clock()
+                    start = max(now, self._next_start, self._paused_until)
+                    if start <= now:
+                        self._in_flight += 1
+                        if key is not None:
+                            self._held[key] = self._held.get(key, 0) + 1
+                        self._next_start = now + self._spacing
+                        return
+                self._sleep(start - now)
         finally:
-            self._queue.remove(turn)
-            self._cond.notify_all()  # the next in line may have room too
+            with self._cond:
+                self._queue.remove(turn)
+                self._cond.notify_all()  # the next in line may have room too
 
     def _first_with_room(self, turn: tuple[object, Hashable | None]) -> bool:
         for waiting in self._queue:

@@ -156,6 +156,8 @@ class DeploymentReader:
         self.window = min(window, MAX_WINDOW)
         self.prefetcher = prefetcher
         self._published = Publications(self._read_end, api.pause)  # see _doubtful
+        # The answer the last lines delivered came from, where it starts, and its export
+        self._shown_rows: tuple[Cursor, int, LogWindow, PlacedExport | None] | None = None
         self._prefetched: dict[tuple[int, int], Future[LogWindow]] = {}  # by (start, stop)
         self._narrowed: tuple[int, int] | None = None  # (line to pass, window to restore)
         self._basis: dict[tuple[int, int], tuple[int, int]] = {}  # offset, length when asked
@@ -464,6 +466,8 @@ class DeploymentReader:
             return None
         batch = self._batch(rows, plan.first)
         self._published.delivered(window, self.ahead)
+        exported = self._export if window is self._exported else None
+        self._shown_rows = (self.ahead, plan.start, window, exported)
         # An answer shorter than one before may be a lagging replica's: its end is not the end.
         at_end = plan.start + len(window.logs) >= window.length >= known
         self._shown = (self.ahead, at_end, plan.first + len(rows))
@@ -519,30 +523,46 @@ class DeploymentReader:
         """Whether the answer, aligned, may still show the last lines delivered where a trim
         moved copies of them: retention acts on this deployment (its offset is 0: no older
         rows are left to go first), and those lines repeat back to its first line or a gap,
-        or read the same further down (a longer pattern) after a publication that landed
-        since they were read. Asked as a catch-up begins (the publication that brought its
-        lines may have trimmed), then at each window only if a publication landed since the
-        one before (see ``Publications``), and, once the gap is said, since it was: a trim
-        balanced by as many new rows leaves the numbers as they were, not the log's last
-        rows."""
+        or read the same further down (a longer pattern). Asked as a catch-up begins (the
+        publication that brought its lines may have trimmed), then at each window until the
+        gap is said, and after it only if a publication landed since it was and since the
+        window before: a trim balanced by as many new rows leaves the numbers as they were,
+        not the log's last rows. The rows further down are read afresh only if a
+        publication landed since the window before (see ``Publications``); else they are
+        those its answer showed. Where they read the same, a possible gap is said even if
+        reads of the log's end show none: a publication that repeats the log's last rows
+        leaves them as they were."""
         if plan.checked == 0 or plan.pair is not None:
             return False
         if window.deployment_offset > 0 or len(window.logs) <= plan.checked:
             return False
         if not self._retention_acts(plan.cursor, window.length):
             return False
-        if self._doubt_said and (plan.cursor is self._doubted or not self._published_since()):
+        quiet = functools.partial(self._quiet, plan, window)
+        if self._doubt_said and (
+            plan.cursor is self._doubted or quiet() or not self._published_since()
+        ):
             return False  # said before this very window (read again since), or nothing new
         if not plan.unique:
             return True
-        if self._published.quiet(plan.cursor, window, self._asked_after(plan)):
-            return False  # nothing published since the lines compared were read: none moved
+        fetch = self._fresh
+        if not self._doubt_said and quiet():
+            fetch = self._as_shown  # the rows below read now would be those it showed
         below = max(window.deployment_offset, plan.start - self.window + plan.checked)
-        if realign.repeats(self._fresh, plan.prints[-plan.checked :], below, plan.first - 1):
+        if realign.repeats(fetch, plan.prints[-plan.checked :], below, plan.first - 1):
             return True
         if self._doubt_said:  # placed by content after a publication: compare with it now
             self._note_end(window.length)
         return False
+
+    def _quiet(self, plan: _Plan, window: LogWindow) -> bool:
+        """Whether nothing was published between the answer the lines up to the plan's cursor
+        came from and ``window``: both are the export's (one snapshot), or reads of the
+        log's end say so (see ``Publications``)."""
+        shown = self._shown_rows
+        if shown is not None and shown[0] is plan.cursor and window is self._exported:
+            return shown[3] is not None and shown[3] is self._export
+        return self._published.quiet(plan.cursor, window, self._asked_after(plan))
 
     def _asked_after(self, plan: _Plan) -> Callable[[], list[Future[LogWindow]]]:
         """The windows read ahead after ``plan``'s (up to a group): one read of the log's end
@@ -625,6 +645,16 @@ class DeploymentReader:
 
     def _fresh(self, start: int, stop: int) -> LogWindow:
         return self._fetch(start, stop, fresh=True)
+
+    def _as_shown(self, start: int, stop: int) -> LogWindow:
+        """Rows ``[start, stop)`` as the answer the last lines delivered came from showed
+        them, if it holds them (else read afresh)."""
+        cursor, first, window, _ = self._shown_rows or (None, 0, None, None)
+        if window is None or cursor is not self.ahead or not first <= start <= stop:
+            return self._fresh(start, stop)
+        if stop > first + len(window.logs):
+            return self._fresh(start, stop)
+        return replace(window, logs=window.logs[start - first : stop - first])
 
     def commit(self, batch: Batch) -> None:
         """The batch is handed out: whoever took it delivers it, so reads go on after it."""
@@ -806,7 +836,7 @@ class DeploymentReader:
     def _watching(self, length: int) -> bool:
         """Whether windows asked ahead now can be told quiet (see ``Publications``) where
         ``_doubtful`` will check them: the log's end is read, if it was not yet."""
-        if self.offset > 0 or self._doubt_said:
+        if self.offset > 0:
             return False
         return self._retention_acts(self.ahead, length) and self._published.watch()
 

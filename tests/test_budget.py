@@ -143,3 +143,40 @@ def test_a_waiting_request_is_not_overtaken_by_one_that_came_later():
             order.append("again")
     thread.join(timeout=20)
     assert order[0] == "waited"
+
+
+def test_a_request_waiting_out_the_spacing_is_not_overtaken_by_one_that_came_later():
+    """With ``per_minute``, a request whose turn came waits for its start time; one asked
+    meanwhile (a read-ahead worker asking again at once) waits behind it, not beside it."""
+    now = [0.0]
+    reader_sleeping, reader_wakes = threading.Event(), threading.Event()
+
+    def sleep(seconds: float) -> None:
+        if threading.current_thread().name == "reader" and not reader_wakes.is_set():
+            reader_sleeping.set()
+            assert reader_wakes.wait(timeout=20)
+        else:
+            now[0] += seconds
+
+    budget = RequestBudget(max_in_flight=2, per_minute=60, clock=lambda: now[0], sleep=sleep)
+    order: list[str] = []
+
+    def ask(name: str) -> None:
+        with budget.slot():
+            order.append(name)
+
+    with budget.slot():  # the next start is a second away
+        pass
+    reader = threading.Thread(target=ask, args=("reader",), name="reader")
+    reader.start()
+    assert reader_sleeping.wait(timeout=20)
+    worker = threading.Thread(target=ask, args=("worker",), name="worker")
+    worker.start()
+    deadline = time.monotonic() + 20
+    while not order and budget.waiting < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the worker started, or waits in line
+    now[0] = max(now[0], 1.0)
+    reader_wakes.set()
+    reader.join(timeout=20)
+    worker.join(timeout=20)
+    assert order == ["reader", "worker"]

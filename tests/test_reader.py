@@ -11,6 +11,8 @@ from tailer.budget import RequestBudget
 from tailer.cursor import Cursor
 from tailer.emulator import Emulator
 from tailer.errors import TransientError
+from tailer.export import Exporter
+from tailer.export_quota import ExportQuota
 from tailer.http import HttpClient
 from tailer.prefetch import Prefetcher
 from tailer.reader import Batch, DeploymentReader
@@ -792,6 +794,47 @@ def test_at_the_retention_cap_a_catch_up_with_nothing_published_reads_the_end_pe
     assert windows <= reads <= 1.25 * windows, (reads, windows)
 
 
+def test_at_the_retention_cap_a_catch_up_after_a_possible_gap_still_reads_the_end_per_group(
+    emu: Emulator, api: QcApi
+) -> None:
+    """As above, but the last lines delivered repeat, so the catch-up begins with a possible
+    gap. After it a window needs checking only if a publication landed since: where none
+    did, the reads of the log's end per group say so, not one more read a window."""
+    deploy_id = emu.deploy(PROJECT)
+    emu.write(PROJECT, [stamp(i) for i in range(5)] * 20)
+    reader = DeploymentReader(api, Cursor(PROJECT, deploy_id), "p", prefetcher=Prefetcher(4))
+    drain(reader)
+    lines = [stamp(1000 + i) for i in range(100_000 - 100)]
+    emu.write(PROJECT, lines)
+    asked = emu.stats.by_path["/live/logs/read"]
+    batches = drain(reader)
+    assert (gaps(batches), texts(batches)) == ([None], lines)
+    windows = -(-(len(lines) + 4 - 249) // (249 - 4)) + 1  # each overlaps the last by 4 rows
+    reads = emu.stats.by_path["/live/logs/read"] - asked
+    assert windows <= reads <= 1.25 * windows, (reads, windows)
+
+
+def test_at_the_retention_cap_a_catch_up_read_from_an_export_asks_no_window_beside_it(
+    emu: Emulator, api: QcApi
+) -> None:
+    """At 100,000 rows retention acts, and a catch-up reads a large backlog from an export:
+    one snapshot, in which nothing is published between two windows, and which holds the
+    rows below each. Its windows need no read of the API to be checked: a few reads in all,
+    not one a window."""
+    deploy_id = emu.deploy(PROJECT)
+    lines = [stamp(i) for i in range(100_000)]
+    emu.write(PROJECT, lines)
+    exporter = Exporter(api, ExportQuota(30), threshold=1000)
+    reader = DeploymentReader(
+        api, Cursor(PROJECT, deploy_id), "p", prefetcher=Prefetcher(4), exporter=exporter
+    )
+    reader.probe()
+    asked = emu.stats.by_path["/live/logs/read"]
+    assert texts(drain(reader)) == lines
+    assert exporter.calls == 1
+    assert emu.stats.by_path["/live/logs/read"] - asked < 10  # 409 windows
+
+
 PATTERN = [stamp(i) for i in range(5)]
 
 
@@ -832,7 +875,7 @@ def test_a_publication_between_windows_read_ahead_at_the_cap_brings_their_checks
     emu.trim(PROJECT, 2)  # seen: the length fell
     assert texts(drain(reader)) == []
     rest = [stamp(1000 + i) for i in range(300)]
-    emu.write(PROJECT, PATTERN * 2000 + rest)
+    emu.write(PROJECT, PATTERN * 6000 + rest)
     emu.publish()
     batches: list[Batch] = []
     while sum(batch.count for batch in batches) < 4 * 249:  # a few windows in
@@ -845,12 +888,45 @@ def test_a_publication_between_windows_read_ahead_at_the_cap_brings_their_checks
     emu.publish()
     emu.trim(PROJECT, 5)
     batches += drain(reader)
-    logged = PATTERN * 2000 + rest + published
+    logged = PATTERN * 6000 + rest + published
     assert lost_before_a_gap(batches, logged) in rotations(PATTERN)
 
 
 def rotations(pattern: list[str]) -> list[list[str]]:
     return [pattern[i:] + pattern[:i] for i in range(len(pattern))]
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_a_publication_that_repeats_the_logs_last_rows_at_the_cap_is_not_kept_silent(
+    emu: Emulator, api: QcApi, workers: int
+) -> None:
+    """At 100,000 rows retention acts, and a catch-up reads from unique lines into five
+    lines logged over and over, up to a block that ends the log (a few lines, then more of
+    the five). Between two of its windows a publication brings that same block again, and
+    retention takes as many rows: the log's last rows read as they did, and every row moved
+    down by a multiple of five, so a window read after it shows the lines compared where
+    they were, though the block's length of unread lines went. The lines compared repeat in
+    the rows below them: a gap of unknown size is said before the lines that went missing,
+    never none."""
+    deploy_id = emu.deploy(PROJECT)
+    emu.write(PROJECT, [stamp(9000 + i) for i in range(100)])
+    reader = DeploymentReader(api, Cursor(PROJECT, deploy_id), "p", prefetcher=Prefetcher(workers))
+    drain(reader)
+    unique = [stamp(5000 + i) for i in range(1000)]
+    block = ["report begins", "a", "b", "c", "report ends", *PATTERN * 60]
+    repeated = PATTERN * ((100_000 - 100 - len(unique) - len(block)) // len(PATTERN))
+    emu.write(PROJECT, unique + repeated + block)
+    assert emu.length(PROJECT) == 100_000  # at the cap: a publication trims as much
+    batches: list[Batch] = []
+    while sum(batch.count for batch in batches) < 8 * 249:  # into the five lines repeated
+        batch = reader.read()
+        assert batch is not None
+        reader.commit(batch)
+        batches.append(batch)
+    emu.write(PROJECT, block)
+    batches += drain(reader)
+    logged = unique + repeated + block + block
+    assert len(lost_before_a_gap(batches, logged)) == len(block)
 
 
 def test_at_the_retention_cap_a_possible_gap_said_asks_no_checks_it_will_not_use(
