@@ -6,10 +6,12 @@ last lines delivered, copies of them further on. The reader checks a window for 
 reading the rows below it afresh: one more request a window. The check is needed only where a
 publication landed between the window and the one before it, which reads of the log's end
 tell: if the log ended alike in a read answered before either window was asked and in one
-asked after both were answered, nothing was published in between (but more of the same on a
-log that repeats at its end, which ``realign.log_end`` declines to watch: then every window is
-checked). One such read, made once a group of windows read ahead is answered, covers the
-whole group.
+asked after both were answered, nothing was published in between. Two publications look
+like none: more of the same on a log that repeats at its end (``realign.log_end`` declines
+to watch one: every window is then checked), and one whose rows repeat the watched rows
+exactly (the reader still compares the rows below a quiet window, as the answer before it
+showed them). One such read, made once a group of windows read ahead is answered, covers
+the whole group.
 """
 
 from __future__ import annotations

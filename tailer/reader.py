@@ -124,10 +124,12 @@ class DeploymentReader:
     Left unsaid: a trim of a deployment younger than retention's year (or of unknown launch)
     in a project below its most rows (documented retention makes none; were one made inside
     such a run, every answer would read as in a history without it, and a gap said for it
-    would be said at every new line of every young run); and, between two windows of a
+    would be said at every new line of every young run); between two windows of a
     catch-up, a publication of more of the same where the log, from its end back over five
     windows, is one line or a few over and over (no answer shows it where that reaches back
-    to the first row served; the reader searches no further back).
+    to the first row served; the reader searches no further back); and, once a possible gap
+    was said in a catch-up, a publication between two of its windows whose rows repeat the
+    log's last rows exactly (its end then reads as before it).
     """
 
     def __init__(
