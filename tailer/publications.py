@@ -58,12 +58,17 @@ class Publications:
         self._last: tuple[Cursor, LogWindow] | None = None
         self._held_up = False  # a group was not answered in time: groups are not awaited
 
+    @property
+    def watched(self) -> bool:
+        """Whether the log's end was read in this catch-up, and can be watched."""
+        return bool(self._ends) and self._ends[0].end is not None
+
     def watch(self) -> bool:
         """Read how the log ends now, if not read yet in this catch-up; whether it can be
         watched (windows asked from now on can then be told quiet)."""
         if not self._ends:
             self._ends.append(self._read_end(None))
-        return self._ends[0].end is not None
+        return self.watched
 
     def delivered(self, window: LogWindow, cursor: Cursor) -> None:
         """Lines of ``window`` were delivered, up to ``cursor``: the next window is compared

@@ -814,9 +814,11 @@ class DeploymentReader:
         """
         if self.prefetcher is None:
             return
-        depth = self._depth()
-        if self._watching(length):  # a group awaits the read that covers it, and the next
-            depth += 2 * _GROUP  # one is read meanwhile
+        # Where windows are told quiet, a group awaits the read of the log's end that covers
+        # it while the next one is read: deeper. The end is first read only once a window is
+        # to be asked of the API (not for windows an export holds).
+        watching = self._published.watched
+        depth = self._depth() + (2 * _GROUP if watching else 0)
         overlap = min(TAIL_LINES, self.window - 1)
         # Past those already asked for, to keep depth in flight.
         while len(self._prefetched) < depth:
@@ -828,6 +830,8 @@ class DeploymentReader:
                 nxt = min(nxt, max(bound, start + 1))
             exported = self._export is not None and nxt <= self._export.end  # read from it
             if (start, nxt) not in self._prefetched and not exported:
+                if not watching and (watching := self._watching(length)):
+                    depth += 2 * _GROUP
                 read = functools.partial(
                     self.api.read_logs, self.project_id, self.deploy_id, start, nxt
                 )
