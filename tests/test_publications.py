@@ -40,20 +40,24 @@ class Ends:
         return self.now
 
 
-def test_two_windows_between_alike_reads_of_the_end_are_quiet() -> None:
-    ends = Ends(END, END)
+def watching(ends: Ends) -> Publications:
+    """Publications whose first read of the end is made, then lines delivered from a window."""
     published = Publications(ends.read, ends.pause)
     published.watch()
     published.delivered(ends.window(), CURSOR)
+    return published
+
+
+def test_two_windows_between_alike_reads_of_the_end_are_quiet() -> None:
+    ends = Ends(END, END)
+    published = watching(ends)
     assert published.quiet(CURSOR, ends.window(), list)
     assert ends.known == [None, END]  # the second read watched the rows the first found
 
 
 def test_a_read_of_the_end_unlike_the_one_before_is_a_publication() -> None:
     ends = Ends(END, MOVED)
-    published = Publications(ends.read, ends.pause)
-    published.watch()
-    published.delivered(ends.window(), CURSOR)
+    published = watching(ends)
     assert not published.quiet(CURSOR, ends.window(), list)
 
 
@@ -68,17 +72,13 @@ def test_a_window_asked_before_the_first_read_of_the_end_is_not_quiet() -> None:
 
 def test_an_end_that_cannot_be_watched_is_never_quiet() -> None:
     ends = Ends(None, None)
-    published = Publications(ends.read, ends.pause)
-    published.watch()
-    published.delivered(ends.window(), CURSOR)
+    published = watching(ends)
     assert not published.quiet(CURSOR, ends.window(), list)
 
 
 def test_lines_from_another_answer_or_one_of_unknown_time_are_not_quiet() -> None:
     ends = Ends(END, END)
-    published = Publications(ends.read, ends.pause)
-    published.watch()
-    published.delivered(ends.window(), CURSOR)
+    published = watching(ends)
     assert not published.quiet(Cursor(1, "L-1"), ends.window(), list)  # another cursor
     assert not published.quiet(CURSOR, LogWindow(("x",), 100, 0), list)  # an export's
     assert len(ends.known) == 1  # neither asked for a read
@@ -123,9 +123,7 @@ def test_a_group_held_up_is_not_awaited_past_a_second_without_an_answer() -> Non
     with no answer of the group the end is read without it, and later groups are not awaited
     in this catch-up. Signs of life all the while."""
     ends = Ends(END, END, END)
-    published = Publications(ends.read, ends.pause)
-    published.watch()
-    published.delivered(ends.window(), CURSOR)
+    published = watching(ends)
     stuck = Future[LogWindow]()
     window = ends.window()
     assert published.quiet(CURSOR, window, lambda: [stuck])
