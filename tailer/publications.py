@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future, wait
 from typing import NamedTuple
 
 from tailer.api import LogWindow
@@ -109,11 +109,13 @@ class Publications:
         self._held_up = False
 
     def _await(self, group: Sequence[Future[LogWindow]]) -> None:
-        """Wait for ``group`` while its answers keep coming."""
+        """Wait for ``group`` while its answers keep coming (one wait a step, not one an
+        answer: each wait watches every window of the group still pending)."""
         pending = set(group)
         idle = 0  # steps with no answer
         while pending and not self._held_up:
-            done, pending = wait(pending, timeout=STEP, return_when=FIRST_COMPLETED)
+            left = len(pending)
+            pending = wait(pending, timeout=STEP).not_done
             self._pause(0.0)
-            idle = 0 if done else idle + 1
+            idle = 0 if len(pending) < left else idle + 1
             self._held_up = idle * STEP >= PATIENCE - STEP / 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
@@ -547,11 +547,8 @@ class DeploymentReader:
             return False  # said before this very window (read again since), or nothing new
         if not plan.unique:
             return True
-        fetch = self._fresh
-        if not self._doubt_said and quiet():
-            fetch = self._as_shown  # the rows below read now would be those it showed
         below = max(window.deployment_offset, plan.start - self.window + plan.checked)
-        if realign.repeats(fetch, plan.prints[-plan.checked :], below, plan.first - 1):
+        if self._repeats_below(plan, below, not self._doubt_said and quiet()):
             return True
         if self._doubt_said:  # placed by content after a publication: compare with it now
             self._note_end(window.length)
@@ -648,15 +645,25 @@ class DeploymentReader:
     def _fresh(self, start: int, stop: int) -> LogWindow:
         return self._fetch(start, stop, fresh=True)
 
-    def _as_shown(self, start: int, stop: int) -> LogWindow:
+    def _repeats_below(self, plan: _Plan, below: int, quiet: bool) -> bool:
+        """Whether the last lines delivered also occur in rows ``[below, plan.first - 2)``
+        (see ``realign.repeats``). If nothing was published since the answer they came from
+        (``quiet``) and it holds those rows, they are compared as it showed them: no request."""
+        last = plan.prints[-plan.checked :]
+        shown = self._shown_texts(below, plan.first) if quiet else None
+        if shown is None or [fingerprint(text) for text in shown[-len(last) :]] != list(last):
+            return realign.repeats(self._fresh, last, below, plan.first - 1)
+        return len(shown) - 1 > len(last) and realign.occurs(shown[-len(last) :], shown[:-2])
+
+    def _shown_texts(self, start: int, stop: int) -> Sequence[str] | None:
         """Rows ``[start, stop)`` as the answer the last lines delivered came from showed
-        them, if it holds them (else read afresh)."""
+        them, if it holds them."""
         cursor, first, window, _ = self._shown_rows or (None, 0, None, None)
         if window is None or cursor is not self.ahead or not first <= start <= stop:
-            return self._fresh(start, stop)
+            return None
         if stop > first + len(window.logs):
-            return self._fresh(start, stop)
-        return replace(window, logs=window.logs[start - first : stop - first])
+            return None
+        return window.logs[start - first : stop - first]
 
     def commit(self, batch: Batch) -> None:
         """The batch is handed out: whoever took it delivers it, so reads go on after it."""

@@ -98,9 +98,23 @@ def repeats(fetch: Fetch, prints: Sequence[str], lo: int, end: int) -> bool:
     that, moved down by a trim, would read the same at the place of those."""
     if end - lo <= len(prints):
         return False
-    found = [fingerprint(row) for row in fetch(lo, end - 1).logs]
-    n = len(prints)
-    return any(tuple(found[i - n : i]) == tuple(prints) for i in range(n, len(found) + 1))
+    return occurs(prints, [fingerprint(row) for row in fetch(lo, end - 1).logs])
+
+
+def occurs(needle: Sequence[str], rows: Sequence[str]) -> bool:
+    """Whether ``needle`` occurs in ``rows`` as that many rows in a row."""
+    n = len(needle)
+    if n == 0:
+        return True
+    wanted, rows = list(needle), list(rows)
+    at = -1
+    try:
+        while True:
+            at = rows.index(wanted[0], at + 1, len(rows) - n + 1)
+            if rows[at : at + n] == wanted:
+                return True
+    except ValueError:  # no further row starts it
+        return False
 
 
 End = tuple[int, int, int, tuple[str, ...]]
