@@ -8,8 +8,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-
 if TYPE_CHECKING:
     from tailer.reader import Batch
 
@@ -28,6 +26,9 @@ class Metrics:
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        # Imported here: a process that keeps no metrics (``tail``) starts without it.
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
         self._clock = clock
         self.registry = CollectorRegistry()
         r = self.registry

@@ -23,7 +23,6 @@ from tailer.follower import ProjectFollower
 from tailer.health import Health
 from tailer.lifecycle import Lifecycle
 from tailer.metrics import Metrics
-from tailer.metrics_listener import MetricsListener
 from tailer.pipeline import Pipeline
 from tailer.scheduler import MakeFollower, Scheduler
 from tailer.shutdown import Shutdown
@@ -84,6 +83,8 @@ def _follow(
     discovery = Discovery(api, config.discovery) if config.discovery.enabled else None
     try:
         if listen is not None:
+            from tailer.metrics_listener import MetricsListener  # a web server, if asked for
+
             listener = MetricsListener(listen, metrics, lambda: verdicts[0]() if verdicts else None)
         lifecycle.started(config, list(metrics.lines_by_output()))
         if once:  # pipeline by pipeline: the files first, then Loki
