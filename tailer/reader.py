@@ -246,6 +246,7 @@ class DeploymentReader:
                 self._caught_up()
                 return None
             self._consider_export(plan, bound)
+            self._watch_first(plan, bound)
             basis = self._basis.pop((plan.start, plan.stop), (self.offset, self.length))
             window = self._fetch_unless_too_large(plan.start, plan.stop)
             if window is None:  # over the size cap
@@ -839,12 +840,30 @@ class DeploymentReader:
             if (start, nxt) not in self._prefetched and not exported:
                 if not watching and (watching := self._watching(length)):
                     depth += 2 * _GROUP
-                read = functools.partial(
-                    self.api.read_logs, self.project_id, self.deploy_id, start, nxt
-                )
-                self._prefetched[(start, nxt)] = self.prefetcher.submit(read)
-                self._basis[(start, nxt)] = (self.offset, self.length)
+                self._ask_ahead(start, nxt)
             stop = nxt
+
+    def _watch_first(self, plan: _Plan, bound: int | None) -> None:
+        """As a catch-up begins whose windows will be read ahead and told quiet (see
+        ``_prefetch``), the log's end is read before its first window is asked, and that
+        window is asked with those ahead of it: a window asked before the read could not be
+        told quiet, and the one after it would be checked."""
+        if self.prefetcher is None or not self._known or self._published.watched:
+            return
+        more = self.length if bound is None else min(self.length, bound)
+        held = self._export is not None and plan.stop <= self._export.end
+        if plan.stop >= more or held or (plan.start, plan.stop) in self._prefetched:
+            return
+        if self._watching(self.length):
+            self._ask_ahead(plan.start, plan.stop)
+            self._prefetch(plan.stop, self.length, bound)
+
+    def _ask_ahead(self, start: int, stop: int) -> None:
+        """Ask for rows ``[start, stop)`` in the background (``_fetch`` takes the answer)."""
+        assert self.prefetcher is not None
+        read = functools.partial(self.api.read_logs, self.project_id, self.deploy_id, start, stop)
+        self._prefetched[(start, stop)] = self.prefetcher.submit(read)
+        self._basis[(start, stop)] = (self.offset, self.length)
 
     def _watching(self, length: int) -> bool:
         """Whether windows asked ahead now can be told quiet (see ``Publications``) where

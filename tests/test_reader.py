@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
-from tailer.api import QcApi
+from tailer.api import LogWindow, QcApi
 from tailer.auth import QcAuth
 from tailer.budget import RequestBudget
 from tailer.cursor import Cursor
@@ -792,6 +792,30 @@ def test_at_the_retention_cap_a_catch_up_with_nothing_published_reads_the_end_pe
     windows = -(-(len(lines) - 249) // (249 - 4)) + 1  # each overlaps the last by 4 rows
     reads = emu.stats.by_path["/live/logs/read"] - asked
     assert windows <= reads <= 1.25 * windows, (reads, windows)
+
+
+def test_at_the_retention_cap_the_end_is_read_before_the_first_window_is_asked(
+    emu: Emulator, api: QcApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window asked before the first read of the log's end cannot be told quiet, and the
+    one after it would be checked by one more read: the end is read first, then the first
+    window is asked with those ahead of it."""
+    deploy_id = emu.deploy(PROJECT)
+    emu.write(PROJECT, [stamp(i) for i in range(100_000)])
+    reader = DeploymentReader(api, Cursor(PROJECT, deploy_id), "p", prefetcher=Prefetcher(4))
+    reader.probe()
+    answers: list[tuple[int, LogWindow]] = []
+    read_logs = api.read_logs
+
+    def spied(project_id: int, deploy_id: str, start: int, end: int, **kw: bool) -> LogWindow:
+        answers.append((start, read_logs(project_id, deploy_id, start, end, **kw)))
+        return answers[-1][1]
+
+    monkeypatch.setattr(api, "read_logs", spied)
+    drain(reader)
+    first = next(window for start, window in answers if start == 0)
+    end = next(window for start, window in answers if start == 100_000 - 249)
+    assert end.answered < first.asked
 
 
 def test_at_the_retention_cap_a_catch_up_after_a_possible_gap_still_reads_the_end_per_group(
