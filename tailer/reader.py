@@ -163,6 +163,7 @@ class DeploymentReader:
         self._prefetched: dict[tuple[int, int], Future[LogWindow]] = {}  # by (start, stop)
         self._narrowed: tuple[int, int] | None = None  # (line to pass, window to restore)
         self._basis: dict[tuple[int, int], tuple[int, int]] = {}  # offset, length when asked
+        self._asked_to: tuple[int, int, int | None] | None = None  # see _prefetch
         self.caught_up = False  # the last read found nothing new up to the deployment's end
         self._known = False  # offset and length come from an answer
         self._waited = False  # lines said gone await a later answer's confirmation
@@ -828,7 +829,12 @@ class DeploymentReader:
         watching = self._published.watched
         depth = self._depth() + (2 * _GROUP if watching else 0)
         overlap = min(TAIL_LINES, self.window - 1)
-        # Past those already asked for, to keep depth in flight.
+        # Past those already asked for (from where the last one ends, if it was asked in
+        # the same steps from here), to keep depth in flight.
+        if self._asked_to is not None and self._asked_to[1:] == (self.window, bound):
+            to = self._asked_to[0]
+            if to > stop and (to - stop) % (self.window - overlap) == 0:
+                stop = to
         while len(self._prefetched) < depth:
             start = stop - overlap
             if start + overlap >= (length if bound is None else min(length, bound)):
@@ -841,6 +847,7 @@ class DeploymentReader:
                 if not watching and (watching := self._watching(length)):
                     depth += 2 * _GROUP
                 self._ask_ahead(start, nxt)
+                self._asked_to = (nxt, self.window, bound)
             stop = nxt
 
     def _watch_first(self, plan: _Plan, bound: int | None) -> None:
@@ -884,6 +891,7 @@ class DeploymentReader:
             future.cancel()
         self._prefetched.clear()
         self._basis.clear()
+        self._asked_to = None
 
     def _realign(
         self, end: int | None, window: LogWindow, least: int, plan: _Plan
