@@ -12,12 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
-from tailer import colour, service, terminal
+from tailer import colour, terminal
 from tailer.api import QcApi
 from tailer.assembly import FOLLOWING, ONE_SHOT, build_api
 from tailer.colour import Painter
 from tailer.config import Config, StartAt, load_config
-from tailer.daemon import Notifier
 from tailer.discovery import Discovery
 from tailer.errors import ConfigError, NotFoundError
 from tailer.follower import ProjectFollower, Start
@@ -68,6 +67,9 @@ def _isatty(stream: TextIO) -> bool:
 
 def run(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
     """The daemon: every configured and discovered deployment, to every configured output."""
+    from tailer import service  # the daemon's wiring: the other commands start without it
+    from tailer.daemon import Notifier
+
     config = load(args, env)
     output = config.output
     if not (output.stdout or output.directory or output.loki):
