@@ -29,7 +29,7 @@ _ATTEMPTS = 6
 """Reads in a row that find the log moved (offset, trim) before one gives up until later."""
 _CONFIRM_AFTER = 2.0
 """Seconds to wait before reading again what answers said gone: a lagging replica catches up."""
-_GROUP = 32
+_GROUP = 64
 """Windows read ahead that one read of the log's end covers, where windows are checked for a
 publication between them (see ``Publications``): the more, the fewer reads of the end, and
 the more windows held while that read is awaited."""
