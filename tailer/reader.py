@@ -163,7 +163,7 @@ class DeploymentReader:
         self._prefetched: dict[tuple[int, int], Future[LogWindow]] = {}  # by (start, stop)
         self._narrowed: tuple[int, int] | None = None  # (line to pass, window to restore)
         self._basis: dict[tuple[int, int], tuple[int, int]] = {}  # offset, length when asked
-        self._asked_to: tuple[int, int, int | None] | None = None  # see _prefetch
+        self._asked_to: tuple[int, int, int, int | None] | None = None  # see _prefetch
         self.caught_up = False  # the last read found nothing new up to the deployment's end
         self._known = False  # offset and length come from an answer
         self._waited = False  # lines said gone await a later answer's confirmation
@@ -831,9 +831,9 @@ class DeploymentReader:
         overlap = min(TAIL_LINES, self.window - 1)
         # Past those already asked for (from where the last one ends, if it was asked in
         # the same steps from here), to keep depth in flight.
-        if self._asked_to is not None and self._asked_to[1:] == (self.window, bound):
-            to = self._asked_to[0]
-            if to > stop and (to - stop) % (self.window - overlap) == 0:
+        if self._asked_to is not None and self._asked_to[2:] == (self.window, bound):
+            after, to = self._asked_to[:2]  # the last one asked: after ``after``, up to ``to``
+            if after >= stop and (after - stop) % (self.window - overlap) == 0:
                 stop = to
         while len(self._prefetched) < depth:
             start = stop - overlap
@@ -847,7 +847,7 @@ class DeploymentReader:
                 if not watching and (watching := self._watching(length)):
                     depth += 2 * _GROUP
                 self._ask_ahead(start, nxt)
-                self._asked_to = (nxt, self.window, bound)
+                self._asked_to = (stop, nxt, self.window, bound)
             stop = nxt
 
     def _watch_first(self, plan: _Plan, bound: int | None) -> None:
