@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -89,7 +88,6 @@ class ProjectFollower:
         self._snapshot = snapshot
         self._until: int | None = None  # the project-wide line where a snapshot ends
         self._prefetcher = prefetcher
-        self._absent = False  # the project was seen without a live deployment
         self.project_id = project_id
         self.pinned = deploy_id
         self.name = name
@@ -312,18 +310,16 @@ class ProjectFollower:
     def _current(self) -> tuple[Deployment, list[Deployment]] | None:
         """The project's current deployment, and its deployments listed; None while it has
         none, or while ``/live/read`` names one older than what was read already."""
-        listing = self._list_beside()
         try:
             current = self.api.read_live(self.project_id)
         except NotFoundError as exc:
-            self._absent = True
             if not self._wait:
                 raise NotFoundError(f"project {self.project_id} has no live deployment") from exc
             if not self._waiting_logged:
                 log.warning("no_deployment", project=self.project_id, hint="waiting for one")
                 self._waiting_logged = True
             return None
-        listed = self._listed() if listing is None else listing.result()
+        listed = self._listed()
         if self._lags(current, listed):
             log.info(
                 "stale_deployment",
@@ -333,14 +329,6 @@ class ProjectFollower:
             )
             return None
         return self._latest(current, listed), listed
-
-    def _list_beside(self) -> Future[list[Deployment]] | None:
-        """The project's deployments, asked beside ``/live/read`` (each answer is checked
-        against the other, whichever came first), unless the project was seen without a
-        deployment: then only once it has one."""
-        if self._prefetcher is None or self._absent:
-            return None
-        return self._prefetcher.submit(self._listed)
 
     def _begin_followed(self, current: Deployment, listed: list[Deployment]) -> None:
         """The reader of the deployment followed (the pinned one, else the current one), last

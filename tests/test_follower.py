@@ -3,20 +3,17 @@ where, built from disk as `qc-tail run` builds it, against the emulator on loopb
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from tailer.api import Deployment, QcApi
+from tailer.api import QcApi
 from tailer.auth import QcAuth
 from tailer.config import StartAt
 from tailer.emulator import Emulator
 from tailer.follower import Ended, ProjectFollower, Start
 from tailer.pipeline import Pipeline
-from tailer.prefetch import Prefetcher
 from tailer.reader import Batch
 from tailer.retry import RetryPolicy
 from tailer.scheduler import Scheduler
@@ -325,29 +322,3 @@ def test_a_poll_says_each_deployment_begun_before_its_lines_and_ended_once_drain
     assert isinstance(ended, Ended) and ended.cursor.done and ended.cursor.position == 1
     assert said(list(follower.poll())) == []
     assert [e.cursor.deploy_id for e in follower.end()] == [second]
-
-
-def test_a_follower_asks_for_the_deployments_list_beside_the_current_deployment(
-    emu: Emulator, api: QcApi, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The list checks /live/read's answer, whichever came first: asked beside it, a
-    follower starts one round trip sooner. (Here /live/read answers only once the list is
-    asked, or after 5 s.)"""
-    emu.deploy(PROJECT)
-    listing = threading.Event()
-    answered_after_listing: list[bool] = []
-    read_live, list_live = api.read_live, api.list_live
-
-    def read_once_listing(project_id: int) -> Deployment:
-        answered_after_listing.append(listing.wait(timeout=5))
-        return read_live(project_id)
-
-    def list_and_say(**kw: Any) -> list[Deployment]:
-        listing.set()
-        return list_live(**kw)
-
-    monkeypatch.setattr(api, "read_live", read_once_listing)
-    monkeypatch.setattr(api, "list_live", list_and_say)
-    follower = ProjectFollower(api, PROJECT, prefetcher=Prefetcher(2))
-    list(follower.poll())
-    assert follower.chain and answered_after_listing[0]
