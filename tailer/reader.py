@@ -829,12 +829,7 @@ class DeploymentReader:
         watching = self._published.watched
         depth = self._depth() + (2 * _GROUP if watching else 0)
         overlap = min(TAIL_LINES, self.window - 1)
-        # Past those already asked for (from where the last one ends, if it was asked in
-        # the same steps from here), to keep depth in flight.
-        if self._asked_to is not None and self._asked_to[2:] == (self.window, bound):
-            after, to = self._asked_to[:2]  # the last one asked: after ``after``, up to ``to``
-            if after >= stop and (after - stop) % (self.window - overlap) == 0:
-                stop = to
+        stop = self._asked_from(stop, overlap, bound)
         while len(self._prefetched) < depth:
             start = stop - overlap
             if start + overlap >= (length if bound is None else min(length, bound)):
@@ -849,6 +844,16 @@ class DeploymentReader:
                 self._ask_ahead(start, nxt)
                 self._asked_to = (stop, nxt, self.window, bound)
             stop = nxt
+
+    def _asked_from(self, stop: int, overlap: int, bound: int | None) -> int:
+        """Where read-ahead goes on after a window ending at ``stop``: where the last window
+        asked ends, if it was asked in the same steps from there (those in between are in
+        flight), else ``stop``."""
+        if self._asked_to is None or self._asked_to[2:] != (self.window, bound):
+            return stop
+        after, to = self._asked_to[:2]  # the last one asked: after ``after``, up to ``to``
+        on_the_way = after >= stop and (after - stop) % (self.window - overlap) == 0
+        return to if on_the_way else stop
 
     def _watch_first(self, plan: _Plan, bound: int | None) -> None:
         """As a catch-up begins whose windows will be read ahead and told quiet (see
