@@ -577,7 +577,8 @@ class DeploymentReader:
 
     def _read_end(self, known: realign.End | None) -> EndRead:
         """How the log ends now (see ``realign.log_end``), and when it was read. Its rows too
-        large for one answer are not watched (every window is then checked)."""
+        large for one answer are not watched (every window is then checked); a window the
+        server refuses is halved for it."""
         answers: list[LogWindow] = []
 
         def fetch(start: int, stop: int) -> LogWindow:
@@ -586,10 +587,19 @@ class DeploymentReader:
             )
             return answers[-1]
 
-        try:
-            end = realign.log_end(fetch, self.length, self.window, self.deploy_id, known)
-        except (AnswerTooLargeError, WindowTooLargeError):
-            return EndRead(-math.inf, math.inf, None)
+        rows = self.window
+        while True:
+            try:
+                end = realign.log_end(fetch, self.length, rows, self.deploy_id, known)
+                break
+            except AnswerTooLargeError:
+                return EndRead(-math.inf, math.inf, None)
+            except WindowTooLargeError:
+                # Read before any window (see ``_watch_first``), it may be the first to meet
+                # a server's smaller window limit: fewer rows, as a window would be halved.
+                if known is not None or rows <= 2:
+                    return EndRead(-math.inf, math.inf, None)
+                rows, answers[:] = rows // 2, []
         return EndRead(
             min(answer.asked for answer in answers), max(answer.answered for answer in answers), end
         )

@@ -970,3 +970,25 @@ def test_at_the_retention_cap_a_possible_gap_said_asks_no_checks_it_will_not_use
     windows = -(-(100_000 - 249) // (249 - 4)) + 1
     reads = emu.stats.by_path["/live/logs/read"] - asked
     assert reads < 1.5 * windows, (reads, windows)  # a check beside each would be two a window
+
+
+def test_at_the_retention_cap_a_server_that_refuses_the_window_still_reads_the_end_per_group(
+    pauses: list[float],
+) -> None:
+    """A server whose window limit is below 249 rows refuses the first window of a catch-up
+    at 100,000 rows (the window is halved until it is served). The read of the log's end
+    made before that window is asked is refused likewise: it is made in fewer rows, so the
+    windows are still told quiet per group, not checked by one more read each."""
+    with Emulator(user_id=USER_ID, api_token=TOKEN, seed=7, max_window=100).start() as emu:
+        emu.add_project(PROJECT, "mean-reversion")
+        api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=RetryPolicy(max_attempts=3))
+        deploy_id = emu.deploy(PROJECT)
+        lines = [stamp(i) for i in range(100_000)]
+        emu.write(PROJECT, lines)
+        reader = DeploymentReader(api, Cursor(PROJECT, deploy_id), "p", prefetcher=Prefetcher(4))
+        reader.probe()
+        asked = emu.stats.by_path["/live/logs/read"]
+        assert texts(drain(reader)) == lines
+        windows = -(-(len(lines) - reader.window) // (reader.window - 4)) + 1
+        reads = emu.stats.by_path["/live/logs/read"] - asked
+        assert windows <= reads <= 1.25 * windows, (reads, windows)
