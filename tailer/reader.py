@@ -702,7 +702,7 @@ class DeploymentReader:
         An answer over our own size cap raises AnswerTooLargeError once the window is halved
         (the caller asks again, with the overlap it checks), down to a single line.
         """
-        self._restore_window(start)
+        self._restore_window(start, stop)
         if not fresh:
             exported = self._from_export(start, stop)
             if exported is not None:
@@ -710,10 +710,16 @@ class DeploymentReader:
         future = None if fresh else self._take_prefetched(start, stop)
         return self._read_halving(start, stop, future, fresh=fresh)
 
-    def _restore_window(self, start: int) -> None:
-        """The window's width from before ``_narrow``, once a read starts past its lines."""
+    def _restore_window(self, start: int, stop: int) -> None:
+        """The window's width from before ``_narrow``, once a read starts past its lines.
+        Windows read ahead at the narrow width past ``[start, stop)`` are not those read asks
+        from then on: kept, they would fill the read-ahead for the rest of the catch-up."""
         if self._narrowed is not None and start >= self._narrowed[0] + TAIL_LINES:
             self.window, self._narrowed = self._narrowed[1], None  # the large lines are behind
+            this = self._prefetched.pop((start, stop), None)
+            self._forget_prefetched()
+            if this is not None:
+                self._prefetched[(start, stop)] = this
 
     def _from_export(self, start: int, stop: int) -> LogWindow | None:
         """The window from the export placed, if there is one and it holds the window."""
