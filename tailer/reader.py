@@ -664,8 +664,20 @@ class DeploymentReader:
         last = plan.prints[-plan.checked :]
         shown = self._shown_texts(below, plan.first) if quiet else None
         if shown is None or [fingerprint(text) for text in shown[-len(last) :]] != list(last):
-            return realign.repeats(self._fresh, last, below, plan.first - 1)
+            return self._repeats_read(last, below, plan.first)
         return len(shown) - 1 > len(last) and realign.occurs(shown[-len(last) :], shown[:-2])
+
+    def _repeats_read(self, last: Sequence[str], below: int, first: int) -> bool:
+        """``realign.repeats`` on rows read afresh. Rows too large for one answer narrow the
+        window (see ``_narrow``): fewer rows below are compared, as the next read would."""
+        while True:
+            try:
+                return realign.repeats(self._fresh, last, below, first - 1)
+            except AnswerTooLargeError:
+                narrower = max(below, first - self.window)
+                if narrower == below:
+                    raise
+                below = narrower
 
     def _shown_texts(self, start: int, stop: int) -> Sequence[str] | None:
         """Rows ``[start, stop)`` as the answer the last lines delivered came from showed
