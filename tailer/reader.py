@@ -577,7 +577,8 @@ class DeploymentReader:
 
     def _read_end(self, known: realign.End | None) -> EndRead:
         """How the log ends now (see ``realign.log_end``), and when it was read. Its rows too
-        large for one answer are not watched (every window is then checked)."""
+        large for one answer are not watched (every window is then checked); a window the
+        server refuses is halved for it."""
         answers: list[LogWindow] = []
 
         def fetch(start: int, stop: int) -> LogWindow:
@@ -586,10 +587,19 @@ class DeploymentReader:
             )
             return answers[-1]
 
-        try:
-            end = realign.log_end(fetch, self.length, self.window, self.deploy_id, known)
-        except (AnswerTooLargeError, WindowTooLargeError):
-            return EndRead(-math.inf, math.inf, None)
+        rows = self.window
+        while True:
+            try:
+                end = realign.log_end(fetch, self.length, rows, self.deploy_id, known)
+                break
+            except AnswerTooLargeError:
+                return EndRead(-math.inf, math.inf, None)
+            except WindowTooLargeError:
+                # Read before any window (see ``_watch_first``), it may be the first to meet
+                # a server's smaller window limit: fewer rows, as a window would be halved.
+                if known is not None or rows <= 2:
+                    return EndRead(-math.inf, math.inf, None)
+                rows, answers[:] = rows // 2, []
         return EndRead(
             min(answer.asked for answer in answers), max(answer.answered for answer in answers), end
         )
@@ -654,8 +664,20 @@ class DeploymentReader:
         last = plan.prints[-plan.checked :]
         shown = self._shown_texts(below, plan.first) if quiet else None
         if shown is None or [fingerprint(text) for text in shown[-len(last) :]] != list(last):
-            return realign.repeats(self._fresh, last, below, plan.first - 1)
+            return self._repeats_read(last, below, plan.first)
         return len(shown) - 1 > len(last) and realign.occurs(shown[-len(last) :], shown[:-2])
+
+    def _repeats_read(self, last: Sequence[str], below: int, first: int) -> bool:
+        """``realign.repeats`` on rows read afresh. Rows too large for one answer narrow the
+        window (see ``_narrow``): fewer rows below are compared, as the next read would."""
+        while True:
+            try:
+                return realign.repeats(self._fresh, last, below, first - 1)
+            except AnswerTooLargeError:
+                narrower = max(below, first - self.window)
+                if narrower == below:
+                    raise
+                below = narrower
 
     def _shown_texts(self, start: int, stop: int) -> Sequence[str] | None:
         """Rows ``[start, stop)`` as the answer the last lines delivered came from showed
@@ -692,7 +714,7 @@ class DeploymentReader:
         An answer over our own size cap raises AnswerTooLargeError once the window is halved
         (the caller asks again, with the overlap it checks), down to a single line.
         """
-        self._restore_window(start)
+        self._restore_window(start, stop)
         if not fresh:
             exported = self._from_export(start, stop)
             if exported is not None:
@@ -700,10 +722,16 @@ class DeploymentReader:
         future = None if fresh else self._take_prefetched(start, stop)
         return self._read_halving(start, stop, future, fresh=fresh)
 
-    def _restore_window(self, start: int) -> None:
-        """The window's width from before ``_narrow``, once a read starts past its lines."""
+    def _restore_window(self, start: int, stop: int) -> None:
+        """The window's width from before ``_narrow``, once a read starts past its lines.
+        Windows read ahead at the narrow width past ``[start, stop)`` are not those read asks
+        from then on: kept, they would fill the read-ahead for the rest of the catch-up."""
         if self._narrowed is not None and start >= self._narrowed[0] + TAIL_LINES:
             self.window, self._narrowed = self._narrowed[1], None  # the large lines are behind
+            this = self._prefetched.pop((start, stop), None)
+            self._forget_prefetched()
+            if this is not None:
+                self._prefetched[(start, stop)] = this
 
     def _from_export(self, start: int, stop: int) -> LogWindow | None:
         """The window from the export placed, if there is one and it holds the window."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from structlog.testing import capture_logs
 
@@ -10,7 +12,7 @@ from tailer.auth import QcAuth
 from tailer.budget import RequestBudget
 from tailer.cursor import Cursor
 from tailer.emulator import Emulator
-from tailer.errors import TransientError
+from tailer.errors import AnswerTooLargeError, TransientError
 from tailer.export import Exporter
 from tailer.export_quota import ExportQuota
 from tailer.http import HttpClient
@@ -970,3 +972,96 @@ def test_at_the_retention_cap_a_possible_gap_said_asks_no_checks_it_will_not_use
     windows = -(-(100_000 - 249) // (249 - 4)) + 1
     reads = emu.stats.by_path["/live/logs/read"] - asked
     assert reads < 1.5 * windows, (reads, windows)  # a check beside each would be two a window
+
+
+def test_at_the_retention_cap_a_server_that_refuses_the_window_still_reads_the_end_per_group(
+    pauses: list[float],
+) -> None:
+    """A server whose window limit is below 249 rows refuses the first window of a catch-up
+    at 100,000 rows (the window is halved until it is served). The read of the log's end
+    made before that window is asked is refused likewise: it is made in fewer rows, so the
+    windows are still told quiet per group, not checked by one more read each."""
+    with Emulator(user_id=USER_ID, api_token=TOKEN, seed=7, max_window=100).start() as emu:
+        emu.add_project(PROJECT, "mean-reversion")
+        api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=RetryPolicy(max_attempts=3))
+        deploy_id = emu.deploy(PROJECT)
+        lines = [stamp(i) for i in range(100_000)]
+        emu.write(PROJECT, lines)
+        reader = DeploymentReader(api, Cursor(PROJECT, deploy_id), "p", prefetcher=Prefetcher(4))
+        reader.probe()
+        asked = emu.stats.by_path["/live/logs/read"]
+        assert texts(drain(reader)) == lines
+        windows = -(-(len(lines) - reader.window) // (reader.window - 4)) + 1
+        reads = emu.stats.by_path["/live/logs/read"] - asked
+        assert windows <= reads <= 1.25 * windows, (reads, windows)
+
+
+def test_at_the_retention_cap_read_ahead_goes_on_past_lines_too_large_for_a_window(
+    emu: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 100,000 rows, a catch-up meets 400 lines too large for one window under the answer
+    size cap: the window is narrowed while it reads them (windows are read ahead at that
+    width), then restored. The windows read ahead at the narrow width are not those read
+    asks from there on: read-ahead goes on at the restored width, not one window at a time
+    for the rest of the catch-up (some 240 windows)."""
+    http = HttpClient(max_body=100_000)
+    api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=RetryPolicy(max_attempts=3), http=http)
+    deploy_id = emu.deploy(PROJECT)
+    lines = [stamp(i) for i in range(100_000)]
+    lines[40_000:40_400] = [stamp(i) + " " + "x" * 1000 for i in range(40_000, 40_400)]
+    emu.write(PROJECT, lines)
+    reader = DeploymentReader(api, Cursor(PROJECT, deploy_id), "p", prefetcher=Prefetcher(4))
+    reader.probe()
+    here: list[int] = []  # windows read by the reader itself, not ahead of it
+    read_logs = api.read_logs
+    reader_thread = threading.current_thread()
+
+    def spied(project_id: int, deploy_id: str, start: int, end: int, **kw: bool) -> LogWindow:
+        if threading.current_thread() is reader_thread and not kw.get("fresh"):
+            here.append(start)
+        return read_logs(project_id, deploy_id, start, end, **kw)
+
+    monkeypatch.setattr(api, "read_logs", spied)
+    delivered: list[str] = []
+    for _ in range(1000):  # a hang guard
+        try:
+            batch = reader.read()
+        except AnswerTooLargeError:  # a failed poll (the window narrowed): read again
+            reader.rewind()
+            continue
+        if batch is None:
+            break
+        reader.commit(batch)
+        delivered.extend(line.text for line in batch.lines)
+    assert delivered == lines
+    assert len([start for start in here if start > 41_000]) < 10, here
+
+
+def test_at_the_retention_cap_lines_too_large_for_a_window_fail_no_read(emu: Emulator) -> None:
+    """As above: the window narrows for the large lines. The check of the rows below a
+    window restored past them reads fewer rows where they are too large for one answer,
+    as the next read would: no read fails on the way (a failed poll costs the next poll's
+    wait and a warning)."""
+    http = HttpClient(max_body=100_000)
+    api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=RetryPolicy(max_attempts=3), http=http)
+    deploy_id = emu.deploy(PROJECT)
+    lines = [stamp(i) for i in range(100_000)]
+    lines[40_000:40_400] = [stamp(i) + " " + "x" * 1000 for i in range(40_000, 40_400)]
+    emu.write(PROJECT, lines)
+    reader = DeploymentReader(api, Cursor(PROJECT, deploy_id), "p", prefetcher=Prefetcher(4))
+    reader.probe()
+    failed = 0
+    delivered: list[str] = []
+    for _ in range(1000):  # a hang guard
+        try:
+            batch = reader.read()
+        except AnswerTooLargeError:
+            failed += 1
+            reader.rewind()
+            continue
+        if batch is None:
+            break
+        reader.commit(batch)
+        delivered.extend(line.text for line in batch.lines)
+    assert delivered == lines
+    assert failed == 0
