@@ -163,7 +163,7 @@ class DeploymentReader:
         self._prefetched: dict[tuple[int, int], Future[LogWindow]] = {}  # by (start, stop)
         self._narrowed: tuple[int, int] | None = None  # (line to pass, window to restore)
         self._basis: dict[tuple[int, int], tuple[int, int]] = {}  # offset, length when asked
-        self._asked_to: tuple[int, int, int, int | None] | None = None  # see _prefetch
+        self._asked_to: tuple[int, int, int, int | None] | None = None  # see _asked_from
         self.caught_up = False  # the last read found nothing new up to the deployment's end
         self._known = False  # offset and length come from an answer
         self._waited = False  # lines said gone await a later answer's confirmation
