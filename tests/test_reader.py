@@ -996,14 +996,9 @@ def test_at_the_retention_cap_a_server_that_refuses_the_window_still_reads_the_e
         assert windows <= reads <= 1.25 * windows, (reads, windows)
 
 
-def test_at_the_retention_cap_read_ahead_goes_on_past_lines_too_large_for_a_window(
-    emu: Emulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """At 100,000 rows, a catch-up meets 400 lines too large for one window under the answer
-    size cap: the window is narrowed while it reads them (windows are read ahead at that
-    width), then restored. The windows read ahead at the narrow width are not those read
-    asks from there on: read-ahead goes on at the restored width, not one window at a time
-    for the rest of the catch-up (some 240 windows)."""
+def large_lines_at_the_cap(emu: Emulator) -> tuple[QcApi, DeploymentReader, list[str]]:
+    """100,000 rows with 400 lines too large for one window under a 100 KB answer cap, a
+    reader with read-ahead (probed), and the lines."""
     http = HttpClient(max_body=100_000)
     api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=RetryPolicy(max_attempts=3), http=http)
     deploy_id = emu.deploy(PROJECT)
@@ -1012,44 +1007,12 @@ def test_at_the_retention_cap_read_ahead_goes_on_past_lines_too_large_for_a_wind
     emu.write(PROJECT, lines)
     reader = DeploymentReader(api, Cursor(PROJECT, deploy_id), "p", prefetcher=Prefetcher(4))
     reader.probe()
-    here: list[int] = []  # windows read by the reader itself, not ahead of it
-    read_logs = api.read_logs
-    reader_thread = threading.current_thread()
-
-    def spied(project_id: int, deploy_id: str, start: int, end: int, **kw: bool) -> LogWindow:
-        if threading.current_thread() is reader_thread and not kw.get("fresh"):
-            here.append(start)
-        return read_logs(project_id, deploy_id, start, end, **kw)
-
-    monkeypatch.setattr(api, "read_logs", spied)
-    delivered: list[str] = []
-    for _ in range(1000):  # a hang guard
-        try:
-            batch = reader.read()
-        except AnswerTooLargeError:  # a failed poll (the window narrowed): read again
-            reader.rewind()
-            continue
-        if batch is None:
-            break
-        reader.commit(batch)
-        delivered.extend(line.text for line in batch.lines)
-    assert delivered == lines
-    assert len([start for start in here if start > 41_000]) < 10, here
+    return api, reader, lines
 
 
-def test_at_the_retention_cap_lines_too_large_for_a_window_fail_no_read(emu: Emulator) -> None:
-    """As above: the window narrows for the large lines. The check of the rows below a
-    window restored past them reads fewer rows where they are too large for one answer,
-    as the next read would: no read fails on the way (a failed poll costs the next poll's
-    wait and a warning)."""
-    http = HttpClient(max_body=100_000)
-    api = QcApi(emu.base_url, QcAuth(USER_ID, TOKEN), policy=RetryPolicy(max_attempts=3), http=http)
-    deploy_id = emu.deploy(PROJECT)
-    lines = [stamp(i) for i in range(100_000)]
-    lines[40_000:40_400] = [stamp(i) + " " + "x" * 1000 for i in range(40_000, 40_400)]
-    emu.write(PROJECT, lines)
-    reader = DeploymentReader(api, Cursor(PROJECT, deploy_id), "p", prefetcher=Prefetcher(4))
-    reader.probe()
+def drain_counting_failures(reader: DeploymentReader) -> tuple[list[str], int]:
+    """Every line, as polls would read them: a read that fails (the window narrowed) is
+    rewound and read again. The lines, and how many reads failed."""
     failed = 0
     delivered: list[str] = []
     for _ in range(1000):  # a hang guard
@@ -1063,5 +1026,37 @@ def test_at_the_retention_cap_lines_too_large_for_a_window_fail_no_read(emu: Emu
             break
         reader.commit(batch)
         delivered.extend(line.text for line in batch.lines)
+    return delivered, failed
+
+
+def test_at_the_retention_cap_read_ahead_goes_on_past_lines_too_large_for_a_window(
+    emu: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 100,000 rows, a catch-up meets 400 lines too large for one window under the answer
+    size cap: the window is narrowed while it reads them (windows are read ahead at that
+    width), then restored. The windows read ahead at the narrow width are not those read
+    asks from there on: read-ahead goes on at the restored width, not one window at a time
+    for the rest of the catch-up (some 240 windows)."""
+    api, reader, lines = large_lines_at_the_cap(emu)
+    here: list[int] = []  # windows read by the reader itself, not ahead of it
+    read_logs = api.read_logs
+    reader_thread = threading.current_thread()
+
+    def spied(project_id: int, deploy_id: str, start: int, end: int, **kw: bool) -> LogWindow:
+        if threading.current_thread() is reader_thread and not kw.get("fresh"):
+            here.append(start)
+        return read_logs(project_id, deploy_id, start, end, **kw)
+
+    monkeypatch.setattr(api, "read_logs", spied)
+    delivered, _ = drain_counting_failures(reader)
     assert delivered == lines
-    assert failed == 0
+    assert len([start for start in here if start > 41_000]) < 10, here
+
+
+def test_at_the_retention_cap_lines_too_large_for_a_window_fail_no_read(emu: Emulator) -> None:
+    """As above: the window narrows for the large lines. The check of the rows below a
+    window restored past them reads fewer rows where they are too large for one answer,
+    as the next read would: no read fails on the way (a failed poll costs the next poll's
+    wait and a warning)."""
+    _, reader, lines = large_lines_at_the_cap(emu)
+    assert drain_counting_failures(reader) == (lines, 0)
