@@ -13,8 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeGuard
 
-import structlog
-
+from tailer import logs
 from tailer.auth import QcAuth
 from tailer.budget import RequestBudget
 from tailer.errors import (
@@ -44,7 +43,7 @@ from tailer.retry import (
 if TYPE_CHECKING:
     from tailer.metrics import Metrics
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 TERMINAL_STATUSES = frozenset(
     {"Stopped", "Liquidated", "Deleted", "Completed", "RuntimeError", "DeployError", "Invalid"}

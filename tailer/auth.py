@@ -10,9 +10,10 @@ from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 
 import requests
-import structlog
 
-log = structlog.get_logger(__name__)
+from tailer import logs
+
+log = logs.get_logger(__name__)
 
 SKEW_THRESHOLD = 5.0
 """Seconds of disagreement with the server's ``Date`` before we sign with the server's time."""

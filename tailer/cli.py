@@ -9,8 +9,6 @@ import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
-import structlog
-
 from tailer import __version__, commands, logs
 from tailer.config import LIST_STATUSES, StartAt
 from tailer.errors import QcTailError
@@ -86,7 +84,7 @@ def exit_codes(codes: Sequence[int] = tuple(EXIT_CODES)) -> str:
     return "exit codes:\n" + "\n".join(f"  {code:<4} {EXIT_CODES[code]}" for code in codes)
 
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 
 def _since(text: str) -> Since:

@@ -11,12 +11,11 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TextIO
 
-import structlog
-
+from tailer import logs
 from tailer.directories import unwritable
 from tailer.lockfile import LockFile
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 
 class Notifier:

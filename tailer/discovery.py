@@ -8,13 +8,12 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import structlog
-
+from tailer import logs
 from tailer.api import QcApi
 from tailer.config import DiscoveryConfig
 from tailer.errors import ApiError, TransientError, UnreachableError
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 ASK_AGAIN = 1.0
 """Seconds before a worker looks again for the answer another worker is asking for."""

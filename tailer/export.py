@@ -19,14 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
-import structlog
-
+from tailer import logs
 from tailer.api import LogWindow, QcApi
 from tailer.cursor import period
 from tailer.errors import ApiError, ExportError, TransientError
 from tailer.export_quota import ExportQuota
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 WINDOW = 249
 """Rows of the fresh window that checks an export against ``/live/logs/read``."""

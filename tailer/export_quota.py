@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import structlog
+from tailer import logs
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 PERIOD = 1800.0
 """The span over which QuantConnect counts an account's export calls."""

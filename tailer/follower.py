@@ -7,8 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-import structlog
-
+from tailer import logs
 from tailer.api import Deployment, QcApi
 from tailer.config import DRAIN, StartAt
 from tailer.cursor import Cursor
@@ -18,7 +17,7 @@ from tailer.prefetch import Prefetcher
 from tailer.reader import Batch, DeploymentReader, RowsMissingInside
 from tailer.since import first_since
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

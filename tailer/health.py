@@ -6,11 +6,10 @@ import threading
 import time
 from collections.abc import Callable
 
-import structlog
-
+from tailer import logs
 from tailer.errors import AuthError
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 
 class Health:

@@ -6,15 +6,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-import structlog
-
-from tailer import __version__
+from tailer import __version__, logs
 from tailer.config import Config
 from tailer.errors import QcTailError
 from tailer.follower import ProjectFollower
 from tailer.metrics import Metrics
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 
 class Lifecycle:

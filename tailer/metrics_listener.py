@@ -8,14 +8,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-import structlog
 from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from tailer import logs
 from tailer.errors import CannotListenError
 from tailer.metrics import Metrics
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 Verdict = Callable[[], str | None]
 """Why the process is unhealthy now, or None while it makes progress."""

@@ -9,9 +9,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
-import structlog
-
-from tailer import realign
+from tailer import logs, realign
 from tailer.api import LogWindow, QcApi
 from tailer.cursor import TAIL_LINES, Cursor
 from tailer.errors import AnswerTooLargeError, ProtocolError, WindowTooLargeError
@@ -20,7 +18,7 @@ from tailer.prefetch import Prefetcher
 from tailer.publications import EndRead, Publications
 from tailer.records import Gap, Line, LineRun, fingerprint
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 MAX_WINDOW = 249
 """``endLine - startLine`` must stay below 250; never send more."""

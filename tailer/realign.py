@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import structlog
-
+from tailer import logs
 from tailer.api import LogWindow
 from tailer.cursor import TAIL_LINES, period
 from tailer.errors import ProtocolError
 from tailer.records import fingerprint
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 Fetch = Callable[[int, int], LogWindow]
 """A fresh read of rows ``[start, stop)``: never a prefetched or cached answer."""

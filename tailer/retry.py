@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-import structlog
 import tenacity
 from tenacity import (
     RetryCallState,
@@ -22,9 +21,10 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from tailer import logs
 from tailer.errors import QcTailError, TransientError
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 Sleep = Callable[[float], None]
 

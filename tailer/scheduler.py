@@ -10,8 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-import structlog
-
+from tailer import logs
 from tailer.budget import requests_of
 from tailer.config import DRAIN
 from tailer.cursor import Cursor
@@ -34,7 +33,7 @@ from tailer.reader import MAX_WINDOW, Batch
 from tailer.rhythm import Rhythm
 from tailer.shutdown import Shutdown
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 GROUP_LINES = 10 * MAX_WINDOW
 """Lines delivered (written, flushed, checkpointed) at once during a catch-up."""

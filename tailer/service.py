@@ -8,8 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import structlog
-
+from tailer import logs
 from tailer.api import QcApi
 from tailer.assembly import build_exporter, follower_factory
 from tailer.config import Config, FollowConfig
@@ -33,7 +32,7 @@ from tailer.sinks.stdout import StdoutSink
 from tailer.store import CursorStore, StateLock
 from tailer.workers import Workers
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 EXPORT_QUOTA_FILE = "export-quota.json"
 """In the state directory: the export calls spent lately, counted across restarts."""

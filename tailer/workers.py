@@ -8,12 +8,11 @@ from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-import structlog
-
+from tailer import logs
 from tailer.scheduler import Scheduler, status
 from tailer.shutdown import Shutdown, Stopping
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 TICK = 1.0
 """Seconds between the main thread's looks at the workers, at most."""

@@ -12,8 +12,7 @@ from itertools import count, groupby
 from operator import itemgetter
 from pathlib import Path
 
-import structlog
-
+from tailer import logs
 from tailer.cursor import Cursor
 from tailer.directories import open_files_limit, too_many_open_files
 from tailer.errors import OutputError
@@ -25,7 +24,7 @@ from tailer.store import safe_name
 
 _DEPLOYMENT = itemgetter(0, 1)  # (project_id, deploy_id), of any record alike
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 Write = Callable[[int, memoryview], int]
 """``os.write``: one write to a descriptor, returning how many bytes it took."""

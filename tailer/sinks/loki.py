@@ -8,8 +8,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import structlog
-
+from tailer import logs
 from tailer.config import LokiConfig
 from tailer.cursor import Cursor, MarkError
 from tailer.errors import OutputError, TransientError
@@ -23,7 +22,7 @@ from tailer.sinks.loki_push import PUSH_TIMEOUT, LokiPush, Stream, basic_auth, h
 from tailer.sinks.loki_query import LokiQuery
 from tailer.sinks.loki_refusal import Refused
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 LOKI = "loki"
 """The name of the Loki output's mark in a cursor."""

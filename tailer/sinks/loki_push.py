@@ -7,8 +7,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import structlog
-
+from tailer import logs
 from tailer.errors import OutputError, TransientError
 from tailer.http import HttpError
 from tailer.redaction import redact, redact_url
@@ -16,7 +15,7 @@ from tailer.retry import parse_retry_after
 from tailer.sinks.loki_endpoint import Endpoint
 from tailer.sinks.loki_refusal import HINTS, Refusal, problem, refusals
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 PUSH_TIMEOUT = 15.0
 """Seconds for a whole push, connecting to the last byte of the answer."""

@@ -1,0 +1,98 @@
+"""Events: structlog is loaded at the first event, configured as the command asked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from .conftest import PROJECT, cli_env, daemon_config, stamp
+
+
+def fresh_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in an interpreter of its own (this one has structlog loaded already)."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env or None,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_events_configured_before_structlog_loads_keep_their_level_and_format():
+    result = fresh_python(
+        """
+        import sys
+        from tailer import logs
+
+        logs.configure("warning", "json", sys.stdout)
+        log = logs.get_logger("here")
+        print("loaded before an event:", "structlog" in sys.modules)
+        log.info("below_the_level", n=1)
+        log.warning("at_the_level", n=2)
+        log.error("above_it", n=3)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    first, *events = result.stdout.splitlines()
+    assert first == "loaded before an event: False"
+    parsed = [json.loads(event) for event in events]
+    assert [(e["event"], e["level"], e["n"]) for e in parsed] == [
+        ("at_the_level", "warning", 2),
+        ("above_it", "error", 3),
+    ]
+    assert all(e["timestamp"].endswith("Z") for e in parsed)
+
+
+def test_a_configuration_after_structlog_loaded_applies_at_once():
+    """Loggers bound before it (tests capturing events, say) see the new one."""
+    result = fresh_python(
+        """
+        import sys
+        import structlog
+        from tailer import logs
+
+        log = logs.get_logger("here")
+        logs.configure("error", "json", sys.stdout)
+        log.warning("below_the_level")
+        log.error("at_the_level")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["event"] for line in result.stdout.splitlines()] == ["at_the_level"]
+
+
+def test_a_tail_that_says_nothing_never_loads_structlog(emu, tmp_path):
+    """Its start-up is the imports it needs: structlog (and the asyncio it imports) is not
+    one of them while nothing is said. ``run --once``, which says it started, loads it."""
+    emu.deploy(PROJECT)
+    emu.write(PROJECT, [stamp(i) for i in range(30)])
+    emu.publish()
+    code = """
+        import atexit, sys
+        from tailer.cli import main
+        atexit.register(lambda: print("structlog:", "structlog" in sys.modules, file=sys.stderr))
+        main(sys.argv[1:])
+        """
+    script = tmp_path / "qc_tail.py"
+    script.write_text(textwrap.dedent(code))
+
+    def qc_tail(*args: str) -> tuple[list[str], str]:
+        result = subprocess.run(
+            [sys.executable, str(script), *args],
+            env=cli_env(emu),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines(), result.stderr.splitlines()[-1]
+
+    assert qc_tail("tail", str(PROJECT), "-n", "5") == (
+        [stamp(i) for i in range(25, 30)],
+        "structlog: False",
+    )
+    config = daemon_config(tmp_path, emu)
+    assert qc_tail("--config", str(config), "run", "--once") == ([], "structlog: True")
