@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from tailer import logs
-from tailer.api import Deployment, QcApi
+from tailer.api import Deployment, LogWindow, QcApi
 from tailer.config import DRAIN, StartAt
 from tailer.cursor import Cursor
 from tailer.errors import NotFoundError
@@ -100,6 +102,7 @@ class ProjectFollower:
         self._successor: DeploymentReader | None = None  # for a pinned deployment
         self.deployment: Deployment | None = None
         self._waiting_logged = False
+        self._first_row: tuple[str, Future[LogWindow]] | None = None  # see _ask_first_row
         self._begun: list[Cursor] = []  # first cursors of deployments begun, not yet said
         self.polls_caught_up = 0  # polls that read every deployment followed to its end
 
@@ -318,6 +321,7 @@ class ProjectFollower:
                 log.warning("no_deployment", project=self.project_id, hint="waiting for one")
                 self._waiting_logged = True
             return None
+        self._ask_first_row(current)
         listed = self._listed()
         if self._lags(current, listed):
             log.info(
@@ -328,6 +332,25 @@ class ProjectFollower:
             )
             return None
         return self._latest(current, listed), listed
+
+    def _ask_first_row(self, current: Deployment) -> None:
+        """Ask what a new reader of ``current`` will probe, while ``/live/list`` confirms that
+        it is the deployment to read: reading begins one round trip sooner."""
+        self._first_row = None
+        if self._prefetcher is None or current.deploy_id in self._saved:
+            return
+        if self.pinned and self.pinned != current.deploy_id:
+            return
+        read = functools.partial(
+            DeploymentReader.first_row, self.api, self.project_id, current.deploy_id
+        )
+        self._first_row = (current.deploy_id, self._prefetcher.submit(read))
+
+    def _take_first_row(self, deploy_id: str) -> Future[LogWindow] | None:
+        if self._first_row is None or self._first_row[0] != deploy_id:
+            return None  # (an older deployment read first: the followed one comes next)
+        asked, self._first_row = self._first_row[1], None
+        return asked
 
     def _begin_followed(self, current: Deployment, listed: list[Deployment]) -> None:
         """The reader of the deployment followed (the pinned one, else the current one), last
@@ -427,7 +450,7 @@ class ProjectFollower:
         reader = DeploymentReader(
             self.api, cursor, name, prefetcher=self._prefetcher, exporter=self._exporter
         )
-        reader.probe()
+        reader.probe(self._take_first_row(deployment.deploy_id))
         start = start or self._start
         if start.kind in (StartAt.END, StartAt.LAST, StartAt.LINE, StartAt.SINCE):
             reader.place(replace(cursor, position=self._skip(start, reader, end)))

@@ -185,11 +185,19 @@ class DeploymentReader:
     def project_id(self) -> int:
         return self.cursor.project_id
 
-    def probe(self) -> LogWindow:
-        """Learn the deployment's offset and the project's length (one small request)."""
+    def probe(self, asked: Future[LogWindow] | None = None) -> LogWindow:
+        """Learn the deployment's offset and the project's length (one small request, or
+        ``asked``: the answer to ``first_row``, asked before this reader existed)."""
+        if asked is not None and not self._known:
+            self._prefetched[self._last_row()] = asked
         window = self._fetch(*self._last_row())
         self._accept(window)
         return window
+
+    @staticmethod
+    def first_row(api: QcApi, project_id: int, deploy_id: str) -> LogWindow:
+        """What the probe of a new reader asks."""
+        return api.read_logs(project_id, deploy_id, 0, 1)
 
     def reprobe(self) -> int:
         """The deployment's offset, asked afresh (no cached or prefetched answer)."""

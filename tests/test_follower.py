@@ -3,7 +3,10 @@ where, built from disk as `qc-tail run` builds it, against the emulator on loopb
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -14,6 +17,7 @@ from tailer.config import StartAt
 from tailer.emulator import Emulator
 from tailer.follower import Ended, ProjectFollower, Start
 from tailer.pipeline import Pipeline
+from tailer.prefetch import Prefetcher
 from tailer.reader import Batch
 from tailer.retry import RetryPolicy
 from tailer.scheduler import Scheduler
@@ -322,3 +326,36 @@ def test_a_poll_says_each_deployment_begun_before_its_lines_and_ended_once_drain
     assert isinstance(ended, Ended) and ended.cursor.done and ended.cursor.position == 1
     assert said(list(follower.poll())) == []
     assert [e.cursor.deploy_id for e in follower.end()] == [second]
+
+
+def test_a_new_readers_first_row_is_asked_while_the_list_confirms_its_deployment(
+    emu: Emulator, api: QcApi
+) -> None:
+    """Reading begins a round trip sooner: once ``/live/read`` named the deployment, the row
+    a new reader probes is asked beside ``/live/list``, and the probe takes that answer (the
+    row is asked once). Every answer after ``/live/read``'s is held until both have come."""
+    emu.deploy(PROJECT)
+    emu.write(PROJECT, ["a", "b"])
+    emu.publish()
+    answer = emu.api.answer
+
+    def held_after_live_read(path: str, headers: Any, raw: bytes) -> Any:
+        reply = answer(path, headers, raw)
+        if path == "/live/read":
+            emu.api.answering.clear()  # later requests are counted, then wait
+        return reply
+
+    emu.api.answer = held_after_live_read  # type: ignore[method-assign]
+    emu.stats.reset()
+    follower = ProjectFollower(api, PROJECT, prefetcher=Prefetcher(2))
+    begun = threading.Thread(target=lambda: list(follower.begin()), daemon=True)
+    begun.start()
+    deadline = time.monotonic() + 20  # a hang guard
+    while len(emu.stats.by_path) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    asked = dict(emu.stats.by_path)
+    emu.api.answering.set()
+    begun.join(timeout=20)
+    assert asked == {"/live/read": 1, "/live/list": 1, "/live/logs/read": 1}
+    assert emu.stats.by_path == asked
+    assert [reader.length for reader in follower.readers] == [2]
