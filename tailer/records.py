@@ -17,6 +17,7 @@ _STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2})(?= |$)")
 _CONTROLS = [*range(0x00, 0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
 _HAS_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _HAS_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_ASCII_CONTROLS = bytes([*range(0x09), *range(0x0B, 0x20), 0x7F])  # as the pattern, in ASCII
 _ESCAPES = {code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" for code in _CONTROLS}
 _ESCAPES |= {ord("\n"): "\\n", ord("\r"): "\\r"}
 
@@ -131,9 +132,19 @@ def escaped_lines(texts: Sequence[str]) -> str:
     if not texts:
         return ""
     block = "\n".join(texts)
-    if block.count("\n") == len(texts) - 1 and not _HAS_CONTROL_BUT_NEWLINE.search(block):
+    if block.count("\n") == len(texts) - 1 and _plain(block):
         return block + "\n"
     return "".join(escaped(text) + "\n" for text in texts)
+
+
+def _plain(block: str) -> bool:
+    """Whether ``block`` holds no control character but line feeds and tabs. ASCII text
+    (nearly every log) is checked as bytes, by deleting those characters: several times
+    faster than the pattern's search."""
+    if block.isascii():
+        data = block.encode("ascii")
+        return len(data.translate(None, _ASCII_CONTROLS)) == len(data)
+    return not _HAS_CONTROL_BUT_NEWLINE.search(block)
 
 
 Record = Line | LineRun | Gap

@@ -35,6 +35,13 @@ def test_no_row_can_forge_another_line_in_any_reader(texts):
     assert block.count("\n") == len(texts)
 
 
+@pytest.mark.parametrize("code", range(128))
+def test_every_ascii_character_is_escaped_alike_in_a_block_of_plain_lines(code):
+    """The block's quick check for ASCII lets through exactly what ``escaped`` leaves alone."""
+    texts = ["2026-03-01 09:30:00 plain", f"before {chr(code)} after", "tab\tends"]
+    assert escaped_lines(texts) == "".join(escaped(text) + "\n" for text in texts)
+
+
 def test_lines_without_controls_are_written_as_they_are():
     texts = [f"2026-03-01 00:00:{i % 60:02d} msg {i}" for i in range(1000)]
     assert escaped_lines(texts) == "".join(text + "\n" for text in texts)
