@@ -41,7 +41,7 @@ from tailer.retry import (
 )
 
 if TYPE_CHECKING:
-    from tailer.metrics import Metrics
+    from tailer.metrics import Tally
 
 log = logs.get_logger(__name__)
 
@@ -124,7 +124,7 @@ class QcApi:
         stop_event: threading.Event | None = None,
         ca_bundle: Path | None = None,
         http: HttpClient | None = None,
-        metrics: Metrics | None = None,
+        metrics: Tally | None = None,
         cache_ttl: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

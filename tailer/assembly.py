@@ -15,7 +15,7 @@ from tailer.errors import ConfigError
 from tailer.export import Exporter
 from tailer.export_quota import ExportQuota
 from tailer.follower import ProjectFollower, Start
-from tailer.metrics import Metrics
+from tailer.metrics import Tally
 from tailer.prefetch import Prefetcher
 from tailer.retry import RetryPolicy
 from tailer.shutdown import Shutdown
@@ -31,7 +31,7 @@ def build_api(
     config: Config,
     shutdown: Shutdown,
     policy: RetryPolicy = ONE_SHOT,
-    metrics: Metrics | None = None,
+    metrics: Tally | None = None,
     cache_ttl: float = 0.0,
 ) -> QcApi:
     """The QuantConnect client, or a ConfigError saying which credential is missing;

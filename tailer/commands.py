@@ -20,7 +20,6 @@ from tailer.config import Config, StartAt, load_config
 from tailer.discovery import Discovery
 from tailer.errors import ConfigError, NotFoundError
 from tailer.follower import ProjectFollower, Start
-from tailer.metrics import Metrics
 from tailer.pipeline import Pipeline
 from tailer.scheduler import Scheduler
 from tailer.shutdown import Shutdown
@@ -88,7 +87,9 @@ def run(args: argparse.Namespace, shutdown: Shutdown, env: Env) -> int:
     log_file = Path(args.log_file).absolute() if args.log_file else None
     service.serve(
         config,
-        build_api(config, shutdown, FOLLOWING, Metrics(), service.shared_reads(config)),
+        build_api(
+            config, shutdown, FOLLOWING, service.kept_metrics(config), service.shared_reads(config)
+        ),
         shutdown,
         once=args.once,
         detach=pidfile if args.detach else None,

@@ -10,7 +10,7 @@ from tailer import __version__, logs
 from tailer.config import Config
 from tailer.errors import QcTailError
 from tailer.follower import ProjectFollower
-from tailer.metrics import Metrics
+from tailer.metrics import Tally
 
 log = logs.get_logger(__name__)
 
@@ -24,7 +24,7 @@ class Lifecycle:
     deployments followed goes to ``metrics``, and a dropped project's series go with it.
     """
 
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(self, metrics: Tally | None = None) -> None:
         self.metrics = metrics
         self._lock = threading.Lock()
         self._readers: dict[tuple[str, int], frozenset[str]] = {}  # (pipeline, project)

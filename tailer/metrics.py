@@ -17,18 +17,65 @@ timeout, a broken answer), ``failed`` an answer no retry changes (a refusal), ``
 refused credentials, ``throttled`` a 429."""
 
 
-class Metrics:
+class Tally:
+    """The lines delivered to each output, for the stop summary: what a process that serves
+    no metrics keeps. Its other methods are where ``Metrics`` records its series."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._delivered: dict[str, int] = {}
+
+    def outputs(self, names: Iterable[str]) -> None:
+        """Declare the outputs, so that each has its count (at 0) from the start."""
+        with self._lock:
+            for name in names:
+                self._delivered.setdefault(name, 0)
+
+    def writing(self, output: str, lines: int) -> None:
+        """``lines`` read are being written to ``output``, not yet durable."""
+
+    def delivered(self, output: str, lines: int) -> None:
+        """``output`` has ``lines`` more, durably."""
+        with self._lock:
+            self._delivered[output] = self._delivered.get(output, 0) + lines
+
+    def batches(self, group: Sequence[Batch], *, gaps: bool) -> None:
+        """Delivered batches: when each project last had lines, and (``gaps``) the gaps."""
+
+    def forget(self, project_id: int) -> None:
+        """The project is no longer followed."""
+
+    def period(self, project_id: int, name: str, seconds: float | None) -> None:
+        """The project's learned publishing period; None: it has none."""
+
+    def request(self, endpoint: str, outcome: str) -> None:
+        """An HTTP attempt to the API ended so (one of ``OUTCOMES``)."""
+
+    def exported(self) -> None:
+        """A call to /live/export/logs was made."""
+
+    def deployments(self, count: int) -> None:
+        """``count`` deployments are followed now."""
+
+    def lines_by_output(self) -> dict[str, int]:
+        """Lines delivered to each output since the start."""
+        with self._lock:
+            return dict(self._delivered)
+
+
+class Metrics(Tally):
     """What an operator alerts on, under stable names.
 
     Per-project series (``qc_tail_last_line_timestamp_seconds``) exist only while the
     project is followed (``forget`` removes them), so the scrape stays small however many
-    deployments come and go. Line counts per output are also kept for the stop summary.
+    deployments come and go.
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        # Imported here: a process that keeps no metrics (``tail``) starts without it.
+        # Imported here: a process that serves no metrics starts without it.
         from prometheus_client import CollectorRegistry, Counter, Gauge
 
+        super().__init__()
         self._clock = clock
         self.registry = CollectorRegistry()
         r = self.registry
@@ -66,32 +113,25 @@ class Metrics:
             registry=r,
         )
         self._periods: dict[int, str] = {}  # the name label of each project's period series
-        self._lock = threading.Lock()
-        self._delivered: dict[str, int] = {}
         self._names: dict[int, str] = {}  # the name label of each project's series
 
     def outputs(self, names: Iterable[str]) -> None:
-        """Declare the outputs, so that each has its series (at 0) from the start."""
+        names = list(names)
+        super().outputs(names)
         for name in names:
             self._lines.labels(name)
             self._lag.labels(name).set(0)
-            with self._lock:
-                self._delivered.setdefault(name, 0)
 
     def writing(self, output: str, lines: int) -> None:
-        """``lines`` read are being written to ``output``, not yet durable."""
         self._lag.labels(output).set(lines)
 
     def delivered(self, output: str, lines: int) -> None:
-        """``output`` has ``lines`` more, durably."""
         self._lag.labels(output).set(0)
         if lines:
             self._lines.labels(output).inc(lines)
-        with self._lock:
-            self._delivered[output] = self._delivered.get(output, 0) + lines
+        super().delivered(output, lines)
 
     def batches(self, group: Sequence[Batch], *, gaps: bool) -> None:
-        """Delivered batches: when each project last had lines, and (``gaps``) the gaps."""
         now = self._clock()
         for batch in group:
             if batch.run is not None and batch.count:
@@ -110,7 +150,7 @@ class Metrics:
         self._last_line.labels(str(project_id), name).set(now)
 
     def forget(self, project_id: int) -> None:
-        """The project is no longer followed: its series go."""
+        """The project's series go."""
         with self._lock:
             name = self._names.pop(project_id, None)
         if name is not None:
@@ -118,7 +158,7 @@ class Metrics:
         self.period(project_id, "", None)
 
     def period(self, project_id: int, name: str, seconds: float | None) -> None:
-        """The project's learned publishing period; None: it has none (its series goes)."""
+        """The project's period series is set (or goes)."""
         with self._lock:
             old = self._periods.pop(project_id, None)
             if seconds is not None:
@@ -137,13 +177,7 @@ class Metrics:
         self._requests.labels(endpoint, outcome).inc()
 
     def exported(self) -> None:
-        """A call to /live/export/logs was made."""
         self._exports.inc()
 
     def deployments(self, count: int) -> None:
         self._deployments.set(count)
-
-    def lines_by_output(self) -> dict[str, int]:
-        """Lines delivered to each output since the start."""
-        with self._lock:
-            return dict(self._delivered)

@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 from tailer.cursor import Cursor
 from tailer.errors import CursorSaveError
 from tailer.follower import ProjectFollower
-from tailer.metrics import Metrics
+from tailer.metrics import Tally
 from tailer.reader import Batch
 from tailer.sinks import Record, Sink
 
@@ -43,7 +43,7 @@ class Pipeline:
         saved: Iterable[tuple[int, str]] = (),
         unfinished: Iterable[tuple[int, str]] = (),
         interruptible: bool = False,
-        metrics: Metrics | None = None,
+        metrics: Tally | None = None,
         labels: Sequence[str] = (),
         counts_gaps: bool = True,
     ) -> None:

@@ -21,7 +21,7 @@ from tailer.export import Exporter
 from tailer.follower import ProjectFollower
 from tailer.health import Health
 from tailer.lifecycle import Lifecycle
-from tailer.metrics import Metrics
+from tailer.metrics import Metrics, Tally
 from tailer.pipeline import Pipeline
 from tailer.scheduler import MakeFollower, Scheduler
 from tailer.shutdown import Shutdown
@@ -68,10 +68,16 @@ def serve(
         lock.release()
 
 
+def kept_metrics(config: Config) -> Tally:
+    """Prometheus series where they are served (``metrics.listen``); else only the counts
+    the stop summary needs."""
+    return Metrics() if config.metrics.listen is not None else Tally()
+
+
 def _follow(
     config: Config, api: QcApi, shutdown: Shutdown, *, once: bool, notifier: Notifier
 ) -> None:
-    metrics = api.metrics or Metrics()
+    metrics = api.metrics or kept_metrics(config)
     lifecycle = Lifecycle(metrics)
     pipelines, make_follower = _pipelines(config, api, shutdown, metrics=metrics)
     verdicts: list[Callable[[], str | None]] = []  # the workers', once they run
@@ -84,6 +90,7 @@ def _follow(
         if listen is not None:
             from tailer.metrics_listener import MetricsListener  # a web server, if asked for
 
+            assert isinstance(metrics, Metrics)  # kept_metrics: series where they are served
             listener = MetricsListener(listen, metrics, lambda: verdicts[0]() if verdicts else None)
         lifecycle.started(config, list(metrics.lines_by_output()))
         if once:  # pipeline by pipeline: the files first, then Loki
@@ -178,7 +185,7 @@ def _pipelines(
     api: QcApi,
     shutdown: Shutdown,
     clock: Callable[[], float] = time.monotonic,
-    metrics: Metrics | None = None,
+    metrics: Tally | None = None,
 ) -> tuple[list[Pipeline], MakeFollower]:
     """The pipelines, and how a project found running gets a follower in each.
 
@@ -265,7 +272,7 @@ def _pipeline(
     config: Config,
     api: QcApi,
     clock: Callable[[], float],
-    metrics: Metrics | None,
+    metrics: Tally | None,
     labels: list[str],
     exporter: Exporter | None,
     makers: dict[Pipeline, Callable[..., ProjectFollower]],

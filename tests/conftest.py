@@ -6,6 +6,7 @@ import base64
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import random
 import signal
@@ -139,6 +140,29 @@ directory = "{tmp_path / "out"}"
 def qc_tail(*args: str) -> list[str]:
     """The command line of the real CLI, run by this interpreter, logging at DEBUG."""
     return [sys.executable, "-m", "tailer", "--log-level", "debug", *args]
+
+
+def loaded(
+    emu: Emulator, modules: tuple[str, ...], *args: str
+) -> tuple[list[str], dict[str, bool]]:
+    """The real CLI's stdout, and which of ``modules`` it had imported when it ended (at the
+    default log level: what a command needs at start-up is what it imports)."""
+    code = (
+        "import atexit, json, sys\n"
+        "from tailer.cli import main\n"
+        f"atexit.register(lambda: print(json.dumps({{m: m in sys.modules for m in {modules!r}}}),"
+        " file=sys.stderr))\n"
+        "main(sys.argv[1:])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=cli_env(emu),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines(), json.loads(result.stderr.splitlines()[-1])
 
 
 def run(

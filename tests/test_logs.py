@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from .conftest import PROJECT, cli_env, daemon_config, stamp
+from .conftest import PROJECT, daemon_config, loaded, stamp
 
 
 def fresh_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -70,29 +70,12 @@ def test_a_tail_that_says_nothing_never_loads_structlog(emu, tmp_path):
     emu.deploy(PROJECT)
     emu.write(PROJECT, [stamp(i) for i in range(30)])
     emu.publish()
-    code = """
-        import atexit, sys
-        from tailer.cli import main
-        atexit.register(lambda: print("structlog:", "structlog" in sys.modules, file=sys.stderr))
-        main(sys.argv[1:])
-        """
-    script = tmp_path / "qc_tail.py"
-    script.write_text(textwrap.dedent(code))
-
-    def qc_tail(*args: str) -> tuple[list[str], str]:
-        result = subprocess.run(
-            [sys.executable, str(script), *args],
-            env=cli_env(emu),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout.splitlines(), result.stderr.splitlines()[-1]
-
-    assert qc_tail("tail", str(PROJECT), "-n", "5") == (
+    assert loaded(emu, ("structlog", "asyncio"), "tail", str(PROJECT), "-n", "5") == (
         [stamp(i) for i in range(25, 30)],
-        "structlog: False",
+        {"structlog": False, "asyncio": False},
     )
-    config = daemon_config(tmp_path, emu)
-    assert qc_tail("--config", str(config), "run", "--once") == ([], "structlog: True")
+    config = str(daemon_config(tmp_path, emu))
+    assert loaded(emu, ("structlog",), "--config", config, "run", "--once") == (
+        [],
+        {"structlog": True},
+    )

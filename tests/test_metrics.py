@@ -6,9 +6,11 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tailer.cursor import Cursor
-from tailer.metrics import Metrics
+from tailer.metrics import Metrics, Tally
 from tailer.reader import Batch
 from tailer.records import Gap, LineRun
+
+from .conftest import PROJECT, daemon_config, loaded
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -109,3 +111,26 @@ def test_two_instances_do_not_share_their_counts() -> None:
     one.delivered("files", 5)
 
     assert samples(other).get(("qc_tail_lines_total", (("output", "files"),))) is None
+
+
+def test_a_tally_keeps_the_counts_of_the_stop_summary_and_no_series() -> None:
+    tally = Tally()
+    tally.outputs(["files", "loki"])
+    tally.writing("files", 3)
+    tally.delivered("files", 3)
+    tally.batches([lines(7, "seven", 3), gap(7, 2)], gaps=True)
+    tally.request("/live/logs/read", "ok")
+    assert tally.lines_by_output() == {"files": 3, "loki": 0}
+    assert not hasattr(tally, "registry")
+
+
+def test_prometheus_client_is_loaded_only_by_a_run_that_serves_metrics(emu, tmp_path) -> None:
+    emu.deploy(PROJECT)
+    emu.write(PROJECT, ["one", "two"])
+    emu.publish()
+    for served, more in ((False, ""), (True, '[metrics]\nlisten = "127.0.0.1:0"\n')):
+        config = str(daemon_config(tmp_path, emu, more=more))
+        _, modules = loaded(emu, ("prometheus_client",), "--config", config, "run", "--once")
+        assert modules == {"prometheus_client": served}
+    [written] = (tmp_path / "out").rglob("*.log")
+    assert written.read_text() == "one\ntwo\n"  # by the first run; the second had nothing new
