@@ -463,6 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     logs.configure(args.log_level or "info", args.log_format)
+    if args.reopen_on_hangup:  # its SIGHUP handler says "reopened" (see logs.load)
+        logs.load()
     if args.run is not commands.emulator:  # (a stand-in for the API: left as Python sets it)
         _settle_interpreter()
     try:

@@ -48,6 +48,12 @@ class Logger:
         return getattr(self._logger, method)
 
 
+def load() -> None:
+    """Load structlog now: before a signal handler that says something is installed (the
+    handler runs on the main thread, which must not be loading structlog then)."""
+    _load()
+
+
 def _load() -> Any:
     """structlog, configured as asked (if ``configure`` came before it was imported)."""
     with _lock:

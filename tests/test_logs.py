@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from .conftest import PROJECT, daemon_config, loaded, stamp
+from .conftest import PROJECT, cli_env, daemon_config, loaded, stamp
 
 
 def fresh_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -79,3 +79,38 @@ def test_a_tail_that_says_nothing_never_loads_structlog(emu, tmp_path):
         [],
         {"structlog": True},
     )
+
+
+def test_a_hangup_as_structlog_loads_never_hangs_run(emu, tmp_path):
+    """logrotate's SIGHUP (``systemctl reload``) may come at any time once ``run`` handles
+    it; its handler says ``reopened`` on the main thread, which must not be loading
+    structlog then (the handler would wait for itself: the process hung, never stopping)."""
+    emu.deploy(PROJECT)
+    emu.write(PROJECT, [stamp(i) for i in range(5)])
+    emu.publish()
+    config = str(daemon_config(tmp_path, emu))
+    code = (
+        "import os, signal, sys, threading\n"
+        "class Hangup:\n"  # SIGHUP as structlog begins to load, on the thread loading it
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        main = threading.current_thread() is threading.main_thread()\n"
+        "        if name == 'structlog' and main:\n"
+        "            sys.meta_path.remove(self)\n"
+        "            if callable(signal.getsignal(signal.SIGHUP)):\n"  # once run handles it
+        "                os.kill(os.getpid(), signal.SIGHUP)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Hangup())\n"
+        "from tailer.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "--config", config, "run", "--once"],
+        env=cli_env(emu),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line)["event"] for line in result.stderr.splitlines()]
+    assert events[0] == "started" and events[-1] == "stopping"
+    assert (tmp_path / "out" / str(PROJECT)).is_dir()
