@@ -337,8 +337,8 @@ class ProjectFollower:
         """Ask what a new reader of ``current`` will probe, while ``/live/list`` confirms that
         it is the deployment to read: reading begins one round trip sooner."""
         self._first_row = None
-        if self._prefetcher is None or current.deploy_id in self._saved:
-            return
+        if self._prefetcher is None or self._saved:  # (with cursors saved, ``current`` may
+            return  # lag what was read already: each poll until it does not would ask again)
         if self.pinned and self.pinned != current.deploy_id:
             return
         read = functools.partial(

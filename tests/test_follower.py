@@ -359,3 +359,30 @@ def test_a_new_readers_first_row_is_asked_while_the_list_confirms_its_deployment
     assert asked == {"/live/read": 1, "/live/list": 1, "/live/logs/read": 1}
     assert emu.stats.by_path == asked
     assert [reader.length for reader in follower.readers] == [2]
+
+
+def test_a_stale_current_deployment_at_a_restart_costs_no_read_of_its_rows(
+    emu: Emulator, api: QcApi, tmp_path: Path
+) -> None:
+    """A restart with D2's cursor saved; ``/live/read`` keeps naming D1 (launched before D2,
+    never read) for several polls. Each such poll asks ``/live/read`` and ``/live/list`` and
+    waits: D1 is not where to begin, so the row a reader of it would probe is never asked."""
+    emu.deploy(PROJECT)
+    emu.write(PROJECT, ["old 0"])
+    new = emu.deploy(PROJECT)
+    emu.write(PROJECT, ["new 0"])
+    first = Daemon(api, tmp_path, StartAt.DEPLOYMENT)
+    first.poll()
+    first.kill()
+    assert list(first.store.load_all()) == [(PROJECT, new)]
+    emu.write(PROJECT, ["new 1"])
+    emu.stale_live_read(PROJECT, answers=3)
+    saved = {d: c for (_, d), c in CursorStore(tmp_path / "state").load_all().items()}
+    prefetcher = Prefetcher(1)  # one worker: a job's answer comes after every earlier one's
+    follower = ProjectFollower(api, PROJECT, saved=saved, prefetcher=prefetcher)
+    emu.stats.reset()
+    for _ in range(3):
+        assert list(follower.poll()) == []
+    prefetcher.submit(lambda: None).result(timeout=20)  # whatever was asked, answered
+    assert emu.stats.by_path == {"/live/read": 3, "/live/list": 3}
+    assert [line.text for batch in batches(follower) for line in batch.lines] == ["new 1"]
