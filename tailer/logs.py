@@ -6,6 +6,7 @@ structlog is imported at the first event, not at start-up: a command that says n
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import Any, TextIO
@@ -19,13 +20,18 @@ _pending: tuple[str, str, TextIO] | None = None  # configured before structlog w
 def configure(level: str = "info", fmt: str | None = None, stream: TextIO | None = None) -> None:
     """Route every event to ``stream`` (stderr): stdout carries only log lines."""
     global _pending
-    stream = stream or sys.stderr
+    stream = stream or sys.stderr or _nowhere()
     if fmt is None:
         fmt = "console" if stream.isatty() else "json"
     with _lock:
         _pending = (level, fmt, stream)
         if "structlog" in sys.modules:  # loggers may be bound already: apply it now
             _apply()
+
+
+def _nowhere() -> TextIO:
+    """Where events go when stderr is closed (``2>&-``): not to stdout, among the lines."""
+    return open(os.devnull, "w")  # lives as long as the process logs
 
 
 def get_logger(name: str) -> Logger:
@@ -72,7 +78,6 @@ def _apply() -> None:
     import structlog
 
     level, fmt, stream = _pending
-    _pending = None
     renderer: Any
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
@@ -90,3 +95,4 @@ def _apply() -> None:
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
+    _pending = None  # only now: an interruption before this leaves it to apply next time

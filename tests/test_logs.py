@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import textwrap
 
-from .conftest import PROJECT, cli_env, daemon_config, loaded, stamp
+import pytest
+
+from .conftest import PROJECT, cli_env, daemon_config, loaded, qc_tail, stamp
 
 
 def fresh_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -114,3 +117,23 @@ def test_a_hangup_as_structlog_loads_never_hangs_run(emu, tmp_path):
     events = [json.loads(line)["event"] for line in result.stderr.splitlines()]
     assert events[0] == "started" and events[-1] == "stopping"
     assert (tmp_path / "out" / str(PROJECT)).is_dir()
+
+
+@pytest.mark.parametrize("fmt", [(), ("--log-format", "json")])
+def test_with_stderr_closed_events_stay_off_stdout(emu, tmp_path, fmt):
+    """``2>&-``: no traceback, and no event among the lines (structlog, given no stream,
+    would print to stdout): ``run`` says it started and stopped."""
+    emu.deploy(PROJECT)
+    emu.write(PROJECT, [stamp(i) for i in range(3)])
+    emu.publish()
+    config = daemon_config(tmp_path, emu, more="stdout = true\n")
+    command = shlex.join(qc_tail(*fmt, "--config", str(config), "run", "--once"))
+    result = subprocess.run(
+        ["sh", "-c", f"exec {command} 2>&-"],
+        env=cli_env(emu),
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == [f"[mean-reversion] {stamp(i)}" for i in range(3)]
