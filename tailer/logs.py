@@ -1,7 +1,7 @@
 """structlog set-up: events on stderr, console on a TTY, JSON otherwise.
 
 structlog is imported at the first event, not at start-up: a command that says nothing
-(``tail`` printing lines, ``status``) starts without it and the asyncio it imports.
+(``tail`` printing lines) starts without it and the asyncio it imports.
 """
 
 from __future__ import annotations
